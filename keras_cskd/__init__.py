@@ -1,0 +1,40 @@
+"""keras-cskd: knowledge distillation for Keras 3 with cosine similarity.
+
+Public API:
+
+- `keras_cskd.Distiller`: a `keras.Model` that distils a teacher into a
+  student with `fit`, on TensorFlow, JAX and PyTorch.
+- `keras_cskd.cache_teacher_logits`: run the teacher once, train from logits.
+- `keras_cskd.losses`: CSKD, CSWT-weighted CSKD, KD, logit MSE, STKD-style,
+  DIST and DKD losses.
+- `keras_cskd.layers.CosineSimilarityWeightedTemperature`: CSWT.
+- `keras_cskd.callbacks`: temperature/cosine recorder, weight warm-up,
+  atomic checkpoints.
+- `keras_cskd.ops`: the formulas as pure `keras.ops` functions.
+- `keras_cskd.data`, `keras_cskd.models`: loaders and model zoo.
+
+Importing the package registers every loss, layer and the `Distiller` with
+Keras' serialization (package "keras_cskd"), so `keras.saving.load_model`
+needs no `custom_objects`.
+"""
+
+from keras_cskd._backend_choice import ensure_installed_backend
+
+ensure_installed_backend()
+
+from keras_cskd import callbacks, data, layers, losses, models, ops  # noqa: E402
+from keras_cskd.distiller import Distiller, cache_teacher_logits  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Distiller",
+    "cache_teacher_logits",
+    "callbacks",
+    "data",
+    "layers",
+    "losses",
+    "models",
+    "ops",
+    "__version__",
+]

@@ -1,0 +1,90 @@
+"""CSWT: the cosine-similarity weighted temperature layer."""
+
+import keras
+
+from keras_cskd import ops as kd_ops
+from keras_cskd import validation
+
+
+@keras.saving.register_keras_serializable(package="keras_cskd")
+class CosineSimilarityWeightedTemperature(keras.layers.Layer):
+    """Adaptive distillation temperatures from teacher/student agreement.
+
+    Called as `layer(teacher_logits, student_logits)`; returns temperatures
+    without gradient, low (`low`) where the student already agrees with the
+    teacher (high cosine similarity) and high (`high`) where it does not:
+    `T = low + (M - sim) / (M - m) * (high - low)` with `m`, `M` the batch
+    min and max of the similarities (taken at temperature 1).
+
+    - `granularity="sample"` (the authors' code): `sim_i` is the cosine of
+      sample `i`'s rows `softmax(s_i)`, `softmax(t_i)`; returns `(B, 1)`.
+    - `granularity="class"` (a keras-cskd extension): `sim_c` is the cosine
+      of class `c`'s columns across the batch; returns `(1, C)`, and class
+      `c`'s logits are divided by `T_c` before the softmax over classes.
+
+    When all similarities are equal (within `epsilon`), e.g. a batch of one
+    sample, every temperature is `(low + high) / 2`: the authors' formula
+    divides by zero there.
+
+    Args:
+        low: temperature of the best-agreeing sample/class (default 2).
+        high: temperature of the worst-agreeing sample/class (default 6).
+        granularity: `"sample"` or `"class"`.
+        epsilon: spread of similarities below which the midpoint is used.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.layers import CosineSimilarityWeightedTemperature
+    >>> cswt = CosineSimilarityWeightedTemperature(low=2.0, high=6.0)
+    >>> t = np.array([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0]], "float32")
+    >>> s = np.array([[4.0, 0.0], [0.0, 0.0], [4.0, 0.0]], "float32")
+    >>> np.round(np.asarray(cswt(t, s), "float64").ravel(), 3).tolist()
+    [2.0, 3.163, 6.0]
+    """
+
+    def __init__(self, low=2.0, high=6.0, granularity="sample", epsilon=1e-6, **kwargs):
+        # Temperatures are computed in float32 even under mixed precision.
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        validation.check_temperature_range(low, high)
+        if granularity not in ("sample", "class"):
+            raise ValueError(
+                f"granularity must be 'sample' (one temperature per sample, "
+                f"the authors' CSWT) or 'class' (one per class), got "
+                f"{granularity!r}."
+            )
+        self.low = float(low)
+        self.high = float(high)
+        self.granularity = granularity
+        self.epsilon = float(epsilon)
+
+    def call(self, teacher_logits, student_logits):
+        return kd_ops.cswt_temperatures(
+            teacher_logits,
+            student_logits,
+            self.low,
+            self.high,
+            self.granularity,
+            self.epsilon,
+        )
+
+    def __call__(self, teacher_logits, student_logits, **kwargs):
+        teacher_logits = keras.ops.convert_to_tensor(teacher_logits)
+        student_logits = keras.ops.convert_to_tensor(student_logits)
+        validation.check_logits(teacher_logits, student_logits, type(self).__name__)
+        return super().__call__(teacher_logits, student_logits, **kwargs)
+
+    def compute_output_shape(self, teacher_shape, student_shape):
+        if self.granularity == "sample":
+            return (teacher_shape[0], 1)
+        return (1, teacher_shape[-1])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "low": self.low,
+            "high": self.high,
+            "granularity": self.granularity,
+            "epsilon": self.epsilon,
+        }

@@ -1,0 +1,463 @@
+"""The math of keras-cskd: small pure functions of `keras.ops`.
+
+This module is the one place to check a formula against the papers. Every
+function takes teacher and student *logits* of shape `(batch, classes)` and
+computes in float32 whatever the input dtype (float16/bfloat16 logits are
+upcast before the softmax), so the same code is used under mixed precision,
+on every backend, inside or outside a compiled step.
+
+Notation used in the docstrings: `t`, `s` are teacher and student logits,
+`B` the batch size, `C` the number of classes, `p = softmax(z / tau)` over
+classes. "Columns" are the `C` vectors of length `B` (one per class, across
+the batch); "rows" are the `B` vectors of length `C` (one per sample).
+
+Example:
+
+>>> import numpy as np
+>>> from keras_cskd import ops as kd_ops
+>>> t = np.array([[2.0, 0.5, -1.0], [0.1, 1.5, 0.3]], "float32")
+>>> float(kd_ops.cosine_similarity_distillation(t, t, temperature=4.0))
+0.0
+"""
+
+from keras import ops
+
+# Floor under squared norms before a square root: keeps gradients finite for
+# all-zero columns (`sqrt` has an infinite derivative at 0).
+_TINY = 1e-30
+
+
+def _as_float32(x):
+    x = ops.convert_to_tensor(x)
+    if x.dtype != "float32":
+        x = ops.cast(x, "float32")
+    return x
+
+
+def softened_probabilities(logits, temperature=1.0):
+    """Softmax over classes of `logits / temperature`, computed in float32.
+
+    `temperature` is a Python number or a tensor that broadcasts against
+    `logits`: shape `(B, 1)` gives one temperature per sample, `(1, C)` one
+    per class.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> logits = np.array([[2.0, 0.0], [2.0, 0.0]], "float32")
+    >>> p = kd_ops.softened_probabilities(logits, np.array([[1.0], [4.0]], "float32"))
+    >>> np.round(np.asarray(p, "float64"), 4).tolist()  # one temperature per sample
+    [[0.8808, 0.1192], [0.6225, 0.3775]]
+    """
+    logits = _as_float32(logits)
+    return ops.softmax(logits / _as_float32(temperature), axis=-1)
+
+
+def _safe_norm(x, axis):
+    return ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=axis), _TINY))
+
+
+def _weighted_columns(x, sample_weight):
+    """Scales rows by `sqrt(w)` so inner products over the batch are
+    `sum_i w_i a_i b_i` (a weighted cosine)."""
+    if sample_weight is None:
+        return x
+    w = ops.reshape(_as_float32(sample_weight), (-1, 1))
+    return x * ops.sqrt(ops.maximum(w, 0.0))
+
+
+def cosine_similarity(a, b, axis, epsilon=1e-8):
+    """`|<a, b>| / (||a|| ||b|| + epsilon)` along `axis`, in float32.
+
+    Clipped at 1: for (near-)parallel vectors the rounded quotient can
+    exceed 1 by an ulp, which would make CSKD slightly negative.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> a = np.array([[1.0, 0.0], [1.0, 1.0]], "float32")
+    >>> b = np.array([[3.0, 0.0], [0.0, 1.0]], "float32")
+    >>> np.round(np.asarray(kd_ops.cosine_similarity(a, b, axis=1), "float64"), 4).tolist()
+    [1.0, 0.7071]
+    """
+    a = _as_float32(a)
+    b = _as_float32(b)
+    dot = ops.sum(a * b, axis=axis)
+    cosine = ops.abs(dot) / (_safe_norm(a, axis) * _safe_norm(b, axis) + epsilon)
+    return ops.minimum(cosine, 1.0)
+
+
+def class_cosine_similarity(
+    teacher_probs, student_probs, sample_weight=None, epsilon=1e-8
+):
+    """Cosine of each class column across the batch: shape `(C,)`.
+
+    `cos_c = |<p_s[:, c], p_t[:, c]>| / (||p_s[:, c]|| ||p_t[:, c]|| + eps)`,
+    the CSKD similarity of Ham et al. (2023). With `sample_weight` (shape
+    `(B,)`) the inner products are weighted: `sum_i w_i p_s[i, c] p_t[i, c]`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> p_t = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]], "float32")
+    >>> cos = kd_ops.class_cosine_similarity(p_t, 0.5 * p_t)  # scale-invariant per column
+    >>> np.round(np.asarray(cos, "float64"), 4).tolist()
+    [1.0, 1.0]
+    >>> w = np.array([1.0, 1.0, 0.0], "float32")  # the third sample is ignored
+    >>> p_s = np.array([[0.9, 0.1], [0.2, 0.8], [0.0, 1.0]], "float32")
+    >>> np.round(np.asarray(kd_ops.class_cosine_similarity(p_t, p_s, w), "float64"), 4).tolist()
+    [1.0, 1.0]
+    """
+    teacher_probs = _weighted_columns(_as_float32(teacher_probs), sample_weight)
+    student_probs = _weighted_columns(_as_float32(student_probs), sample_weight)
+    return cosine_similarity(teacher_probs, student_probs, axis=0, epsilon=epsilon)
+
+
+def sample_cosine_similarity(teacher_probs, student_probs, epsilon=1e-8):
+    """Cosine of each sample's row of probabilities: shape `(B,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> p_t = np.array([[1.0, 0.0], [0.5, 0.5]], "float32")
+    >>> p_s = np.array([[0.5, 0.5], [0.5, 0.5]], "float32")
+    >>> np.round(np.asarray(kd_ops.sample_cosine_similarity(p_t, p_s), "float64"), 4).tolist()
+    [0.7071, 1.0]
+    """
+    return cosine_similarity(teacher_probs, student_probs, axis=1, epsilon=epsilon)
+
+
+def kl_divergence_distillation(teacher_logits, student_logits, temperature=4.0):
+    """Hinton et al.'s KD loss per sample: `tau^2 * KL(p_t || p_s)`, shape `(B,)`.
+
+    The batch mean of this is the usual "batchmean" KD loss. Computed with
+    log-softmax, so it is exact (no `log(0)`) for one-hot-like teachers.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[4.0, 0.0], [0.0, 0.0]], "float32")
+    >>> per_sample = kd_ops.kl_divergence_distillation(t, np.zeros_like(t), temperature=2.0)
+    >>> np.round(np.asarray(per_sample, "float64"), 4).tolist()
+    [1.3113, 0.0]
+    """
+    t = _as_float32(teacher_logits) / _as_float32(temperature)
+    s = _as_float32(student_logits) / _as_float32(temperature)
+    log_p_t = ops.log_softmax(t, axis=-1)
+    log_p_s = ops.log_softmax(s, axis=-1)
+    kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    return kl * ops.square(_as_float32(temperature))
+
+
+def logit_mse(teacher_logits, student_logits):
+    """Kim et al.'s logit matching per sample: mean over classes of
+    `(s - t)^2`, shape `(B,)`. The batch mean is the element-wise MSE of the
+    authors' code.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[1.0, 2.0], [0.0, 0.0]], "float32")
+    >>> s = np.array([[2.0, 4.0], [0.0, 0.0]], "float32")
+    >>> np.asarray(kd_ops.logit_mse(t, s), "float64").tolist()
+    [2.5, 0.0]
+    """
+    diff = _as_float32(student_logits) - _as_float32(teacher_logits)
+    return ops.mean(ops.square(diff), axis=-1)
+
+
+def cosine_similarity_distillation(
+    teacher_logits,
+    student_logits,
+    temperature=4.0,
+    sample_weight=None,
+    epsilon=1e-8,
+):
+    """CSKD: `T^2 * (1 - mean_c cos_c)` on the batch predictions.
+
+    `cos_c` is the cosine of class `c`'s column of `softmax(s / T)` and
+    `softmax(t / T)` across the batch (`class_cosine_similarity`). `T` is a
+    number or a tensor of adaptive temperatures (`(B, 1)` per sample or
+    `(1, C)` per class, from CSWT); the loss is then scaled by `mean(T)^2`.
+    Returns a scalar in `[0, mean(T)^2]`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[3.0, 0.0, 1.0], [0.0, 3.0, 1.0]], "float32")
+    >>> float(kd_ops.cosine_similarity_distillation(t, t, temperature=4.0))
+    0.0
+    >>> s = t[::-1]  # the student swaps the two samples
+    >>> round(float(kd_ops.cosine_similarity_distillation(t, s, temperature=1.0)), 4)
+    0.6004
+    >>> temperatures = np.array([[2.0], [6.0]], "float32")  # per sample, e.g. from CSWT
+    >>> round(float(kd_ops.cosine_similarity_distillation(t, s, temperatures)), 4)
+    3.7246
+    """
+    temperature = _as_float32(temperature)
+    p_t = softened_probabilities(teacher_logits, temperature)
+    p_s = softened_probabilities(student_logits, temperature)
+    cos = class_cosine_similarity(p_t, p_s, sample_weight, epsilon)
+    return ops.square(ops.mean(temperature)) * (1.0 - ops.mean(cos))
+
+
+def cswt_temperatures(
+    teacher_logits,
+    student_logits,
+    low=2.0,
+    high=6.0,
+    granularity="sample",
+    epsilon=1e-6,
+):
+    """Cosine-similarity weighted temperatures (CSWT), without gradient.
+
+    The similarities are taken at temperature 1: per sample, the cosine of
+    each row of `softmax(s)` and `softmax(t)`; per class, the cosine of each
+    column across the batch. With `m`, `M` their min and max,
+    `T = low + (M - sim) / (M - m) * (high - low)`: the best-agreeing
+    sample (class) gets `low`, the worst `high`. Where `M - m <= epsilon`
+    (a batch of one, identical agreement everywhere) every temperature is
+    the midpoint `(low + high) / 2` instead of the authors' division by zero.
+
+    Returns shape `(B, 1)` for `granularity="sample"` and `(1, C)` for
+    `"class"`, ready to divide logits by.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[4.0, 0.0], [4.0, 0.0], [0.0, 4.0]], "float32")
+    >>> s = np.array([[4.0, 0.0], [0.0, 0.0], [4.0, 0.0]], "float32")
+    >>> per_sample = kd_ops.cswt_temperatures(t, s, low=2.0, high=6.0)
+    >>> np.round(np.asarray(per_sample, "float64"), 3).tolist()
+    [[2.0], [3.163], [6.0]]
+    >>> tuple(kd_ops.cswt_temperatures(t, s, granularity="class").shape)
+    (1, 2)
+    """
+    p_t = softened_probabilities(ops.stop_gradient(_as_float32(teacher_logits)))
+    p_s = softened_probabilities(ops.stop_gradient(_as_float32(student_logits)))
+    if granularity == "sample":
+        similarity = sample_cosine_similarity(p_t, p_s)
+        shape = (-1, 1)
+    elif granularity == "class":
+        similarity = class_cosine_similarity(p_t, p_s)
+        shape = (1, -1)
+    else:
+        raise ValueError(
+            f"granularity must be 'sample' or 'class', got {granularity!r}."
+        )
+    temperatures = min_max_temperatures(similarity, low, high, epsilon)
+    return ops.stop_gradient(ops.reshape(temperatures, shape))
+
+
+def min_max_temperatures(similarity, low, high, epsilon=1e-6):
+    """Maps similarities linearly to `[low, high]`, highest similarity to
+    `low`; all `(low + high) / 2` when the similarities span `<= epsilon`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> sim = np.array([0.9, 0.5, 0.1], "float32")
+    >>> np.round(np.asarray(kd_ops.min_max_temperatures(sim, 2.0, 6.0), "float64"), 4).tolist()
+    [2.0, 4.0, 6.0]
+    >>> same = np.array([0.7, 0.7], "float32")  # no spread: the midpoint
+    >>> np.asarray(kd_ops.min_max_temperatures(same, 2.0, 6.0), "float64").tolist()
+    [4.0, 4.0]
+    """
+    similarity = _as_float32(similarity)
+    smallest = ops.min(similarity)
+    largest = ops.max(similarity)
+    spread = largest - smallest
+    degenerate = spread <= epsilon
+    safe_spread = ops.where(degenerate, ops.ones_like(spread), spread)
+    scaled = low + (largest - similarity) / safe_spread * (high - low)
+    midpoint = ops.full_like(similarity, (low + high) / 2.0)
+    return ops.where(degenerate, midpoint, scaled)
+
+
+def pearson_correlation(a, b, axis, sample_weight=None, epsilon=1e-8):
+    """Pearson correlation of `a` and `b` along `axis` (optionally weighted
+    along the batch axis 0 with `sample_weight`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> a = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]], "float32")
+    >>> b = np.array([[2.0, 4.0, 6.0], [3.0, 2.0, 1.0]], "float32")
+    >>> np.round(np.asarray(kd_ops.pearson_correlation(a, b, axis=1), "float64"), 4).tolist()
+    [1.0, -1.0]
+    """
+    a = _as_float32(a)
+    b = _as_float32(b)
+    if sample_weight is None or axis != 0:
+        a = a - ops.mean(a, axis=axis, keepdims=True)
+        b = b - ops.mean(b, axis=axis, keepdims=True)
+    else:
+        w = ops.reshape(_as_float32(sample_weight), (-1, 1))
+        total = ops.maximum(ops.sum(w), epsilon)
+        a = a - ops.sum(w * a, axis=0, keepdims=True) / total
+        b = b - ops.sum(w * b, axis=0, keepdims=True) / total
+        a = _weighted_columns(a, sample_weight)
+        b = _weighted_columns(b, sample_weight)
+    dot = ops.sum(a * b, axis=axis)
+    return dot / (_safe_norm(a, axis) * _safe_norm(b, axis) + epsilon)
+
+
+def dist_distillation(
+    teacher_logits,
+    student_logits,
+    temperature=4.0,
+    inter_weight=1.0,
+    intra_weight=1.0,
+    sample_weight=None,
+):
+    """DIST (Huang et al. 2022): `tau^2 * [beta * (1 - mean_i pearson(rows))
+    + gamma * (1 - mean_c pearson(columns))]`, a scalar.
+
+    Rows compare each sample's class distribution (inter-class relation);
+    columns compare each class across the batch (intra-class relation).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[3.0, 0.0, 1.0], [0.0, 3.0, 2.0]], "float32")
+    >>> round(float(kd_ops.dist_distillation(t, t, temperature=4.0)), 3)
+    0.0
+    >>> float(kd_ops.dist_distillation(t, t[::-1], temperature=1.0)) > 0
+    True
+    """
+    temperature = _as_float32(temperature)
+    p_t = softened_probabilities(teacher_logits, temperature)
+    p_s = softened_probabilities(student_logits, temperature)
+    inter = 1.0 - pearson_correlation(p_s, p_t, axis=1)
+    if sample_weight is None:
+        inter = ops.mean(inter)
+    else:
+        w = _as_float32(sample_weight)
+        inter = ops.sum(w * inter) / ops.maximum(ops.sum(w), 1e-8)
+    intra = ops.mean(1.0 - pearson_correlation(p_s, p_t, 0, sample_weight))
+    return ops.square(temperature) * (inter_weight * inter + intra_weight * intra)
+
+
+def decoupled_kd(
+    teacher_logits,
+    student_logits,
+    labels,
+    temperature=4.0,
+    target_weight=1.0,
+    non_target_weight=8.0,
+):
+    """DKD (Zhao et al. 2022) per sample: `alpha * TCKD + beta * NCKD`,
+    shape `(B,)`, each term `tau^2`-scaled.
+
+    `labels` are integer class ids `(B,)` or one-hot `(B, C)`. TCKD is the
+    binary KL between the teacher's and student's probability of the target
+    class versus all others; NCKD is the KL between the distributions over
+    the non-target classes only (target logit masked out).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[3.0, 0.0, 1.0], [0.0, 3.0, 1.0]], "float32")
+    >>> labels = np.array([0, 1])
+    >>> np.round(np.asarray(kd_ops.decoupled_kd(t, t, labels), "float64"), 5).tolist()
+    [0.0, 0.0]
+    >>> tuple(kd_ops.decoupled_kd(t, np.zeros_like(t), labels).shape)
+    (2,)
+    """
+    t = _as_float32(teacher_logits) / _as_float32(temperature)
+    s = _as_float32(student_logits) / _as_float32(temperature)
+    num_classes = t.shape[-1]
+    target = _target_mask(labels, num_classes)
+    p_t = ops.softmax(t, axis=-1)
+    # Binary (target vs rest) probabilities, via log-sum-exp for stability.
+    log_pt_target = _masked_logsumexp(t, target) - ops.logsumexp(t, axis=-1)
+    log_ps_target = _masked_logsumexp(s, target) - ops.logsumexp(s, axis=-1)
+    pt_target = ops.sum(p_t * target, axis=-1)
+    log_pt_rest = _masked_logsumexp(t, 1.0 - target) - ops.logsumexp(t, axis=-1)
+    log_ps_rest = _masked_logsumexp(s, 1.0 - target) - ops.logsumexp(s, axis=-1)
+    tckd = pt_target * (log_pt_target - log_ps_target) + (1.0 - pt_target) * (
+        log_pt_rest - log_ps_rest
+    )
+    # Non-target distribution: the target logit removed (pushed to -inf).
+    log_qt = _masked_log_softmax(t, 1.0 - target)
+    log_qs = _masked_log_softmax(s, 1.0 - target)
+    q_t = ops.exp(log_qt) * (1.0 - target)
+    nckd = ops.sum(q_t * (log_qt - log_qs) * (1.0 - target), axis=-1)
+    scale = ops.square(_as_float32(temperature))
+    return scale * (target_weight * tckd + non_target_weight * nckd)
+
+
+def _target_mask(labels, num_classes):
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 2 and labels.shape[-1] == num_classes:
+        return _as_float32(labels)
+    labels = ops.reshape(labels, (-1,))
+    return ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+
+
+_MASKED = -1e9
+
+
+def _masked_logsumexp(logits, keep):
+    return ops.logsumexp(ops.where(keep > 0.5, logits, _MASKED), axis=-1)
+
+
+def _masked_log_softmax(logits, keep):
+    return ops.log_softmax(ops.where(keep > 0.5, logits, _MASKED), axis=-1)
+
+
+def sample_beta(alpha, seed, candidates=16):
+    """One draw of `Beta(alpha, alpha)` from `keras.random` normals and
+    uniforms only, so it compiles under XLA on every backend (TensorFlow's
+    gamma kernel does not).
+
+    `Beta(a, a) = X / (X + Y)` with `X, Y ~ Gamma(a)`, each drawn with
+    Marsaglia and Tsang's method (with the `U^(1/a)` boost for `a < 1`),
+    vectorised over `candidates` proposals of which the first accepted is
+    used; the chance that all of them are rejected is below `0.05^16`.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_cskd import ops as kd_ops
+    >>> lam = kd_ops.sample_beta(1.0, keras.random.SeedGenerator(0))
+    >>> 0.0 < float(lam) < 1.0
+    True
+    """
+    import keras
+
+    alpha = float(alpha)
+    shape_param = alpha + 1.0 if alpha < 1.0 else alpha
+    d = shape_param - 1.0 / 3.0
+    c = 1.0 / (9.0 * d) ** 0.5
+    z = keras.random.normal((2, candidates), seed=seed)
+    u = keras.random.uniform((2, candidates), seed=seed)
+    v = ops.power(1.0 + c * z, 3)
+    accept = ops.logical_and(
+        v > 0.0,
+        ops.log(ops.maximum(u, 1e-30))
+        < 0.5 * ops.square(z) + d - d * ops.maximum(v, 1e-30)
+        + d * ops.log(ops.maximum(v, 1e-30)),
+    )
+    first = ops.argmax(ops.cast(accept, "int32"), axis=1)
+    draws = ops.take_along_axis(
+        d * ops.maximum(v, 1e-30), ops.reshape(first, (2, 1)), axis=1
+    )
+    draws = ops.reshape(draws, (2,))
+    if alpha < 1.0:
+        boost = keras.random.uniform((2,), seed=seed)
+        draws = draws * ops.power(ops.maximum(boost, 1e-30), 1.0 / alpha)
+    draws = ops.maximum(draws, 1e-30)
+    return draws[0] / (draws[0] + draws[1])

@@ -1,0 +1,322 @@
+"""Input checks shared by the losses, the CSWT layer and the Distiller.
+
+Shape checks are static (they run at trace time, at no cost per step);
+value checks (NaN/inf, probabilities passed as logits) run only on concrete
+tensors, i.e. in eager calls, never inside a compiled training step.
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_cskd._backend import is_concrete
+
+
+def check_positive(name, value):
+    """Raises unless `value` is a positive number.
+
+    Example:
+
+    >>> from keras_cskd.validation import check_positive
+    >>> check_positive("temperature", 4.0)  # fine: returns None
+    >>> check_positive("temperature", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `temperature` must be a positive, finite number, got 0. Temperatures divide the logits: use e.g. 4.0.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"`{name}` must be a positive, finite number, got {value!r}. "
+            "Temperatures divide the logits: use e.g. 4.0."
+        )
+
+
+def check_temperature_range(low, high):
+    """Raises unless `0 < low <= high`.
+
+    Example:
+
+    >>> from keras_cskd.validation import check_temperature_range
+    >>> check_temperature_range(2.0, 6.0)
+    >>> check_temperature_range(6.0, 2.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: CSWT needs `low <= high`, got low=6.0 > high=2.0. Swap them: ...
+    """
+    check_positive("low", low)
+    check_positive("high", high)
+    if low > high:
+        raise ValueError(
+            f"CSWT needs `low <= high`, got low={low} > high={high}. "
+            "Swap them: `low` is the temperature of the best-agreeing "
+            "samples, `high` of the worst."
+        )
+
+
+def check_logits(teacher_logits, student_logits, owner, min_batch_size=1, values=True):
+    """Checks a (teacher, student) logits pair before a loss sees it.
+
+    Static: both rank 2 `(batch, classes)`, same class count, same batch
+    size, at least `min_batch_size` rows (2 for batch-wise losses).
+    Eager only, and only with `values=True`: finite values, and that
+    neither looks like probabilities.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.validation import check_logits
+    >>> t = np.array([[2.0, -1.0, 0.5], [0.0, 1.0, 3.0]], "float32")
+    >>> check_logits(t, t, "MyLoss", min_batch_size=2)
+    >>> check_logits(t, t[:, :2], "MyLoss")
+    Traceback (most recent call last):
+    ...
+    ValueError: MyLoss: the teacher predicts 3 classes but the student 2. Give the student a 3-unit output layer (teacher and student must share the label space).
+    """
+    for role, x in (("teacher", teacher_logits), ("student", student_logits)):
+        if len(x.shape) != 2:
+            raise ValueError(
+                f"{owner} expects {role} logits of shape (batch, classes), "
+                f"got rank {len(x.shape)} with shape {tuple(x.shape)}. "
+                "Flatten extra axes or pool them before the loss."
+            )
+    t_batch, t_classes = teacher_logits.shape
+    s_batch, s_classes = student_logits.shape
+    if t_classes is not None and s_classes is not None and t_classes != s_classes:
+        raise ValueError(
+            f"{owner}: the teacher predicts {t_classes} classes but the "
+            f"student {s_classes}. Give the student a {t_classes}-unit "
+            "output layer (teacher and student must share the label space)."
+        )
+    if t_batch is not None and s_batch is not None and t_batch != s_batch:
+        raise ValueError(
+            f"{owner}: teacher batch size {t_batch} != student batch size "
+            f"{s_batch}. Both must see the same samples in the same order."
+        )
+    if s_classes is not None and s_classes < 2:
+        raise ValueError(
+            f"{owner} needs at least 2 classes, got {s_classes}. For a "
+            "binary problem output 2 logits (one per class)."
+        )
+    if min_batch_size > 1 and s_batch is not None and s_batch < min_batch_size:
+        raise ValueError(
+            f"{owner} compares each class across the batch, so it needs a "
+            f"batch of at least {min_batch_size} samples; got {s_batch}. "
+            "Use a larger batch size, and drop a last batch of 1 sample "
+            "(e.g. `dataset.batch(n, drop_remainder=True)`)."
+        )
+    if values:
+        check_values(teacher_logits, "teacher logits", owner)
+        check_values(student_logits, "student logits", owner)
+
+
+def check_values(x, what, owner):
+    """Eager-only: raises on NaN/inf and on rows that look like
+    probabilities (all in [0, 1], each summing to 1).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.validation import check_values
+    >>> check_values(np.array([[2.0, -1.0], [0.5, 0.5]]), "teacher logits", "MyLoss")
+    >>> check_values(np.array([[0.2, 0.8], [0.5, 0.5]]), "teacher logits", "MyLoss")
+    Traceback (most recent call last):
+    ...
+    ValueError: MyLoss: teacher logits look like probabilities (every row lies in [0, 1] and sums to 1), but logits are expected. ...
+    """
+    if not is_concrete(x):
+        return
+    values = np.asarray(ops.convert_to_numpy(x), dtype="float64")
+    if values.size == 0:
+        raise ValueError(f"{owner} received empty {what} (shape {values.shape}).")
+    if not np.all(np.isfinite(values)):
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        raise ValueError(
+            f"{owner}: {what} contain {bad} NaN/inf value(s). Check the "
+            "input data and the model (a diverged teacher, or an unscaled "
+            "input) before distilling."
+        )
+    if looks_like_probabilities(values):
+        raise ValueError(
+            f"{owner}: {what} look like probabilities (every row lies in "
+            "[0, 1] and sums to 1), but logits are expected. Remove the "
+            "final softmax (e.g. `Dense(n, activation=None)`), or rebuild "
+            "the model up to the layer before it."
+        )
+
+
+def looks_like_probabilities(values):
+    """True when every row of a (batch, classes) array lies in [0, 1] and
+    sums to 1 (to 1e-3).
+
+    Example:
+
+    >>> from keras_cskd.validation import looks_like_probabilities
+    >>> looks_like_probabilities([[0.2, 0.8], [1.0, 0.0]]), looks_like_probabilities([[2.0, -1.0]])
+    (True, False)
+    """
+    values = np.asarray(values, dtype="float64")
+    if values.ndim != 2 or values.shape[-1] < 2:
+        return False
+    return bool(
+        np.all(values >= 0.0)
+        and np.all(values <= 1.0)
+        and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3)
+    )
+
+
+# --------------------------------------------------------------------------
+# Checks of the arrays given to `Distiller.fit`: run once per `fit`, on the
+# host, before any weight is updated (datasets and generators are not read
+# ahead; their batches get the static checks above at trace time).
+
+
+def check_single_output(outputs, role, owner):
+    """Raises unless a model returned one tensor (not a list/tuple/dict).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.validation import check_single_output
+    >>> check_single_output(np.zeros((2, 3)), "teacher", "Distiller")
+    >>> check_single_output([np.zeros((2, 3)), np.zeros((2, 5))], "teacher", "Distiller")
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller: the teacher returns 2 outputs (list); distillation needs one logits tensor ...
+    """
+    if isinstance(outputs, (list, tuple, dict)):
+        raise ValueError(
+            f"{owner}: the {role} returns {len(outputs)} outputs "
+            f"({type(outputs).__name__}); distillation needs one logits "
+            f"tensor of shape (batch, classes). Wrap the {role} so it returns "
+            "only its class logits, e.g. keras.Model(model.inputs, "
+            "model.outputs[0]) or a subclass whose call() returns one tensor."
+        )
+
+
+def check_finite_array(values, what, owner, chunk_size=4096):
+    """Raises on NaN/inf in a float NumPy array (scanned in chunks of
+    samples, so no full-size temporary is made).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.validation import check_finite_array
+    >>> x = np.ones((5, 2), "float32")
+    >>> check_finite_array(x, "x", "Distiller.fit")
+    >>> x[3, 1] = np.nan
+    >>> check_finite_array(x, "x", "Distiller.fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit: x contains NaN or inf (first in sample 3). ...
+    """
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    for start in range(0, len(values), chunk_size):
+        block = values[start : start + chunk_size]
+        finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        if not finite.all():
+            first = start + int(np.argmin(finite))
+            raise ValueError(
+                f"{owner}: {what} contains NaN or inf (first in sample "
+                f"{first}). Training on it would turn the student's weights "
+                "into NaN. Drop or impute those samples (e.g. "
+                "np.nan_to_num, or x[np.isfinite(x).all(axis=...)]) first."
+            )
+
+
+def check_class_labels(labels, num_classes, owner, what="y"):
+    """Raises unless `labels` are class indices in `[0, num_classes)` of
+    shape `(n,)`/`(n, 1)`, or one-hot/soft labels of shape `(n, C)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.validation import check_class_labels
+    >>> check_class_labels(np.array([0, 2, 1]), 3, "Distiller.fit")
+    >>> check_class_labels(np.array([1, 2, 3]), 3, "Distiller.fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit: the labels `y` must be class indices in [0, 3) (the student predicts 3 classes), but 1 label(s) lie outside (min 1, max 3). ...
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] != 1:
+        if labels.shape[1] != num_classes:
+            raise ValueError(
+                f"{owner}: the labels `{what}` have shape {labels.shape}, i.e. "
+                f"{labels.shape[1]} columns, but the student predicts "
+                f"{num_classes} classes. Pass class indices of shape (n,) or "
+                f"one-hot labels of shape (n, {num_classes})."
+            )
+        check_finite_array(labels, f"the labels `{what}`", owner)
+        return
+    if labels.ndim not in (1, 2):
+        raise ValueError(
+            f"{owner}: the labels `{what}` have shape {labels.shape}; expected "
+            f"class indices of shape (n,) or one-hot labels of shape (n, {num_classes})."
+        )
+    if labels.size == 0:
+        return
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise ValueError(
+            f"{owner}: the labels `{what}` have dtype {labels.dtype}; expected "
+            "integer class indices (map names to indices first, e.g. "
+            "np.unique(y, return_inverse=True)[1])."
+        )
+    if np.issubdtype(labels.dtype, np.floating):
+        check_finite_array(labels, f"the labels `{what}`", owner)
+        if not np.all(labels == np.round(labels)):
+            raise ValueError(
+                f"{owner}: the labels `{what}` of shape {labels.shape} hold "
+                "non-integer values; class indices must be whole numbers. For "
+                f"soft labels pass an array of shape (n, {num_classes})."
+            )
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= num_classes:
+        outside = int(np.count_nonzero((labels < 0) | (labels >= num_classes)))
+        raise ValueError(
+            f"{owner}: the labels `{what}` must be class indices in "
+            f"[0, {num_classes}) (the student predicts {num_classes} classes), "
+            f"but {outside} label(s) lie outside (min {low}, max {high}). "
+            "Remap the labels to 0..C-1 (e.g. np.unique(y, return_inverse=True)[1]) "
+            "or give teacher and student one output per class."
+        )
+
+
+def check_batch_split(num_samples, batch_size, owner, loss_names, validation_split=0.0):
+    """Raises when batch-wise losses would meet a batch of one sample: a
+    batch size of 1, or `num_samples` leaving a last batch of 1.
+
+    Example:
+
+    >>> from keras_cskd.validation import check_batch_split
+    >>> check_batch_split(128, 32, "Distiller.fit", ["CosineSimilarityDistillation"])
+    >>> check_batch_split(129, 32, "Distiller.fit", ["CosineSimilarityDistillation"])
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit: CosineSimilarityDistillation compare(s) each class across the batch and need(s) at least 2 samples per batch, but 129 training samples in batches of 32 leave a last batch of one sample. Use e.g. batch_size=33, or drop one training sample.
+    """
+    if validation_split:
+        num_samples = int(np.floor(num_samples * (1.0 - validation_split)))
+    if num_samples == 1:
+        raise ValueError(
+            f"{owner}: {', '.join(loss_names)} compare(s) each class across the "
+            "batch and need(s) at least 2 training samples; got 1."
+        )
+    if batch_size == 1:
+        problem = "batch_size=1 gives batches of one sample"
+    elif num_samples > 1 and num_samples % batch_size == 1:
+        problem = (
+            f"{num_samples} training samples in batches of {batch_size} "
+            "leave a last batch of one sample"
+        )
+    else:
+        return
+    suggestion = next(
+        size for size in range(max(batch_size, 2), num_samples + 2) if num_samples % size != 1
+    )
+    raise ValueError(
+        f"{owner}: {', '.join(loss_names)} compare(s) each class across the "
+        f"batch and need(s) at least 2 samples per batch, but {problem}. "
+        f"Use e.g. batch_size={suggestion}, or drop one training sample."
+    )

@@ -1,0 +1,207 @@
+"""Bad inputs raise a ValueError whose message names the problem."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import LOSS_CASES
+
+from keras_cskd import losses
+from keras_cskd import ops as kd_ops
+from keras_cskd.layers import CosineSimilarityWeightedTemperature
+
+
+def _logits(shape=(7, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=shape) * 3).astype("float32"), (rng.normal(size=shape) * 3).astype(
+        "float32"
+    )
+
+
+LABELS = np.array([0, 1, 2, 0, 1, 2, 0])
+
+
+def _callables():
+    """Every checked entry point: each loss case and both CSWT layers, as
+    `(name, fn(t, s))`."""
+    out = []
+    for case in LOSS_CASES:
+        loss = case.make()
+        out.append(
+            (
+                case.name,
+                lambda t, s, case=case, loss=loss: case(loss, t, s, labels=LABELS[: len(t)]),
+            )
+        )
+    for granularity in ("sample", "class"):
+        layer = CosineSimilarityWeightedTemperature(granularity=granularity)
+        out.append((f"cswt_{granularity}", lambda t, s, layer=layer: layer(t, s)))
+    return out
+
+
+CALLABLES = _callables()
+CALLABLE_IDS = [name for name, _ in CALLABLES]
+
+
+@pytest.mark.parametrize("entry", CALLABLES, ids=CALLABLE_IDS)
+@pytest.mark.parametrize(
+    "t_shape,s_shape",
+    [((4, 3, 2), (4, 3, 2)), ((12,), (12,)), ((4, 3), (4, 3, 1)), ((2, 2, 3), (4, 3))],
+    ids=["rank3", "rank1", "student_rank3", "teacher_rank3"],
+)
+def test_rank_not_two(entry, t_shape, s_shape):
+    _, fn = entry
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=t_shape).astype("float32")
+    s = rng.normal(size=s_shape).astype("float32")
+    with pytest.raises(ValueError, match=r"shape \(batch, classes\)") as info:
+        fn(t, s)
+    assert "rank" in str(info.value)
+
+
+@pytest.mark.parametrize("entry", CALLABLES, ids=CALLABLE_IDS)
+def test_class_count_mismatch(entry):
+    _, fn = entry
+    t, _ = _logits((7, 3))
+    _, s = _logits((7, 5))
+    with pytest.raises(ValueError, match="teacher predicts 3 classes but the student 5"):
+        fn(t, s)
+
+
+@pytest.mark.parametrize("entry", CALLABLES, ids=CALLABLE_IDS)
+def test_batch_size_mismatch(entry):
+    _, fn = entry
+    t, _ = _logits((7, 3))
+    _, s = _logits((3, 3))
+    with pytest.raises(ValueError, match="batch size 7 != student batch size 3"):
+        fn(t, s)
+
+
+@pytest.mark.parametrize("entry", CALLABLES, ids=CALLABLE_IDS)
+def test_single_class(entry):
+    _, fn = entry
+    t, s = _logits((7, 1))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        fn(t, s)
+
+
+@pytest.mark.parametrize("case", [c for c in LOSS_CASES if c.batchwise], ids=lambda c: c.name)
+def test_batchwise_loss_needs_two_samples(case):
+    t, s = _logits((1, 3))
+    with pytest.raises(ValueError, match="batch of at least 2 samples; got 1"):
+        case(case.make(), t, s)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: losses.KLDivergenceDistillation(temperature=v),
+        lambda v: losses.CosineSimilarityDistillation(temperature=v),
+        lambda v: losses.SimilarityTransferDistillation(temperature=v),
+        lambda v: losses.DISTDistillation(temperature=v),
+        lambda v: losses.DecoupledKDDistillation(temperature=v),
+    ],
+    ids=["kd", "cskd", "stkd", "dist", "dkd"],
+)
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_non_positive_temperature(make, value):
+    with pytest.raises(ValueError, match="`temperature` must be a positive"):
+        make(value)
+
+
+@pytest.mark.parametrize("value", ["4", None, True])
+def test_non_numeric_temperature(value):
+    with pytest.raises(ValueError, match="`temperature` must be a positive number"):
+        losses.CosineSimilarityDistillation(temperature=value)
+
+
+@pytest.mark.parametrize(
+    "low,high,fragment",
+    [
+        (0.0, 6.0, "`low` must be a positive"),
+        (-2.0, 6.0, "`low` must be a positive"),
+        (2.0, 0.0, "`high` must be a positive"),
+        (2.0, float("inf"), "`high` must be a positive"),
+    ],
+)
+def test_cswt_non_positive_bounds(low, high, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        CosineSimilarityWeightedTemperature(low=low, high=high)
+
+
+def test_cswt_low_above_high():
+    with pytest.raises(ValueError, match=r"low <= high.*low=6\.0 > high=2\.0"):
+        CosineSimilarityWeightedTemperature(low=6.0, high=2.0)
+
+
+def test_stkd_mixup_alpha_positive():
+    with pytest.raises(ValueError, match="`mixup_alpha` must be a positive"):
+        losses.SimilarityTransferDistillation(mixup_alpha=0.0)
+
+
+@pytest.mark.parametrize("entry", CALLABLES, ids=CALLABLE_IDS)
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_probabilities_instead_of_logits(entry, role):
+    _, fn = entry
+    t, s = _logits((7, 3))
+    probs = np.exp(t) / np.exp(t).sum(axis=1, keepdims=True)
+    args = (probs, s) if role == "teacher" else (t, probs)
+    with pytest.raises(ValueError, match=f"{role} logits look like probabilities") as info:
+        fn(*args)
+    assert "logits are expected" in str(info.value)
+
+
+@pytest.mark.parametrize("entry", CALLABLES, ids=CALLABLE_IDS)
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"]
+)
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_non_finite_values(entry, bad, role):
+    _, fn = entry
+    t, s = _logits((7, 3))
+    (t if role == "teacher" else s)[1, 2] = bad
+    with pytest.raises(ValueError, match=f"{role} logits contain 1 NaN/inf value"):
+        fn(t, s)
+
+
+def test_non_finite_values_in_backend_tensor():
+    t, s = _logits((7, 3))
+    s[0, 0] = np.nan
+    loss = losses.CosineSimilarityDistillation()
+    with pytest.raises(ValueError, match="NaN/inf"):
+        loss(keras.ops.convert_to_tensor(t), keras.ops.convert_to_tensor(s))
+
+
+@pytest.mark.parametrize("name", ["dkd_tau4", "dkd_tau2_weighted"])
+def test_dkd_without_labels(name):
+    case = next(c for c in LOSS_CASES if c.name == name)
+    t, s = _logits((7, 3))
+    with pytest.raises(ValueError, match="needs the ground-truth labels"):
+        case.make()(t, s)
+
+
+def test_unknown_granularity():
+    with pytest.raises(ValueError, match="granularity must be 'sample'.*'class'.*got 'batch'"):
+        CosineSimilarityWeightedTemperature(granularity="batch")
+    t, s = _logits((7, 3))
+    with pytest.raises(ValueError, match="granularity must be 'sample' or 'class', got 'rows'"):
+        kd_ops.cswt_temperatures(t, s, granularity="rows")
+
+
+def test_cswt_argument_of_wrong_type():
+    with pytest.raises(ValueError, match="`cswt` must be a keras_cskd.layers"):
+        losses.CosineSimilarityDistillation(cswt="sample")
+
+
+def test_unknown_loss_name():
+    with pytest.raises(ValueError, match="Unknown distillation loss 'kld'"):
+        losses.get("kld")
+
+
+@pytest.mark.parametrize("entry", CALLABLES, ids=CALLABLE_IDS)
+def test_valid_inputs_do_not_raise(entry):
+    """The checks do not reject ordinary logits, including rows that happen
+    to lie in [0, 1] without summing to 1."""
+    _, fn = entry
+    t, s = _logits((7, 3))
+    fn(t, s)
+    fn(np.abs(t) / 10.0, np.abs(s) / 10.0)
