@@ -1,0 +1,289 @@
+"""Data loaders: the embedded digits demo, IDX folders (MNIST and
+Fashion-MNIST files), `.npz` arrays, image folders and `keras.datasets`.
+
+Every loader returns `((x_train, y_train), (x_test, y_test))` as NumPy
+arrays: images as float32 in `[0, 1]` with a channel axis, labels as int32.
+"""
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+
+
+class DataError(ValueError):
+    """Raised for unusable data, with a message that names the fix.
+
+    Example:
+
+    >>> from keras_cskd.data import DataError, load_npz
+    >>> try:
+    ...     load_npz("no-such-file.npz")
+    ... except DataError as error:
+    ...     print(error)
+    Data file no-such-file.npz does not exist.
+    """
+
+
+def load_digits(test_fraction=0.25, seed=0, as_images=True):
+    """scikit-learn's 8x8 digits (1,797 images, shipped with scikit-learn,
+    no network), split reproducibly into train and test.
+
+    Returns images `(n, 8, 8, 1)` in `[0, 1]` (or flat `(n, 64)` with
+    `as_images=False`) and int32 labels 0-9.
+
+    Example:
+
+    >>> from keras_cskd.data import load_digits
+    >>> (x, y), (x_test, y_test) = load_digits()
+    >>> x.shape, x_test.shape, int(y.max())
+    ((1348, 8, 8, 1), (449, 8, 8, 1), 9)
+    """
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError as error:  # pragma: no cover
+        raise ImportError(
+            "The embedded demo data set is scikit-learn's digits: "
+            "pip install 'keras-cskd[demo]'"
+        ) from error
+    digits = sklearn_digits()
+    x = (digits.images / 16.0).astype("float32")
+    y = digits.target.astype("int32")
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    x = x[..., None] if as_images else x.reshape(len(x), -1)
+    n_test = int(round(len(x) * test_fraction))
+    return (x[n_test:], y[n_test:]), (x[:n_test], y[:n_test])
+
+
+def read_idx(path):
+    """Reads one IDX file (optionally gzipped) into a NumPy array.
+
+    Example:
+
+    >>> import gzip, tempfile, os, numpy as np
+    >>> from keras_cskd.data import read_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.idx.gz")
+    >>> header = bytes([0, 0, 8, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    >>> with gzip.open(path, "wb") as f:
+    ...     _ = f.write(header + bytes(range(6)))
+    >>> read_idx(path).tolist()
+    [[0, 1, 2], [3, 4, 5]]
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path} is not a uint8 IDX file (bad magic number).")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape)) + 4 + 4 * ndim
+    if len(data) != expected:
+        raise DataError(
+            f"{path} is truncated or corrupt: {len(data)} bytes for shape {shape}."
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_idx(folder, stem):
+    for name in (stem + ".gz", stem):
+        candidate = Path(folder) / name
+        if candidate.exists():
+            return candidate
+    raise DataError(
+        f"No {stem}[.gz] in {folder}. An IDX folder holds the four MNIST-style "
+        f"files: {', '.join(IDX_FILES.values())} (gzipped or not)."
+    )
+
+
+def load_idx_folder(folder, limit=None):
+    """Loads a folder of the four MNIST-style IDX files (MNIST, Fashion-MNIST).
+
+    Images come back as float32 `(n, 28, 28, 1)` in `[0, 1]`, labels int32.
+    `limit` keeps the first `limit` training and test samples.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np
+    >>> from keras_cskd.data import load_idx_folder
+    >>> folder = tempfile.mkdtemp()
+    >>> def write_idx(name, array):
+    ...     header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    ...     with open(os.path.join(folder, name), "wb") as f:
+    ...         _ = f.write(header + array.astype("uint8").tobytes())
+    >>> write_idx("train-images-idx3-ubyte", np.zeros((3, 28, 28)))
+    >>> write_idx("train-labels-idx1-ubyte", np.array([0, 1, 2]))
+    >>> write_idx("t10k-images-idx3-ubyte", np.full((2, 28, 28), 255))
+    >>> write_idx("t10k-labels-idx1-ubyte", np.array([3, 4]))
+    >>> (x, y), (x_test, y_test) = load_idx_folder(folder)
+    >>> x.shape, y.tolist(), float(x_test.max())
+    ((3, 28, 28, 1), [0, 1, 2], 1.0)
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"IDX folder {folder} does not exist.")
+    arrays = {key: read_idx(_find_idx(folder, stem)) for key, stem in IDX_FILES.items()}
+    for split in ("train", "test"):
+        if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
+            raise DataError(f"{folder}: {split} images and labels differ in count.")
+    if limit is not None:
+        arrays = {key: value[:limit] for key, value in arrays.items()}
+    return _as_model_arrays(arrays["x_train"], arrays["y_train"]), _as_model_arrays(
+        arrays["x_test"], arrays["y_test"]
+    )
+
+
+def shared_data_folder(name):
+    """Where the MNIST/Fashion-MNIST IDX files live: `$KERAS_CSKD_DATA/name`
+    if set, else `../shared/data/name` next to the repository.
+
+    Example:
+
+    >>> from keras_cskd.data import load_idx_folder, shared_data_folder
+    >>> folder = shared_data_folder("fashion-mnist")
+    >>> folder.name
+    'fashion-mnist'
+    >>> if folder.is_dir():  # present in the development checkout
+    ...     (x, y), _ = load_idx_folder(folder, limit=100)
+    """
+    root = os.environ.get("KERAS_CSKD_DATA")
+    if root:
+        return Path(root) / name
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / name
+
+
+def load_npz(path, test_fraction=0.2, seed=0):
+    """Loads an `.npz` with `x`/`y` arrays (split off `test_fraction`), or
+    `x_train`/`y_train`/`x_test`/`y_test`.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np
+    >>> from keras_cskd.data import load_npz
+    >>> path = os.path.join(tempfile.mkdtemp(), "data.npz")
+    >>> np.savez(path, x=np.random.rand(10, 4, 4).astype("float32"), y=np.arange(10) % 2)
+    >>> (x, y), (x_test, y_test) = load_npz(path, test_fraction=0.2)
+    >>> x.shape, x_test.shape, y.dtype.name
+    ((8, 4, 4, 1), (2, 4, 4, 1), 'int32')
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Data file {path} does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} is not a readable .npz file ({error}).") from error
+    if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
+        return _as_model_arrays(arrays["x_train"], arrays["y_train"]), _as_model_arrays(
+            arrays["x_test"], arrays["y_test"]
+        )
+    if not {"x", "y"} <= set(arrays):
+        raise DataError(
+            f"{path} holds {sorted(arrays)}; expected arrays 'x' and 'y' "
+            "(or x_train/y_train/x_test/y_test)."
+        )
+    x, y = arrays["x"], arrays["y"]
+    if len(x) != len(y):
+        raise DataError(f"{path}: {len(x)} inputs but {len(y)} labels.")
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    n_test = max(1, int(round(len(x) * test_fraction)))
+    return _as_model_arrays(x[n_test:], y[n_test:]), _as_model_arrays(x[:n_test], y[:n_test])
+
+
+def load_image_folder(folder, image_size=(32, 32), test_fraction=0.2, seed=0):
+    """Loads a folder of class sub-folders of images with
+    `keras.utils.image_dataset_from_directory` into arrays.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, keras
+    >>> from keras_cskd.data import load_image_folder
+    >>> root = tempfile.mkdtemp()
+    >>> for label in ("cat", "dog"):
+    ...     os.makedirs(os.path.join(root, label))
+    ...     for i in range(5):
+    ...         image = np.random.randint(0, 256, (12, 10, 3)).astype("uint8")
+    ...         keras.utils.save_img(os.path.join(root, label, f"{i}.png"), image, scale=False)
+    >>> (x, y), (x_test, y_test) = load_image_folder(root, image_size=(8, 8), test_fraction=0.2)
+    Using ...
+    >>> x.shape[1:], len(x), len(x_test)
+    ((8, 8, 3), 8, 2)
+    """
+    import keras
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"Image folder {folder} does not exist.")
+    splits = []
+    for subset in ("training", "validation"):
+        dataset = keras.utils.image_dataset_from_directory(
+            folder,
+            image_size=tuple(image_size),
+            validation_split=test_fraction,
+            subset=subset,
+            seed=seed,
+            batch_size=None,
+            shuffle=True,  # with `seed`: both subsets split the same shuffled list
+            verbose=False,
+        )
+        xs, ys = [], []
+        for image, label in dataset:
+            xs.append(np.asarray(image))
+            ys.append(np.asarray(label))
+        if not xs:
+            raise DataError(f"No images found in {folder} for the {subset} split.")
+        splits.append(_as_model_arrays(np.stack(xs), np.asarray(ys)))
+    return splits[0], splits[1]
+
+
+def load_keras_dataset(name):
+    """`keras.datasets.<name>.load_data()` (downloads where a network exists).
+
+    Example:
+
+    >>> from keras_cskd.data import load_keras_dataset
+    >>> load_keras_dataset("imagenet")
+    Traceback (most recent call last):
+    ...
+    keras_cskd.data.DataError: Unknown dataset 'imagenet'; choose one of ('mnist', 'fashion_mnist', 'cifar10', 'cifar100').
+    """
+    import keras
+
+    if name not in KERAS_DATASETS:
+        raise DataError(f"Unknown dataset {name!r}; choose one of {KERAS_DATASETS}.")
+    try:
+        (x, y), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+    except Exception as error:  # network or cache problems
+        raise DataError(
+            f"Could not load keras.datasets.{name} ({type(error).__name__}: {error}). "
+            "It downloads on first use; without a network pass --data with local files."
+        ) from error
+    return _as_model_arrays(x, y), _as_model_arrays(x_test, y_test)
+
+
+def _as_model_arrays(x, y):
+    x = np.asarray(x)
+    if x.dtype == np.uint8:  # 8-bit images
+        x = x.astype("float32") / 255.0
+    x = x.astype("float32")
+    if x.ndim == 3:  # (n, h, w) grayscale
+        x = x[..., None]
+    y = np.asarray(y).reshape(len(y), -1)
+    if y.shape[1] == 1:
+        y = y[:, 0]
+    else:
+        y = np.argmax(y, axis=1)
+    return x, y.astype("int32")
