@@ -1,0 +1,180 @@
+"""Runs every tutorial in `examples/` top to bottom, in a subprocess, in fast
+mode (`KERAS_CSKD_FAST=1`), under the current `KERAS_BACKEND`, and checks
+that it exits 0 and printed its key result.
+
+`backend_agnostic.py` spawns all three backends itself, so it runs in one
+backend's session only (TensorFlow, the default backend).
+
+The subprocesses get `OMP_NUM_THREADS=1` unless it is set: on shared CI
+cores PyTorch's multi-threaded CPU kernels can run tens of times slower
+under contention (this changes speed only, never results).
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+ALL_EXAMPLES = (
+    "quickstart.py",
+    "cswt_temperatures.py",
+    "compare_losses.py",
+    "keras_builtin_interop.py",
+    "bring_your_own_models.py",
+    "backend_agnostic.py",
+)
+HEADER_FIELDS = ("Title", "Author", "Date created", "Last modified", "Description", "Accelerator")
+
+
+def _backend():
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend:
+        return backend
+    import keras
+
+    return keras.backend.backend()
+
+
+def run_example(name, out_dir, timeout=600):
+    env = dict(
+        os.environ,
+        KERAS_CSKD_FAST="1",
+        KERAS_CSKD_OUT=str(out_dir),
+        KERAS_BACKEND=_backend(),
+        MPLBACKEND="Agg",
+        PYTHONWARNINGS="ignore",
+    )
+    env.setdefault("OMP_NUM_THREADS", "1")
+    before = sorted(p.name for p in EXAMPLES.iterdir())
+    process = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        cwd=out_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert process.returncode == 0, (
+        f"{name} exited with {process.returncode}\n--- stdout ---\n"
+        f"{process.stdout[-4000:]}\n--- stderr ---\n{process.stderr[-6000:]}"
+    )
+    assert sorted(p.name for p in EXAMPLES.iterdir()) == before, f"{name} wrote into examples/"
+    return process.stdout
+
+
+def number(pattern, text):
+    match = re.search(pattern, text)
+    assert match, f"pattern {pattern!r} not found in output:\n{text}"
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
+def test_keras_io_header(name):
+    source = (EXAMPLES / name).read_text()
+    assert source.startswith('"""\nTitle: ')
+    header = source.split('"""')[1]
+    for field in HEADER_FIELDS:
+        assert re.search(rf"^{field}: \S", header, re.M), f"{name}: no '{field}:' in the header"
+    assert "KERAS_CSKD_FAST" in source and "KERAS_CSKD_OUT" in source
+    compile(source, name, "exec")
+
+
+def test_quickstart(tmp_path):
+    out = run_example("quickstart.py", tmp_path)
+    teacher = number(r"Teacher test accuracy: ([0-9.]+)", out)
+    student = number(r"Student \(CSKD\) test accuracy: ([0-9.]+)", out)
+    assert 0.2 < teacher <= 1.0 and 0.0 <= student <= 1.0
+    assert (tmp_path / "quickstart.png").stat().st_size > 0
+
+
+def test_cswt_temperatures(tmp_path):
+    out = run_example("cswt_temperatures.py", tmp_path)
+    # The hand-made batch: best-agreeing sample gets `low`, the worst `high`.
+    assert "sample 0: cosine 1.000 -> T = 2.00" in out
+    assert "sample 2: cosine 0.037 -> T = 6.00" in out
+    assert number(r"class 2: cosine 0.101 -> T = ([0-9.]+)", out) == 6.0
+    # Every class got a recorded temperature inside [low, high].
+    pairs = re.findall(r"class \d: cosine [0-9.]+ -> [0-9.]+, T ([0-9.]+) -> ([0-9.]+)", out)
+    assert len(pairs) == 10, out
+    temperatures = [float(t) for pair in pairs for t in pair]
+    assert all(2.0 <= t <= 6.0 for t in temperatures)
+    assert "T range in the last epoch [2.00, 6.00]" in out
+    assert (tmp_path / "cswt_per_class.png").exists()
+    assert (tmp_path / "cswt_per_sample.png").exists()
+
+
+def test_compare_losses(tmp_path):
+    out = run_example("compare_losses.py", tmp_path)
+    for row in (
+        "CE only (no teacher)",
+        "KL tau=4 (CE 0.1, KD 0.9)",
+        "MSE (no CE)",
+        "CSKD tau=4 (CE + CSKD)",
+        "STKD-style (mixup)",
+        "KL tau=1 (no CE)",
+        "KL tau=100 (no CE)",
+    ):
+        accuracy = number(re.escape(row) + r"\s+([0-9.]+)\+-", out)
+        assert 0.0 <= accuracy <= 1.0
+    assert "Best on this run:" in out
+    assert (tmp_path / "compare_losses.png").exists()
+
+
+def test_keras_builtin_interop(tmp_path):
+    out = run_example("keras_builtin_interop.py", tmp_path)
+    rows = re.findall(
+        r"^\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)x$", out, re.M
+    )
+    assert [r[0] for r in rows] == ["1", "4", "20"], out
+    ratios = []
+    for _, numpy_value, ours, keras_class, _, ratio in rows:
+        # keras-cskd and Keras' KLDivergence() class path match the NumPy textbook value.
+        assert float(ours) == pytest.approx(float(numpy_value), rel=1e-3, abs=1e-3)
+        assert float(keras_class) == pytest.approx(float(numpy_value), rel=1e-3, abs=1e-3)
+        ratios.append(float(ratio))
+    # ... and the default LogitsDistillation("kl_divergence") path does not.
+    assert max(abs(r - 1.0) for r in ratios) > 0.2, ratios
+    assert "LogitsDistillation is off by" in out
+    for row in (
+        "keras_cskd KLDivergenceDistillation(4)",
+        "keras_cskd CosineSimilarityDistillation(4)",
+    ):
+        assert 0.0 <= number(re.escape(row) + r"\s+([0-9.]+)", out) <= 1.0
+    assert (tmp_path / "keras_builtin_interop.png").exists()
+
+
+def test_bring_your_own_models(tmp_path):
+    out = run_example("bring_your_own_models.py", tmp_path)
+    assert "Distiller refused the softmax teacher" in out
+    student = number(r"Student test accuracy: ([0-9.]+)", out)
+    reloaded = number(r"Reloaded student test accuracy: ([0-9.]+)", out)
+    assert reloaded == pytest.approx(student, abs=1e-4)
+    assert "same predictions as before saving: True" in out
+    assert (tmp_path / "my_teacher.keras").exists()
+    assert (tmp_path / "student.keras").exists()
+    assert (tmp_path / "bring_your_own_models.png").exists()
+
+
+@pytest.mark.skipif(
+    _backend() != "tensorflow",
+    reason="backend_agnostic.py runs all three backends itself; run once, in the TensorFlow session",
+)
+def test_backend_agnostic(tmp_path):
+    out = run_example("backend_agnostic.py", tmp_path, timeout=900)
+    rows = {}
+    for backend in ("tensorflow", "jax", "torch"):
+        match = re.search(rf"^{backend}\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)", out, re.M)
+        assert match, f"no result row for {backend}:\n{out}"
+        rows[backend] = [float(v) for v in match.groups()]
+    formulas = [r[0] for r in rows.values()]
+    initial = [r[1] for r in rows.values()]
+    # The same formula and the same initial weights give the same loss everywhere.
+    assert max(formulas) - min(formulas) < 1e-5
+    assert max(initial) - min(initial) < 1e-4 * max(initial)
+    assert all(0.0 <= r[3] <= 1.0 for r in rows.values())
+    assert (tmp_path / "backend_agnostic.png").exists()
