@@ -106,10 +106,6 @@ def count_parameters(model):
     return int(total)
 
 
-# Initialisers reproducing PyTorch's. Keras computes a conv kernel's
-# fans as (kh*kw*in, kh*kw*out) like PyTorch, but a DepthwiseConv2D kernel is
-# (kh, kw, C, 1), so its Keras fan_in (kh*kw*C) is PyTorch's fan_out of the
-# equivalent grouped conv (C, 1, kh, kw) and vice versa.
 def _builder_example(model_name):
     """The doctest example appended to each named builder's docstring."""
     return (
@@ -123,6 +119,10 @@ def _builder_example(model_name):
     )
 
 
+# Initialisers reproducing PyTorch's. Keras computes a conv kernel's
+# fans as (kh*kw*in, kh*kw*out) like PyTorch, but a DepthwiseConv2D kernel is
+# (kh, kw, C, 1), so its Keras fan_in (kh*kw*C) is PyTorch's fan_out of the
+# equivalent grouped conv (C, 1, kh, kw) and vice versa.
 def _kaiming_fan_out():
     # nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu"), and
     # normal(0, sqrt(2 / (k*k*out_channels))) as written by hand in WRN,
