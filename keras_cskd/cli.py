@@ -324,20 +324,14 @@ def run_distill(args):
     )
 
     default_teacher, default_student = _default_models(input_shape, num_classes, args.seed)
-    if args.student:
-        student_spec = args.student
+    template = _load_model(args.student, "student") if args.student else None
 
-        def student_factory():
-            model = _load_model(student_spec, "student")
-            # A fresh copy with freshly initialised weights for every method.
-            keras.utils.set_random_seed(args.seed + 1)
-            return keras.models.clone_model(model)
-
-    else:
-
-        def student_factory():
-            keras.utils.set_random_seed(args.seed + 1)
+    def student_factory():
+        """The same freshly initialised student for every method."""
+        keras.utils.set_random_seed(args.seed + 1)
+        if template is None:
             return default_student()
+        return keras.models.clone_model(template)
 
     ce_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -386,7 +380,6 @@ def run_distill(args):
     results = []
     histories = {}
     for method in ["ce", *methods]:
-        keras.utils.set_random_seed(args.seed + 1)
         student = student_factory()
         checkpoint = out / f"student_{method}.keras"
         callbacks = [AtomicCheckpoint(out / f"checkpoint_{method}.keras")]
