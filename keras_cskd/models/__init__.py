@@ -40,7 +40,7 @@ from keras_cskd.models.cifar import (
     wrn_40_1,
     wrn_40_2,
 )
-from keras_cskd.models.small import mlp, small_cnn
+from keras_cskd.models.small import conv_net, mlp, small_cnn
 
 MODELS = {
     "resnet8": resnet8,
@@ -94,5 +94,5 @@ def get(name, **kwargs):
     return MODELS[key](**kwargs)
 
 
-__all__ = ["MODELS", "get", "count_parameters", "mlp", "small_cnn", "resnet", "wide_resnet", "vgg"]
+__all__ = ["MODELS", "get", "count_parameters", "conv_net", "mlp", "small_cnn", "resnet", "wide_resnet", "vgg"]
 __all__ += sorted(MODELS)
