@@ -136,6 +136,14 @@ def test_report_is_a_function_of_the_result_files(tmp_path):
     assert "Within noise: CSKD." in text
     assert (tmp_path / "docs" / "img" / "results_fashion_mnist-fake.png").stat().st_size > 0
 
+    # In a page with the markers, only the text between them is replaced.
+    page = tmp_path / "docs" / "results.md"
+    page.write_text(f"# Results\nprose before\n{experiments.START}\nold table\n{experiments.END}\nprose after\n")
+    experiments.report(args)
+    written = page.read_text()
+    assert written.startswith("# Results\nprose before\n") and written.endswith("prose after\n")
+    assert "old table" not in written and text in written
+
 
 def test_paired_difference_against_a_t_test_by_hand():
     values = {0: 3.0, 1: 5.0, 2: 4.0, 3: 4.5}
