@@ -24,7 +24,7 @@ export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 if [ "${TINY:-0}" = "1" ]; then
   SMALL="--epochs 1 --teacher-epochs 1 --limit 512 --test-limit 256 --seeds 0"
   STEPS="--steps 2 --rounds 1 --batch-size 8 --losses kd,cskd"
-  BUDGET=120
+  BUDGET=300
 else
   SMALL=""
   STEPS="--steps 20 --rounds 5 --batch-size 64"
