@@ -78,6 +78,28 @@ METHODS = {
     "dist": {"label": "DIST", "loss": ("dist", 4.0), "weights": (1.0, 2.0)},
     "dkd": {"label": "DKD", "loss": ("dkd", 4.0, 1.0, 8.0), "weights": (1.0, 1.0), "warmup": 1 / 12},
 }
+# The CSKD study (`--methods study`): one setting changed at a time from
+# `cskd`, since CSKD is batch-wise (its columns have one entry per sample
+# of the batch), and KD at the same batch sizes for a fair comparison.
+STUDY = {
+    "cskd_t1": {"label": "study: CSKD T = 1", "loss": ("cskd", 1.0), "weights": (1.0, 2.0)},
+    "cskd_t8": {"label": "study: CSKD T = 8", "loss": ("cskd", 8.0), "weights": (1.0, 2.0)},
+    "cskd_w1": {"label": "study: CSKD weight 1", "loss": ("cskd", 4.0), "weights": (1.0, 1.0)},
+    "cskd_w8": {"label": "study: CSKD weight 8", "loss": ("cskd", 4.0), "weights": (1.0, 8.0)},
+    "cskd_b32": {
+        "label": "study: CSKD batch 32", "loss": ("cskd", 4.0), "weights": (1.0, 2.0), "batch_size": 32,
+    },
+    "cskd_b512": {
+        "label": "study: CSKD batch 512", "loss": ("cskd", 4.0), "weights": (1.0, 2.0), "batch_size": 512,
+    },
+    "kd_b32": {
+        "label": "study: KD batch 32", "loss": ("kd", 4.0), "weights": (0.1, 0.9), "batch_size": 32,
+    },
+    "kd_b512": {
+        "label": "study: KD batch 512", "loss": ("kd", 4.0), "weights": (0.1, 0.9), "batch_size": 512,
+    },
+}  # fmt: skip
+METHODS.update(STUDY)
 
 RECIPES = {
     "hinton_mnist": {
@@ -409,7 +431,8 @@ def train_student(recipe, method, seed, teacher, teacher_logits, data):
     from keras_cskd import Distiller
 
     (x, y), (x_test, y_test) = data
-    spec = recipe["student"]
+    spec = dict(recipe["student"])
+    spec["batch_size"] = METHODS[method].get("batch_size", spec["batch_size"])
     keras.utils.clear_session()
     keras.utils.set_random_seed(seed)
     student = build_network(spec, x.shape[1:], 10, "student")
@@ -469,6 +492,8 @@ def run(args):
         args.recipe, args.epochs, args.teacher_epochs, args.limit, args.test_limit
     )
     methods = args.methods.split(",") if args.methods else recipe["methods"]
+    if methods == ["study"]:
+        methods = list(STUDY)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"experiments: unknown method(s) {unknown}; choose from {sorted(METHODS)}")
@@ -681,8 +706,8 @@ def conclusion(table):
             continue
         base = {s: value(r) for s, r in runs[reference].items()}
         wins, losses, ties = [], [], []
-        for method in runs:
-            if method == reference:
+        for method in table["recipe"]["recipe"]["methods"]:  # the study has its own rows
+            if method == reference or method not in runs:
                 continue
             cell = paired({s: value(r) for s, r in runs[method].items()}, base)
             if cell is None:
@@ -823,7 +848,9 @@ def parse_args(argv=None):
     go = commands.add_parser("run", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     go.add_argument("--recipe", choices=sorted(RECIPES), required=True)
     go.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    go.add_argument("--methods", default=None, help="comma-separated; default: the recipe's")
+    go.add_argument(
+        "--methods", default=None, help="comma-separated, or 'study'; default: the recipe's"
+    )
     go.add_argument("--results", default=str(DEFAULT_RESULTS))
     go.add_argument("--cache", default=str(DEFAULT_CACHE), help="teachers and their logits")
     go.add_argument("--epochs", type=int, default=None, help="override (smoke runs)")
