@@ -356,10 +356,15 @@ def get_teacher(recipe, backend, cache, data, log):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    progress = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: log(
+            f"  teacher epoch {epoch + 1}/{spec['epochs']}: test {logs['val_accuracy']:.2%}"
+        )
+    )
     start = time.time()
     history = trainer.fit(
         x, y, batch_size=spec["batch_size"], epochs=spec["epochs"],
-        validation_data=(x_test, y_test), verbose=0, shuffle=True,
+        validation_data=(x_test, y_test), verbose=0, shuffle=True, callbacks=[progress],
     )  # fmt: skip
     seconds = time.time() - start
     accuracy, errors = accuracy_and_errors(teacher, x_test, y_test)
