@@ -510,8 +510,7 @@ def run(args):
         args.recipe, args.epochs, args.teacher_epochs, args.limit, args.test_limit
     )
     methods = args.methods.split(",") if args.methods else recipe["methods"]
-    if methods == ["study"]:
-        methods = list(STUDY)
+    methods = [name for method in methods for name in (STUDY if method == "study" else [method])]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"experiments: unknown method(s) {unknown}; choose from {sorted(METHODS)}")
