@@ -71,7 +71,11 @@ def cosine_similarity(a, b, axis, epsilon=1e-8):
     """`|<a, b>| / (||a|| ||b|| + epsilon)` along `axis`, in float32.
 
     Clipped at 1: for (near-)parallel vectors the rounded quotient can
-    exceed 1 by an ulp, which would make CSKD slightly negative.
+    exceed 1 by an ulp, which would make CSKD slightly negative. The clip
+    moves the value only: its gradient is the unclipped quotient's (a
+    `minimum(cos, 1)` would have zero gradient where float32 rounds the
+    cosine to >= 1, and so drop, near convergence, the gradient of the
+    columns that are best matched).
 
     Example:
 
@@ -86,7 +90,9 @@ def cosine_similarity(a, b, axis, epsilon=1e-8):
     b = _as_float32(b)
     dot = ops.sum(a * b, axis=axis)
     cosine = ops.abs(dot) / (_safe_norm(a, axis) * _safe_norm(b, axis) + epsilon)
-    return ops.minimum(cosine, 1.0)
+    # cosine - (cosine - 1)^+ with the excess held constant: the value is
+    # min(cosine, 1), the gradient that of `cosine`.
+    return cosine - ops.stop_gradient(ops.maximum(cosine - 1.0, 0.0))
 
 
 def class_cosine_similarity(
