@@ -493,6 +493,9 @@ class Distiller(keras.Model):
                     validation.check_class_labels(
                         validation_data[1], self.num_classes, owner, "validation_data[1]"
                     )
+        for loss, _ in self.distillation_losses:
+            if loss.requires_labels and isinstance(y, np.ndarray):
+                validation.check_hard_labels(y, type(loss).__name__, "labels `y`")
         batchwise = [type(loss).__name__ for loss, _ in self.distillation_losses if loss.batchwise]
         if batchwise and arguments.get("steps_per_epoch") is None:
             validation.check_batch_split(

@@ -89,6 +89,8 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
                 "`loss(teacher_logits, student_logits, labels=y)`; "
                 "`keras_cskd.Distiller` passes them for you."
             )
+        if self.requires_labels:
+            validation.check_hard_labels(labels, owner)
 
     def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
         """The loss value (float32 scalar), without input checks."""
@@ -427,7 +429,10 @@ class DecoupledKDDistillation(DistillationLoss):
     `L = target_weight * TCKD + non_target_weight * NCKD`, both
     `tau^2`-scaled. DKD needs the ground-truth labels: call it as
     `loss(teacher_logits, student_logits, labels=y)` with integer labels
-    `(B,)` or one-hot labels `(B, C)`. `keras_cskd.Distiller` passes the
+    `(B,)` or exact one-hot labels `(B, C)`; smoothed or mixed (soft) labels
+    are refused with a `ValueError` (in eager calls and in `Distiller.fit`
+    on arrays), as DKD's target/non-target split needs one target class.
+    `keras_cskd.Distiller` passes the
     batch's labels automatically (this loss cannot be used with mixup, whose
     labels are mixed, nor with `keras.distillation.Distiller`, which does
     not pass labels). The CIFAR-100 recipe (alpha = 1, beta = 8, tau = 4)

@@ -283,6 +283,38 @@ def check_class_labels(labels, num_classes, owner, what="y"):
         )
 
 
+def check_hard_labels(labels, owner, what="labels"):
+    """Eager-only: raises unless 2-D labels `(n, C)` are exactly one-hot
+    (each row one 1 and zeros). For losses defined on hard labels (DKD):
+    smoothed or mixed labels would silently give a different loss. Integer
+    labels `(n,)` pass; their range is `check_class_labels`' business.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.validation import check_hard_labels
+    >>> check_hard_labels(np.eye(3)[[0, 2]], "DecoupledKDDistillation")
+    >>> check_hard_labels(np.array([[0.9, 0.05, 0.05]]), "DecoupledKDDistillation")
+    Traceback (most recent call last):
+    ...
+    ValueError: DecoupledKDDistillation needs hard labels: integer class indices (n,) or exact one-hot rows (n, C), but 1 row(s) of the labels are soft (e.g. label smoothing or mixup). ...
+    """
+    if not is_concrete(labels):
+        return
+    values = np.asarray(ops.convert_to_numpy(labels)) if not isinstance(labels, np.ndarray) else labels
+    if values.ndim != 2 or values.shape[1] == 1:
+        return
+    ones = values == 1
+    hard = (ones | (values == 0)).all(axis=1) & (ones.sum(axis=1) == 1)
+    if not hard.all():
+        raise ValueError(
+            f"{owner} needs hard labels: integer class indices (n,) or exact "
+            f"one-hot rows (n, C), but {int(np.count_nonzero(~hard))} row(s) of "
+            f"the {what} are soft (e.g. label smoothing or mixup). Pass the "
+            "unsmoothed labels, e.g. np.argmax(y, axis=-1), or use another loss."
+        )
+
+
 def check_batch_split(num_samples, batch_size, owner, loss_names, validation_split=0.0):
     """Raises when batch-wise losses would meet a batch of one sample: a
     batch size of 1, or `num_samples` leaving a last batch of 1.

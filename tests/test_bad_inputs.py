@@ -573,6 +573,18 @@ def _(lab):
 
 
 @bad_input(
+    "dkd_smoothed_labels",
+    "Label-smoothed one-hot labels with DKD (defined on hard labels)",
+    ValueError,
+    ["DecoupledKDDistillation needs hard labels", "32 row(s)", "np.argmax"],
+)
+def _(lab):
+    distiller = lab.distiller("dkd")
+    smoothed = np.eye(CLASSES, dtype="float32")[lab.y] * 0.9 + 0.1 / CLASSES
+    return lambda: lab.fit(distiller, y=smoothed)
+
+
+@bad_input(
     "validation_labels_out_of_range",
     "`validation_data` labels out of range",
     ValueError,
