@@ -20,18 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from keras_cskd.losses import METHODS
+
 DEFAULT_METHODS = ("kd", "mse", "cskd", "cskd_cswt")
-METHOD_LABELS = {
-    "ce": "CE only",
-    "kd": "KD (KL, tau^2)",
-    "mse": "Logit MSE",
-    "cskd": "CSKD",
-    "cskd_cswt": "CSKD + CSWT",
-    "cskd_cswt_class": "CSKD + CSWT (per class)",
-    "stkd": "STKD-style",
-    "dist": "DIST",
-    "dkd": "DKD",
-}
+METHOD_LABELS = {"ce": "CE only", **{name: method.label for name, method in METHODS.items()}}
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -44,7 +36,9 @@ class UsageError(Exception):
     >>> import argparse
     >>> from keras_cskd.cli import UsageError, run_distill
     >>> try:
-    ...     run_distill(argparse.Namespace(method="kd", batch_size=4, temperature=0.0, label_noise=0.0))
+    ...     run_distill(
+    ...         argparse.Namespace(method="kd", batch_size=4, temperature=0.0, label_noise=0.0)
+    ...     )
     ... except UsageError as error:
     ...     print(f"keras-cskd: error: {error}")
     keras-cskd: error: --temperature must be positive
@@ -248,17 +242,13 @@ def _default_models(input_shape, num_classes, seed):
 
 
 def _check_pair(teacher, student_factory, input_shape, num_classes):
-    from keras_cskd.distiller import _has_softmax_head, _output_classes
+    from keras_cskd import validation
 
     student = student_factory()
     for role, model in (("teacher", teacher), ("student", student)):
-        if _has_softmax_head(model):
-            raise UsageError(
-                f"the {role} ends with a softmax (it outputs probabilities); "
-                "distillation needs logits: save it without the final softmax"
-            )
         try:
-            classes = _output_classes(model, role)
+            validation.check_no_softmax_head(model, role)
+            classes = validation.output_classes(model, role)
         except ValueError as error:
             raise UsageError(str(error)) from error
         model_shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
@@ -281,10 +271,13 @@ def run_distill(args):
 
     >>> import argparse
     >>> from keras_cskd.cli import run_distill
-    >>> run_distill(argparse.Namespace(method="cskd", batch_size=1, temperature=4.0, label_noise=0.0))
+    >>> run_distill(
+    ...     argparse.Namespace(method="cskd", batch_size=1, temperature=4.0, label_noise=0.0)
+    ... )
     Traceback (most recent call last):
     ...
-    keras_cskd.cli.UsageError: --batch-size must be at least 2 (CSKD compares samples across a batch)
+    keras_cskd.cli.UsageError: --batch-size must be at least 2 (CSKD compares samples across a
+    batch)
     """
     started = time.perf_counter()
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
@@ -389,9 +382,8 @@ def run_distill(args):
                 model = student
                 model.compile(keras.optimizers.Adam(learning_rate), ce_loss, metrics=["accuracy"])
             else:
-                loss = losses.get(method)
-                if hasattr(loss, "temperature") and getattr(loss, "cswt", None) is None:
-                    loss = type(loss).from_config({**loss.get_config(), "temperature": args.temperature})
+                fixed = losses.METHODS[method].fixed_temperature
+                loss = losses.get(method, **({"temperature": args.temperature} if fixed else {}))
                 model = keras_cskd.Distiller(student, teacher, loss, seed=args.seed)
                 model.compile(keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
             print(f"\n== {METHOD_LABELS[method]} ({student.count_params():,} student parameters)")
@@ -466,7 +458,8 @@ def _table(results, baseline, teacher_accuracy):
     for row in results:
         delta = "" if row["method"] == "ce" else f"{100 * (row['accuracy'] - baseline):+.2f} pt"
         lines.append(
-            f"| {METHOD_LABELS[row['method']]} | {row['accuracy']:.2%} | {delta} | {row['seconds']:.1f} |"
+            f"| {METHOD_LABELS[row['method']]} | {row['accuracy']:.2%} | {delta} "
+            f"| {row['seconds']:.1f} |"
         )
     return "\n".join(lines)
 

@@ -119,7 +119,8 @@ def load_idx_folder(folder, limit=None):
     >>> from keras_cskd.data import load_idx_folder
     >>> folder = tempfile.mkdtemp()
     >>> def write_idx(name, array):
-    ...     header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    ...     dims = b"".join(n.to_bytes(4, "big") for n in array.shape)
+    ...     header = bytes([0, 0, 8, array.ndim]) + dims
     ...     with open(os.path.join(folder, name), "wb") as f:
     ...         _ = f.write(header + array.astype("uint8").tobytes())
     >>> write_idx("train-images-idx3-ubyte", np.zeros((3, 28, 28)))
@@ -258,7 +259,8 @@ def load_keras_dataset(name):
     >>> load_keras_dataset("imagenet")
     Traceback (most recent call last):
     ...
-    keras_cskd.data.DataError: Unknown dataset 'imagenet'; choose one of ('mnist', 'fashion_mnist', 'cifar10', 'cifar100').
+    keras_cskd.data.DataError: Unknown dataset 'imagenet'; choose one of ('mnist',
+    'fashion_mnist', 'cifar10', 'cifar100').
     """
     import keras
 

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from conftest import LOSS_CASES
 
+from conftest import LOSS_CASES
 from keras_cskd import losses
 from keras_cskd import ops as kd_ops
 from keras_cskd.layers import CosineSimilarityWeightedTemperature
@@ -221,3 +221,13 @@ def test_dkd_refuses_soft_labels(name):
     mixed[2] = [0.5, 0.5, 0.0]
     with pytest.raises(ValueError, match=r"1 row\(s\)"):
         case.make()(keras.ops.convert_to_tensor(t), s, labels=keras.ops.convert_to_tensor(mixed))
+
+
+def test_distiller_refuses_a_per_sample_reduction():
+    from keras_cskd import Distiller
+
+    def model():
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+
+    with pytest.raises(ValueError, match=r"reduction='none'.*scalar"):
+        Distiller(model(), model(), losses.KLDivergenceDistillation(reduction="none"))
