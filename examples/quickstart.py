@@ -3,7 +3,7 @@ Title: Knowledge distillation quick start with CSKD
 Author: keras-cskd contributors
 Date created: 2026/11/23
 Last modified: 2026/11/23
-Description: Distil a trained teacher into a small student with `keras_cskd.Distiller` and the CSKD loss.
+Description: Distil a trained teacher into a small student with `Distiller` and CSKD.
 Accelerator: None
 """
 

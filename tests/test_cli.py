@@ -16,6 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = keras.backend.backend()
+# The CLI's own code is backend-independent (the Distiller it drives is
+# tested on every backend): scripts/test.sh runs this module once.
+pytestmark = [pytest.mark.backend_independent, pytest.mark.slow]
 
 
 def _env():

@@ -59,6 +59,7 @@ def _accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
 
 
+@pytest.mark.slow  # trains a teacher and two students
 def test_distillation_beats_cross_entropy_on_noisy_digits(digits, teacher):
     """Kim et al.: KD (and CSKD) on 40%-noisy labels beats CE-only training
     of the same student from the same seeds, by more than a point on the
@@ -383,6 +384,13 @@ def test_mixed_bfloat16_policy():
         keras.config.set_dtype_policy(previous)
 
 
+NEEDS_KERAS_DISTILLATION = pytest.mark.skipif(
+    not hasattr(keras, "distillation"),
+    reason="keras.distillation ships with Keras >= 3.12 (keras-cskd supports older Keras without it)",
+)
+
+
+@NEEDS_KERAS_DISTILLATION
 def test_keras_builtin_distiller_accepts_our_losses():
     teacher, student = _pair()
     ours = losses.CosineSimilarityDistillation(temperature=2.0)
