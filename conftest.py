@@ -31,7 +31,10 @@ _DOCTESTS_NEEDING_TENSORFLOW = ("keras_cskd.data.load_image_folder",)
 def pytest_collection_modifyitems(config, items):
     has_tensorflow = importlib.util.find_spec("tensorflow") is not None
     for item in items:
-        for key in (item.path.name, f"{item.path.name}::{getattr(item, 'originalname', item.name)}"):
+        for key in (
+            item.path.name,
+            f"{item.path.name}::{getattr(item, 'originalname', item.name)}",
+        ):
             for marker in _BENCHMARK_TESTS.get(key, ()):
                 item.add_marker(getattr(pytest.mark, marker))
         if not isinstance(item, pytest.DoctestItem):
@@ -39,9 +42,7 @@ def pytest_collection_modifyitems(config, items):
         if item.path.name in _BACKEND_INDEPENDENT_DOCTEST_MODULES:
             item.add_marker(pytest.mark.backend_independent)
         if item.name in _DOCTESTS_NEEDING_TENSORFLOW and not has_tensorflow:
-            item.add_marker(
-                pytest.mark.skip(reason="needs TensorFlow (tf.data), not installed")
-            )
+            item.add_marker(pytest.mark.skip(reason="needs TensorFlow (tf.data), not installed"))
     if os.environ.get("KERAS_CSKD_BACKEND_INDEPENDENT") == "skip":
         kept = [item for item in items if item.get_closest_marker("backend_independent") is None]
         deselected = [item for item in items if item.get_closest_marker("backend_independent")]

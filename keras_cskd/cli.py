@@ -145,7 +145,12 @@ def main(argv=None):
 
         if keras.backend.backend() != backend:
             env = dict(os.environ, KERAS_BACKEND=backend)
-            command = [sys.executable, "-m", "keras_cskd", *(sys.argv[1:] if argv is None else argv)]
+            command = [
+                sys.executable,
+                "-m",
+                "keras_cskd",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
             return subprocess.call(command, env=env)
         if backend in ("tensorflow",):
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -341,15 +346,24 @@ def run_distill(args):
         teacher = default_teacher
         _check_pair(teacher, student_factory, input_shape, num_classes)
         teacher.compile(keras.optimizers.Adam(1e-3), ce_loss, metrics=["accuracy"])
-        print(f"training the teacher ({teacher.count_params():,} parameters, {teacher_epochs} epochs)")
+        print(
+            f"training the teacher ({teacher.count_params():,} parameters, {teacher_epochs} epochs)"
+        )
         try:
             teacher.fit(
-                x_train, y_train, batch_size=args.batch_size, epochs=teacher_epochs,
-                verbose=verbose, shuffle=True,
+                x_train,
+                y_train,
+                batch_size=args.batch_size,
+                epochs=teacher_epochs,
+                verbose=verbose,
+                shuffle=True,
             )
         except KeyboardInterrupt:
             teacher.save(out / "teacher.interrupted.keras")
-            print(f"\ninterrupted: teacher saved to {out / 'teacher.interrupted.keras'}", file=sys.stderr)
+            print(
+                f"\ninterrupted: teacher saved to {out / 'teacher.interrupted.keras'}",
+                file=sys.stderr,
+            )
             return EXIT_INTERRUPTED
         teacher.save(teacher_path)
         teacher_source = f"trained, saved to {teacher_path}"
@@ -388,8 +402,13 @@ def run_distill(args):
                 model.compile(keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
             print(f"\n== {METHOD_LABELS[method]} ({student.count_params():,} student parameters)")
             history = model.fit(
-                x_train, student_labels, batch_size=args.batch_size, epochs=epochs,
-                validation_data=(x_test, y_test), verbose=verbose, callbacks=callbacks,
+                x_train,
+                student_labels,
+                batch_size=args.batch_size,
+                epochs=epochs,
+                validation_data=(x_test, y_test),
+                verbose=verbose,
+                callbacks=callbacks,
             )
         except KeyboardInterrupt:
             print(
@@ -403,7 +422,9 @@ def run_distill(args):
         (out / f"checkpoint_{method}.keras").unlink(missing_ok=True)
         accuracy = _accuracy(student, x_test, y_test)
         histories[method] = history.history.get("val_accuracy", [])
-        results.append({"method": method, "accuracy": accuracy, "seconds": seconds, "student": str(checkpoint)})
+        results.append(
+            {"method": method, "accuracy": accuracy, "seconds": seconds, "student": str(checkpoint)}
+        )
 
     baseline = results[0]["accuracy"]
     best = max(results[1:] or results, key=lambda r: r["accuracy"])

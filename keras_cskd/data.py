@@ -53,8 +53,7 @@ def load_digits(test_fraction=0.25, seed=0, as_images=True):
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as error:  # pragma: no cover
         raise ImportError(
-            "The embedded demo data set is scikit-learn's digits: "
-            "pip install 'keras-cskd[demo]'"
+            "The embedded demo data set is scikit-learn's digits: pip install 'keras-cskd[demo]'"
         ) from error
     digits = sklearn_digits()
     x = (digits.images / 16.0).astype("float32")
@@ -90,9 +89,7 @@ def read_idx(path):
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape)) + 4 + 4 * ndim
     if len(data) != expected:
-        raise DataError(
-            f"{path} is truncated or corrupt: {len(data)} bytes for shape {shape}."
-        )
+        raise DataError(f"{path} is truncated or corrupt: {len(data)} bytes for shape {shape}.")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

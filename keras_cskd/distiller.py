@@ -37,7 +37,9 @@ def _normalise_distillation_losses(distillation_loss):
             "Distiller needs a distillation loss, e.g. "
             "keras_cskd.losses.CosineSimilarityDistillation() or 'cskd'."
         )
-    items = distillation_loss if isinstance(distillation_loss, (list, tuple)) else [distillation_loss]
+    items = (
+        distillation_loss if isinstance(distillation_loss, (list, tuple)) else [distillation_loss]
+    )
     pairs = []
     for item in items:
         if isinstance(item, (list, tuple)):
@@ -160,7 +162,9 @@ class Distiller(keras.Model):
         self._mixup_alpha_config = mixup_alpha
         self.mixup_alpha = self._resolve_mixup_alpha(mixup_alpha)
         if self.mixup_alpha is not None:
-            needs_labels = [type(l).__name__ for l, _ in self.distillation_losses if l.requires_labels]
+            needs_labels = [
+                type(l).__name__ for l, _ in self.distillation_losses if l.requires_labels
+            ]
             if needs_labels:
                 raise ValueError(
                     f"{', '.join(needs_labels)} needs hard labels, but mixup "
@@ -201,7 +205,11 @@ class Distiller(keras.Model):
         return float(mixup_alpha)
 
     def _pick_statistics_loss(self):
-        reporting = [l for l, _ in self.distillation_losses if isinstance(l, kd_losses.CosineSimilarityDistillation)]
+        reporting = [
+            l
+            for l, _ in self.distillation_losses
+            if isinstance(l, kd_losses.CosineSimilarityDistillation)
+        ]
         adaptive = [l for l in reporting if l.cswt is not None]
         chosen = adaptive or reporting
         return chosen[0] if chosen else None

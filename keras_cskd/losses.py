@@ -240,9 +240,7 @@ class LogitMSEDistillation(DistillationLoss):
     4.0
     """
 
-    def __init__(
-        self, name="logit_mse_distillation", reduction="sum_over_batch_size", dtype=None
-    ):
+    def __init__(self, name="logit_mse_distillation", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
@@ -622,9 +620,7 @@ def student_loss(identifier):
         keras.losses.CategoricalCrossentropy,
         keras.losses.BinaryCrossentropy,
     )
-    if isinstance(identifier, probability_losses) and not getattr(
-        identifier, "from_logits", True
-    ):
+    if isinstance(identifier, probability_losses) and not getattr(identifier, "from_logits", True):
         raise ValueError(
             f"compile(loss={type(identifier).__name__}(from_logits=False)) would "
             "read the student's logits as probabilities. Distiller students "

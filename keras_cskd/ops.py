@@ -95,9 +95,7 @@ def cosine_similarity(a, b, axis, epsilon=1e-8):
     return cosine - ops.stop_gradient(ops.maximum(cosine - 1.0, 0.0))
 
 
-def class_cosine_similarity(
-    teacher_probs, student_probs, sample_weight=None, epsilon=1e-8
-):
+def class_cosine_similarity(teacher_probs, student_probs, sample_weight=None, epsilon=1e-8):
     """Cosine of each class column across the batch: shape `(C,)`.
 
     `cos_c = |<p_s[:, c], p_t[:, c]>| / (||p_s[:, c]|| ||p_t[:, c]|| + eps)`,
@@ -347,9 +345,7 @@ def cswt_temperatures(
         similarity = class_cosine_similarity(p_t, p_s)
         shape = (1, -1)
     else:
-        raise ValueError(
-            f"granularity must be 'sample' or 'class', got {granularity!r}."
-        )
+        raise ValueError(f"granularity must be 'sample' or 'class', got {granularity!r}.")
     temperatures = min_max_temperatures(similarity, low, high, epsilon)
     return ops.stop_gradient(ops.reshape(temperatures, shape))
 
@@ -545,13 +541,10 @@ def sample_beta(alpha, seed, candidates=16):
     accept = ops.logical_and(
         v > 0.0,
         ops.log(ops.maximum(u, 1e-30))
-        < 0.5 * ops.square(z) + d - d * ops.maximum(v, 1e-30)
-        + d * ops.log(ops.maximum(v, 1e-30)),
+        < 0.5 * ops.square(z) + d - d * ops.maximum(v, 1e-30) + d * ops.log(ops.maximum(v, 1e-30)),
     )
     first = ops.argmax(ops.cast(accept, "int32"), axis=1)
-    draws = ops.take_along_axis(
-        d * ops.maximum(v, 1e-30), ops.reshape(first, (2, 1)), axis=1
-    )
+    draws = ops.take_along_axis(d * ops.maximum(v, 1e-30), ops.reshape(first, (2, 1)), axis=1)
     draws = ops.reshape(draws, (2,))
     if alpha < 1.0:
         boost = keras.random.uniform((2,), seed=seed)

@@ -390,8 +390,7 @@ def has_softmax_head(model):
         return True
     activation = getattr(last, "activation", None)
     return (
-        activation is keras.activations.softmax
-        or getattr(activation, "__name__", "") == "softmax"
+        activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
     )
 
 

@@ -58,7 +58,9 @@ def _cases(results):
 
 
 def _assert_same_training(results, case):
-    single = {k.split("/single/", 1)[1]: v for k, v in results.items() if k.startswith(f"{case}/single/")}
+    single = {
+        k.split("/single/", 1)[1]: v for k, v in results.items() if k.startswith(f"{case}/single/")
+    }
     distributed = {
         k.split("/distributed/", 1)[1]: v
         for k, v in results.items()
