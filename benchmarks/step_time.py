@@ -53,42 +53,87 @@ LONG_BLOCK = 3
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="Keras backend (re-executes with KERAS_BACKEND set); "
-                             "default: the current KERAS_BACKEND.")
-    parser.add_argument("--pair", choices=("mlp", "resnet"), default="mlp",
-                        help="mlp: small MLP teacher/student; resnet: resnet32x4 -> "
-                             "resnet8x4 at 32x32x3, 100 classes.")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="Keras backend (re-executes with KERAS_BACKEND set); "
+        "default: the current KERAS_BACKEND.",
+    )
+    parser.add_argument(
+        "--pair",
+        choices=("mlp", "resnet"),
+        default="mlp",
+        help="mlp: small MLP teacher/student; resnet: resnet32x4 -> "
+        "resnet8x4 at 32x32x3, 100 classes.",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10,
-                        help="training steps per timed block (one host sync per block).")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="timed rounds; each round runs one block of every config.")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed rounds first (compilation happens here).")
-    parser.add_argument("--jit", choices=("auto", "true", "false"), default="auto",
-                        help="compile(jit_compile=...): XLA on TF/JAX, torch.compile on torch.")
-    parser.add_argument("--mixed-precision", nargs="?", const="mixed_bfloat16",
-                        default=None, choices=("mixed_bfloat16", "mixed_float16"),
-                        help="global dtype policy for both networks (default when "
-                             "given without a value: mixed_bfloat16).")
-    parser.add_argument("--loop", choices=("fit", "on-batch"), default="fit",
-                        help="fit: fit/predict over steps*batch samples (default); "
-                             "on-batch: train_on_batch/predict_on_batch per step.")
-    parser.add_argument("--losses", default=",".join(DISTILLATION_LOSSES),
-                        help="comma-separated keras_cskd losses for (c).")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall: perf_counter (what a GPU run needs); cpu: this "
-                             "process's CPU time (all threads), steadier on a CPU-only "
-                             "host shared with other jobs. Ratios are printed for both.")
-    parser.add_argument("--data", choices=("tensor", "numpy"), default="tensor",
-                        help="tensor: the synthetic data as backend tensors, made once "
-                             "(default; measures the step); numpy: NumPy arrays, so every "
-                             "fit call also pays keras_cskd.Distiller.fit's input checks, "
-                             "one pass over the arrays given to that call.")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="intra-op CPU threads (torch.set_num_threads, TF intra-op "
-                             "threads, XLA's Eigen pool off for 1); default: the library's.")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help="training steps per timed block (one host sync per block).",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="timed rounds; each round runs one block of every config.",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed rounds first (compilation happens here)."
+    )
+    parser.add_argument(
+        "--jit",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="compile(jit_compile=...): XLA on TF/JAX, torch.compile on torch.",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        nargs="?",
+        const="mixed_bfloat16",
+        default=None,
+        choices=("mixed_bfloat16", "mixed_float16"),
+        help="global dtype policy for both networks (default when "
+        "given without a value: mixed_bfloat16).",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("fit", "on-batch"),
+        default="fit",
+        help="fit: fit/predict over steps*batch samples (default); "
+        "on-batch: train_on_batch/predict_on_batch per step.",
+    )
+    parser.add_argument(
+        "--losses",
+        default=",".join(DISTILLATION_LOSSES),
+        help="comma-separated keras_cskd losses for (c).",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: perf_counter (what a GPU run needs); cpu: this "
+        "process's CPU time (all threads), steadier on a CPU-only "
+        "host shared with other jobs. Ratios are printed for both.",
+    )
+    parser.add_argument(
+        "--data",
+        choices=("tensor", "numpy"),
+        default="tensor",
+        help="tensor: the synthetic data as backend tensors, made once "
+        "(default; measures the step); numpy: NumPy arrays, so every "
+        "fit call also pays keras_cskd.Distiller.fit's input checks, "
+        "one pass over the arrays given to that call.",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op CPU threads (torch.set_num_threads, TF intra-op "
+        "threads, XLA's Eigen pool off for 1); default: the library's.",
+    )
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -237,23 +282,31 @@ def device_memory():
         if "peak_bytes_in_use" not in stats:
             return None
         # JAX exposes no reset: report the process-wide peak.
-        return ("jax peak_bytes_in_use (process peak)", lambda: None,
-                lambda: device.memory_stats().get("peak_bytes_in_use", 0))
+        return (
+            "jax peak_bytes_in_use (process peak)",
+            lambda: None,
+            lambda: device.memory_stats().get("peak_bytes_in_use", 0),
+        )
     if backend == "torch":
         import torch
 
         if not torch.cuda.is_available():
             return None
-        return ("torch.cuda.max_memory_allocated", torch.cuda.reset_peak_memory_stats,
-                torch.cuda.max_memory_allocated)
+        return (
+            "torch.cuda.max_memory_allocated",
+            torch.cuda.reset_peak_memory_stats,
+            torch.cuda.max_memory_allocated,
+        )
     if backend == "tensorflow":
         import tensorflow as tf
 
         if not tf.config.list_logical_devices("GPU"):
             return None
-        return ("tf get_memory_info('GPU:0')['peak']",
-                lambda: tf.config.experimental.reset_memory_stats("GPU:0"),
-                lambda: tf.config.experimental.get_memory_info("GPU:0")["peak"])
+        return (
+            "tf get_memory_info('GPU:0')['peak']",
+            lambda: tf.config.experimental.reset_memory_stats("GPU:0"),
+            lambda: tf.config.experimental.get_memory_info("GPU:0")["peak"],
+        )
     return None
 
 
@@ -289,23 +342,28 @@ def make_configs(args, teacher_fn, student_fn):
         def run(steps):
             if args.loop == "fit":
                 part = keras.tree.map_structure(lambda v: v[: steps * batch], inputs)
-                history = model.fit(part, y[: steps * batch], batch_size=batch, epochs=1,
-                                    shuffle=False, verbose=0)
+                history = model.fit(
+                    part, y[: steps * batch], batch_size=batch, epochs=1, shuffle=False, verbose=0
+                )
                 return history.history["loss"][-1]  # a Python float: host sync
             for _ in range(steps):
-                loss = model.train_on_batch(keras.tree.map_structure(lambda v: v[:batch], inputs),
-                                            y1)
+                loss = model.train_on_batch(
+                    keras.tree.map_structure(lambda v: v[:batch], inputs), y1
+                )
             return loss  # train_on_batch returns NumPy (a sync per step)
+
         return run
 
     def predict_block(model):
         def run(steps):
             if args.loop == "fit":
-                return np.asarray(model.predict(x[: steps * batch], batch_size=batch,
-                                                verbose=0))[-1, 0]
+                return np.asarray(model.predict(x[: steps * batch], batch_size=batch, verbose=0))[
+                    -1, 0
+                ]
             for _ in range(steps):
                 out = model.predict_on_batch(x1)
             return np.asarray(out)[-1, 0]
+
         return run
 
     configs = []  # (key, label, model-or-None, run)
@@ -326,15 +384,18 @@ def make_configs(args, teacher_fn, student_fn):
     for name in [s.strip() for s in args.losses.split(",") if s.strip()]:
         if name not in loss_factories:
             raise SystemExit(f"unknown loss {name!r}; choose from {sorted(loss_factories)}")
-        distiller = keras_cskd.Distiller(student_fn(), teacher, loss_factories[name](),
-                                         seed=args.seed)
+        distiller = keras_cskd.Distiller(
+            student_fn(), teacher, loss_factories[name](), seed=args.seed
+        )
         distiller.compile(optimizer=optimizer(), jit_compile=jit)
-        configs.append((f"c:{name}", f"(c) keras_cskd {name}", distiller,
-                        train_block(distiller, x)))
+        configs.append(
+            (f"c:{name}", f"(c) keras_cskd {name}", distiller, train_block(distiller, x))
+        )
 
     if hasattr(keras, "distillation"):
         peer = keras.distillation.Distiller(
-            teacher=teacher, student=student_fn(),
+            teacher=teacher,
+            student=student_fn(),
             distillation_losses=keras.distillation.LogitsDistillation(temperature=4.0),
         )
         peer.compile(optimizer=optimizer(), loss=ce(), jit_compile=jit)
@@ -343,11 +404,18 @@ def make_configs(args, teacher_fn, student_fn):
     logits = np.asarray(teacher.predict(x, batch_size=batch, verbose=0), "float32")
     if args.data == "tensor":
         logits = keras.ops.convert_to_tensor(logits)
-    cached = keras_cskd.Distiller(student_fn(), None, kd_losses.KLDivergenceDistillation(4.0),
-                                  seed=args.seed)
+    cached = keras_cskd.Distiller(
+        student_fn(), None, kd_losses.KLDivergenceDistillation(4.0), seed=args.seed
+    )
     cached.compile(optimizer=optimizer(), jit_compile=jit)
-    configs.append(("e", "(e) keras_cskd cached logits (kd)", cached,
-                    train_block(cached, {"x": x, "teacher_logits": logits})))
+    configs.append(
+        (
+            "e",
+            "(e) keras_cskd cached logits (kd)",
+            cached,
+            train_block(cached, {"x": x, "teacher_logits": logits}),
+        )
+    )
     return configs
 
 
@@ -373,8 +441,10 @@ def describe_hardware():
 
     import keras
 
-    lines = [f"python {platform.python_version()}, keras {keras.__version__}, "
-             f"backend {keras.backend.backend()}"]
+    lines = [
+        f"python {platform.python_version()}, keras {keras.__version__}, "
+        f"backend {keras.backend.backend()}"
+    ]
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -383,13 +453,17 @@ def describe_hardware():
     elif backend == "torch":
         import torch
 
-        lines.append(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}, "
-                     f"threads {torch.get_num_threads()}")
+        lines.append(
+            f"torch {torch.__version__}, cuda {torch.cuda.is_available()}, "
+            f"threads {torch.get_num_threads()}"
+        )
     elif backend == "tensorflow":
         import tensorflow as tf
 
-        lines.append(f"tensorflow {tf.__version__}, devices "
-                     f"{[d.name for d in tf.config.list_logical_devices()]}")
+        lines.append(
+            f"tensorflow {tf.__version__}, devices "
+            f"{[d.name for d in tf.config.list_logical_devices()]}"
+        )
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -408,8 +482,9 @@ def main(argv=None):
     _reexec_with_backend(args, argv)
 
     if args.threads == 1 and os.environ.get("KERAS_BACKEND") == "jax":
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   " --xla_cpu_multi_thread_eigen=false").strip()
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+        ).strip()
     import keras
     import numpy as np
 
@@ -430,10 +505,12 @@ def main(argv=None):
     print(f"# step_time: pair {pair_description}")
     for line in describe_hardware():
         print(f"# {line}")
-    print(f"# batch {args.batch_size}, blocks of {args.steps} and {LONG_BLOCK * args.steps} "
-          f"steps, {args.rounds} rounds (+{args.warmup} warm-up), loop {args.loop}, "
-          f"jit {args.jit}, policy {keras.mixed_precision.global_policy().name}, "
-          f"threads {args.threads or 'default'}, data {args.data}")
+    print(
+        f"# batch {args.batch_size}, blocks of {args.steps} and {LONG_BLOCK * args.steps} "
+        f"steps, {args.rounds} rounds (+{args.warmup} warm-up), loop {args.loop}, "
+        f"jit {args.jit}, policy {keras.mixed_precision.global_policy().name}, "
+        f"threads {args.threads or 'default'}, data {args.data}"
+    )
     print(f"# load average at start: {os.getloadavg()}")
     sys.stdout.flush()
 
@@ -483,8 +560,10 @@ def main(argv=None):
                 peak_device[key] = max(peak_device[key], device[2]())
 
     eager_torch = keras.backend.backend() == "torch" and args.jit != "true"
-    header = (f"{'config':<36} {'ms/step':>8} {'(min':>7} {'max)':>7} {'incl. call':>10} "
-              f"{'ms/call':>8} {'peak RSS MiB':>12}")
+    header = (
+        f"{'config':<36} {'ms/step':>8} {'(min':>7} {'max)':>7} {'incl. call':>10} "
+        f"{'ms/call':>8} {'peak RSS MiB':>12}"
+    )
     if device is not None:
         header += f" {'device MiB':>10}"
     header += f" {'retraces':>8}"
@@ -497,10 +576,12 @@ def main(argv=None):
     for key, label, _, _ in configs:
         values = per_step[args.clock][key]
         medians[key] = statistics.median(values)
-        line = (f"{label:<36} {medians[key]:>8.3f} {min(values):>7.3f} {max(values):>7.3f} "
-                f"{statistics.median(raw[args.clock][key]):>10.3f} "
-                f"{statistics.median(per_call[args.clock][key]):>8.2f} "
-                f"{peak_rss[key]:>12.1f}")
+        line = (
+            f"{label:<36} {medians[key]:>8.3f} {min(values):>7.3f} {max(values):>7.3f} "
+            f"{statistics.median(raw[args.clock][key]):>10.3f} "
+            f"{statistics.median(per_call[args.clock][key]):>8.2f} "
+            f"{peak_rss[key]:>12.1f}"
+        )
         if device is not None:
             line += f" {peak_device[key] / 2**20:>10.1f}"
         retraces = "n/a" if (eager_torch or key not in tracers) else str(tracers[key].count)

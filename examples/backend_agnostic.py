@@ -3,7 +3,7 @@ Title: One distillation experiment on TensorFlow, JAX and PyTorch
 Author: keras-cskd contributors
 Date created: 2026/11/23
 Last modified: 2026/11/23
-Description: Run the same keras-cskd experiment under each Keras backend in a subprocess and compare the results.
+Description: The same keras-cskd experiment under each Keras backend, results compared.
 Accelerator: None
 """
 
@@ -176,7 +176,8 @@ def main():
         initial = [r["initial_loss"] for r in finished]
         accuracies = [r["student_accuracy"] for r in finished]
         print(
-            f"Across {len(finished)} backends: CSKD formula spread {max(formulas) - min(formulas):.2e}, "
+            f"Across {len(finished)} backends: "
+            f"CSKD formula spread {max(formulas) - min(formulas):.2e}, "
             f"initial loss spread {max(initial) - min(initial):.2e}, "
             f"student accuracy spread {max(accuracies) - min(accuracies):.4f}"
         )

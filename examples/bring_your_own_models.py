@@ -3,7 +3,7 @@ Title: Distil your own saved teacher into a fresh student
 Author: keras-cskd contributors
 Date created: 2026/11/23
 Last modified: 2026/11/23
-Description: Load a saved .keras teacher, distil it into a new student, save the student, reload it and evaluate.
+Description: Distil a saved .keras teacher into a new student; save, reload and evaluate it.
 Accelerator: None
 """
 

@@ -3,7 +3,7 @@ Title: Comparing distillation losses: KL, MSE, CSKD and STKD
 Author: keras-cskd contributors
 Date created: 2026/11/23
 Last modified: 2026/11/23
-Description: The same teacher/student pair distilled with each loss, and Kim et al.'s KL temperature sweep against logit MSE.
+Description: One teacher/student pair distilled with each loss; KL temperatures vs logit MSE.
 Accelerator: None
 """
 
@@ -16,7 +16,7 @@ keras-cskd ships several logit distillation losses behind one `Distiller`:
 |---|---|---|
 | `KLDivergenceDistillation` | `tau^2 * KL(softmax(t/tau) ‖ softmax(s/tau))` | Hinton et al. 2015 |
 | `LogitMSEDistillation` | `mean((s - t)^2)` | Kim et al. 2021 |
-| `CosineSimilarityDistillation` | `tau^2 * (1 - mean_c cos(p_s[:, c], p_t[:, c]))` | Ham et al. 2023 |
+| `CosineSimilarityDistillation` | `tau^2 (1 - mean_c cos(p_s[:,c], p_t[:,c]))` | Ham et al. 2023 |
 | `SimilarityTransferDistillation` | KL + batch similarity on mixup samples | Zhao et al. 2021 |
 
 This example trains the same small student with each of them, from the same
@@ -129,9 +129,8 @@ def print_table(title, rows):
     print(f"  {'loss':<28} {'test acc':>14} {'agreement':>10} {'logit MSE':>10}")
     for row in rows:
         accuracy = f"{row['accuracy']:.4f}+-{row['accuracy_std']:.3f}"
-        print(
-            f"  {row['name']:<28} {accuracy:>14} {row['agreement']:>10.4f} {row['logit_mse']:>10.2f}"
-        )
+        agreement, logit_mse = row["agreement"], row["logit_mse"]
+        print(f"  {row['name']:<28} {accuracy:>14} {agreement:>10.4f} {logit_mse:>10.2f}")
 
 
 """
@@ -169,7 +168,8 @@ mse_row = next(row for row in main_rows if row["name"].startswith("MSE"))
 print_table("KL temperature sweep against MSE (distillation loss only):", sweep_rows + [mse_row])
 best = max(main_rows + sweep_rows, key=lambda row: row["accuracy"])
 print(
-    f"Best on this run: {best['name']} ({best['accuracy']:.4f}); {time.time() - start:.0f} s of training"
+    f"Best on this run: {best['name']} ({best['accuracy']:.4f}); "
+    f"{time.time() - start:.0f} s of training"
 )
 
 """

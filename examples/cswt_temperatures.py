@@ -3,7 +3,7 @@ Title: How CSWT picks distillation temperatures
 Author: keras-cskd contributors
 Date created: 2026/11/23
 Last modified: 2026/11/23
-Description: Cosine-similarity weighted temperatures (CSWT) per sample and per class, recorded and plotted over training.
+Description: CSWT temperatures per sample and per class, recorded and plotted over training.
 Accelerator: None
 """
 

@@ -3,7 +3,7 @@ Title: keras-cskd losses inside keras.distillation.Distiller
 Author: keras-cskd contributors
 Date created: 2026/11/23
 Last modified: 2026/11/23
-Description: Use keras-cskd's losses with Keras' own Distiller, and see why its default LogitsDistillation("kl_divergence") is off.
+Description: keras-cskd's losses in Keras' own Distiller, and why its default KL loss is off.
 Accelerator: None
 """
 
@@ -98,7 +98,8 @@ s = keras.ops.convert_to_numpy(student_untrained(x_test[:64])).astype("float64")
 default_loss = keras.distillation.LogitsDistillation(temperature=4.0)
 print(f"LogitsDistillation() resolves 'kl_divergence' to: {default_loss.loss!r}")
 print(
-    f"  {'tau':>5} {'NumPy':>9} {'keras_cskd':>11} {'KLDivergence()':>15} {'default':>9} {'default/NumPy':>14}"
+    f"  {'tau':>5} {'NumPy':>9} {'keras_cskd':>11} {'KLDivergence()':>15} {'default':>9} "
+    f"{'default/NumPy':>14}"
 )
 ratios = {}
 for tau in (1.0, 4.0, 20.0):

@@ -3,7 +3,7 @@ Title: Knowledge distillation quick start with CSKD
 Author: keras-cskd contributors
 Date created: 2026/11/23
 Last modified: 2026/11/23
-Description: Distil a trained teacher into a small student with `keras_cskd.Distiller` and the CSKD loss.
+Description: Distil a trained teacher into a small student with `Distiller` and CSKD.
 Accelerator: None
 """
 
@@ -43,7 +43,11 @@ from keras_cskd.models import mlp
 FAST = os.environ.get("KERAS_CSKD_FAST") == "1"  # fewer epochs, for tests
 EPOCHS = 2 if FAST else 30
 # Plots go to the folder given as first argument, $KERAS_CSKD_OUT, or a temp dir.
-OUT = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("KERAS_CSKD_OUT") or tempfile.mkdtemp(prefix="keras_cskd_"))
+OUT = Path(
+    sys.argv[1]
+    if len(sys.argv) > 1
+    else os.environ.get("KERAS_CSKD_OUT") or tempfile.mkdtemp(prefix="keras_cskd_")
+)
 OUT.mkdir(parents=True, exist_ok=True)
 keras.utils.set_random_seed(0)
 
@@ -59,7 +63,9 @@ Models given to the `Distiller` must return **logits** (no final softmax).
 if FAST:  # a subset that is a multiple of the batch size
     x_train, y_train = x_train[:512], y_train[:512]
 teacher = mlp((8, 8, 1), 10, hidden=(256, 256), name="teacher")
-teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+teacher.compile(
+    "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+)
 teacher.fit(x_train, y_train, epochs=EPOCHS, batch_size=64, verbose=0)
 _, teacher_accuracy = teacher.evaluate(x_test, y_test, verbose=0)
 
@@ -72,13 +78,19 @@ student is trained, the teacher is frozen and runs in inference mode.
 """
 
 student = mlp((8, 8, 1), 10, hidden=(16,), name="student")
-distiller = keras_cskd.Distiller(student, teacher, keras_cskd.losses.CosineSimilarityDistillation(temperature=4.0))
+distiller = keras_cskd.Distiller(
+    student, teacher, keras_cskd.losses.CosineSimilarityDistillation(temperature=4.0)
+)
 distiller.compile(optimizer="adam", metrics=["accuracy"])
-history = distiller.fit(x_train, y_train, epochs=EPOCHS, batch_size=64, validation_data=(x_test, y_test), verbose=0)
+history = distiller.fit(
+    x_train, y_train, epochs=EPOCHS, batch_size=64, validation_data=(x_test, y_test), verbose=0
+)
 student_accuracy = history.history["val_accuracy"][-1]  # validation runs the student alone
 
 print(f"Teacher test accuracy: {teacher_accuracy:.4f} ({teacher.count_params():,} parameters)")
-print(f"Student (CSKD) test accuracy: {student_accuracy:.4f} ({student.count_params():,} parameters)")
+print(
+    f"Student (CSKD) test accuracy: {student_accuracy:.4f} ({student.count_params():,} parameters)"
+)
 
 """
 ## Training curves

@@ -18,14 +18,14 @@ Keras' serialization (package "keras_cskd"), so `keras.saving.load_model`
 needs no `custom_objects`.
 """
 
-from keras_cskd._backend_choice import ensure_installed_backend
+__version__ = "0.1.0"  # the one place of the version (pyproject.toml reads it)
+
+from keras_cskd._backend_choice import ensure_installed_backend  # noqa: E402
 
 ensure_installed_backend()
 
 from keras_cskd import callbacks, data, layers, losses, models, ops  # noqa: E402
 from keras_cskd.distiller import Distiller, cache_teacher_logits  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Distiller",

@@ -1,5 +1,8 @@
-"""The only backend-specific code in keras-cskd: telling a concrete tensor
-(whose values can be checked eagerly) from a symbolic or traced one."""
+"""The only backend-specific code in keras-cskd, each piece with the Keras
+behaviour it works around: telling a concrete tensor (whose values can be
+checked eagerly) from a symbolic or traced one; `tf.distribute` replica
+scaling and gathering; restoring the variables JAX's `fit` empties when a
+step fails."""
 
 import keras
 import numpy as np
@@ -58,6 +61,20 @@ def num_replicas_in_sync():
     return 1 if context is None else context.num_replicas_in_sync
 
 
+def divide_by_replicas(value):
+    """`value / num_replicas_in_sync()`: the share of one replica in a
+    loss that Keras sums over the replicas' gradients, as Keras' own
+    `scale_loss_for_distribution` does for compiled losses."""
+    replicas = num_replicas_in_sync()
+    return value if replicas == 1 else value / replicas
+
+
+def times_replicas(value):
+    """Undoes `divide_by_replicas` (for logging a Keras-scaled loss)."""
+    replicas = num_replicas_in_sync()
+    return value if replicas == 1 else value * replicas
+
+
 def gather_replicas(structure):
     """Concatenates each replica's tensors along the batch axis (axis 0), in
     replica order, so every replica sees the global batch; the identity
@@ -85,3 +102,74 @@ def gather_replicas(structure):
         return gathered
 
     return keras.tree.map_structure(gather, structure, none_is_leaf=True)
+
+
+def unscale_loss_for_distribution(value, reduction="sum_over_batch_size"):
+    """Undoes the `1 / num_replicas` that Keras' loss reduction applies under
+    `tf.distribute` (`keras.src.losses.loss.scale_loss_for_distribution`,
+    called by `Loss.__call__` for the "sum_over_batch_size"/"mean"
+    reductions): keras-cskd's losses return the value of the batch they are
+    given on every replica, like the batch-wise losses, and the `Distiller`
+    divides its distillation term by the replica count once. The identity
+    outside a multi-replica `tf.distribute` strategy."""
+    if keras.backend.backend() != "tensorflow" or reduction not in (
+        "sum_over_batch_size",
+        "mean",
+        "mean_with_sample_weight",
+    ):
+        return value
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        value = value * keras.ops.cast(replicas, value.dtype)
+    return value
+
+
+class KeepStateForFirstStep(keras.callbacks.Callback):
+    """Snapshot, at the start of training, of the variables JAX's `fit`
+    empties during a step; `restore()` refills the ones left empty.
+
+    Works around Keras' JAX trainer: `fit` sets `variable._value = None` on
+    the model's, optimizer's and metrics' variables while its stateless
+    compiled step runs (`JAXTrainer._purge_model_variables`) and refills
+    them in `jax_state_sync()` afterwards; an error raised while the first
+    step is traced (e.g. a batch of one sample for CSKD) skips the refill
+    and leaves a model whose variables have no value."""
+
+    def __init__(self):
+        super().__init__()
+        self._saved = []
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        variables = [
+            *model.trainable_variables,
+            *model.non_trainable_variables,
+            *model.metrics_variables,
+        ]
+        if getattr(model, "optimizer", None) is not None:
+            variables += list(model.optimizer.variables)
+        self._saved = [(variable, variable.value) for variable in variables]
+
+    def restore(self):
+        for variable, value in self._saved:
+            if getattr(variable, "_value", 0) is None:  # emptied, never refilled
+                variable.assign(value)
+        self._saved = []
+
+
+def fit_keeping_state(fit, arguments):
+    """Calls `fit(**arguments)`; under JAX, puts back the variables a failed
+    first step left empty (see `KeepStateForFirstStep`) before re-raising.
+    `arguments` are `keras.Model.fit`'s, by name."""
+    callbacks = arguments.get("callbacks")
+    if keras.backend.backend() != "jax" or isinstance(callbacks, keras.callbacks.CallbackList):
+        return fit(**arguments)
+    guard = KeepStateForFirstStep()
+    arguments = {**arguments, "callbacks": [*(callbacks or []), guard]}
+    try:
+        return fit(**arguments)
+    except BaseException:
+        guard.restore()
+        raise

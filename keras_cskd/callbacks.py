@@ -72,8 +72,7 @@ class TemperatureRecorder(keras.callbacks.Callback):
             import matplotlib.pyplot as plt
         except ImportError as error:  # pragma: no cover
             raise ImportError(
-                "TemperatureRecorder.plot needs matplotlib: "
-                "pip install 'keras-cskd[plot]'"
+                "TemperatureRecorder.plot needs matplotlib: pip install 'keras-cskd[plot]'"
             ) from error
         figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
         for axis, values, title, cmap in (
@@ -150,7 +149,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     50
     """
 
-    def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True):
+    def __init__(
+        self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True
+    ):
         super().__init__(
             backup_dir,
             save_freq=save_freq,

@@ -20,18 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from keras_cskd.losses import METHODS
+
 DEFAULT_METHODS = ("kd", "mse", "cskd", "cskd_cswt")
-METHOD_LABELS = {
-    "ce": "CE only",
-    "kd": "KD (KL, tau^2)",
-    "mse": "Logit MSE",
-    "cskd": "CSKD",
-    "cskd_cswt": "CSKD + CSWT",
-    "cskd_cswt_class": "CSKD + CSWT (per class)",
-    "stkd": "STKD-style",
-    "dist": "DIST",
-    "dkd": "DKD",
-}
+METHOD_LABELS = {"ce": "CE only", **{name: method.label for name, method in METHODS.items()}}
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -44,7 +36,9 @@ class UsageError(Exception):
     >>> import argparse
     >>> from keras_cskd.cli import UsageError, run_distill
     >>> try:
-    ...     run_distill(argparse.Namespace(method="kd", batch_size=4, temperature=0.0, label_noise=0.0))
+    ...     run_distill(
+    ...         argparse.Namespace(method="kd", batch_size=4, temperature=0.0, label_noise=0.0)
+    ...     )
     ... except UsageError as error:
     ...     print(f"keras-cskd: error: {error}")
     keras-cskd: error: --temperature must be positive
@@ -151,7 +145,12 @@ def main(argv=None):
 
         if keras.backend.backend() != backend:
             env = dict(os.environ, KERAS_BACKEND=backend)
-            command = [sys.executable, "-m", "keras_cskd", *(sys.argv[1:] if argv is None else argv)]
+            command = [
+                sys.executable,
+                "-m",
+                "keras_cskd",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
             return subprocess.call(command, env=env)
         if backend in ("tensorflow",):
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -248,17 +247,13 @@ def _default_models(input_shape, num_classes, seed):
 
 
 def _check_pair(teacher, student_factory, input_shape, num_classes):
-    from keras_cskd.distiller import _has_softmax_head, _output_classes
+    from keras_cskd import validation
 
     student = student_factory()
     for role, model in (("teacher", teacher), ("student", student)):
-        if _has_softmax_head(model):
-            raise UsageError(
-                f"the {role} ends with a softmax (it outputs probabilities); "
-                "distillation needs logits: save it without the final softmax"
-            )
         try:
-            classes = _output_classes(model, role)
+            validation.check_no_softmax_head(model, role)
+            classes = validation.output_classes(model, role)
         except ValueError as error:
             raise UsageError(str(error)) from error
         model_shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
@@ -281,10 +276,13 @@ def run_distill(args):
 
     >>> import argparse
     >>> from keras_cskd.cli import run_distill
-    >>> run_distill(argparse.Namespace(method="cskd", batch_size=1, temperature=4.0, label_noise=0.0))
+    >>> run_distill(
+    ...     argparse.Namespace(method="cskd", batch_size=1, temperature=4.0, label_noise=0.0)
+    ... )
     Traceback (most recent call last):
     ...
-    keras_cskd.cli.UsageError: --batch-size must be at least 2 (CSKD compares samples across a batch)
+    keras_cskd.cli.UsageError: --batch-size must be at least 2 (CSKD compares samples across a
+    batch)
     """
     started = time.perf_counter()
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
@@ -348,15 +346,24 @@ def run_distill(args):
         teacher = default_teacher
         _check_pair(teacher, student_factory, input_shape, num_classes)
         teacher.compile(keras.optimizers.Adam(1e-3), ce_loss, metrics=["accuracy"])
-        print(f"training the teacher ({teacher.count_params():,} parameters, {teacher_epochs} epochs)")
+        print(
+            f"training the teacher ({teacher.count_params():,} parameters, {teacher_epochs} epochs)"
+        )
         try:
             teacher.fit(
-                x_train, y_train, batch_size=args.batch_size, epochs=teacher_epochs,
-                verbose=verbose, shuffle=True,
+                x_train,
+                y_train,
+                batch_size=args.batch_size,
+                epochs=teacher_epochs,
+                verbose=verbose,
+                shuffle=True,
             )
         except KeyboardInterrupt:
             teacher.save(out / "teacher.interrupted.keras")
-            print(f"\ninterrupted: teacher saved to {out / 'teacher.interrupted.keras'}", file=sys.stderr)
+            print(
+                f"\ninterrupted: teacher saved to {out / 'teacher.interrupted.keras'}",
+                file=sys.stderr,
+            )
             return EXIT_INTERRUPTED
         teacher.save(teacher_path)
         teacher_source = f"trained, saved to {teacher_path}"
@@ -389,15 +396,19 @@ def run_distill(args):
                 model = student
                 model.compile(keras.optimizers.Adam(learning_rate), ce_loss, metrics=["accuracy"])
             else:
-                loss = losses.get(method)
-                if hasattr(loss, "temperature") and getattr(loss, "cswt", None) is None:
-                    loss = type(loss).from_config({**loss.get_config(), "temperature": args.temperature})
+                fixed = losses.METHODS[method].fixed_temperature
+                loss = losses.get(method, **({"temperature": args.temperature} if fixed else {}))
                 model = keras_cskd.Distiller(student, teacher, loss, seed=args.seed)
                 model.compile(keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
             print(f"\n== {METHOD_LABELS[method]} ({student.count_params():,} student parameters)")
             history = model.fit(
-                x_train, student_labels, batch_size=args.batch_size, epochs=epochs,
-                validation_data=(x_test, y_test), verbose=verbose, callbacks=callbacks,
+                x_train,
+                student_labels,
+                batch_size=args.batch_size,
+                epochs=epochs,
+                validation_data=(x_test, y_test),
+                verbose=verbose,
+                callbacks=callbacks,
             )
         except KeyboardInterrupt:
             print(
@@ -411,7 +422,9 @@ def run_distill(args):
         (out / f"checkpoint_{method}.keras").unlink(missing_ok=True)
         accuracy = _accuracy(student, x_test, y_test)
         histories[method] = history.history.get("val_accuracy", [])
-        results.append({"method": method, "accuracy": accuracy, "seconds": seconds, "student": str(checkpoint)})
+        results.append(
+            {"method": method, "accuracy": accuracy, "seconds": seconds, "student": str(checkpoint)}
+        )
 
     baseline = results[0]["accuracy"]
     best = max(results[1:] or results, key=lambda r: r["accuracy"])
@@ -466,7 +479,8 @@ def _table(results, baseline, teacher_accuracy):
     for row in results:
         delta = "" if row["method"] == "ce" else f"{100 * (row['accuracy'] - baseline):+.2f} pt"
         lines.append(
-            f"| {METHOD_LABELS[row['method']]} | {row['accuracy']:.2%} | {delta} | {row['seconds']:.1f} |"
+            f"| {METHOD_LABELS[row['method']]} | {row['accuracy']:.2%} | {delta} "
+            f"| {row['seconds']:.1f} |"
         )
     return "\n".join(lines)
 

@@ -53,8 +53,7 @@ def load_digits(test_fraction=0.25, seed=0, as_images=True):
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as error:  # pragma: no cover
         raise ImportError(
-            "The embedded demo data set is scikit-learn's digits: "
-            "pip install 'keras-cskd[demo]'"
+            "The embedded demo data set is scikit-learn's digits: pip install 'keras-cskd[demo]'"
         ) from error
     digits = sklearn_digits()
     x = (digits.images / 16.0).astype("float32")
@@ -90,9 +89,7 @@ def read_idx(path):
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape)) + 4 + 4 * ndim
     if len(data) != expected:
-        raise DataError(
-            f"{path} is truncated or corrupt: {len(data)} bytes for shape {shape}."
-        )
+        raise DataError(f"{path} is truncated or corrupt: {len(data)} bytes for shape {shape}.")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -119,7 +116,8 @@ def load_idx_folder(folder, limit=None):
     >>> from keras_cskd.data import load_idx_folder
     >>> folder = tempfile.mkdtemp()
     >>> def write_idx(name, array):
-    ...     header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    ...     dims = b"".join(n.to_bytes(4, "big") for n in array.shape)
+    ...     header = bytes([0, 0, 8, array.ndim]) + dims
     ...     with open(os.path.join(folder, name), "wb") as f:
     ...         _ = f.write(header + array.astype("uint8").tobytes())
     >>> write_idx("train-images-idx3-ubyte", np.zeros((3, 28, 28)))
@@ -258,7 +256,8 @@ def load_keras_dataset(name):
     >>> load_keras_dataset("imagenet")
     Traceback (most recent call last):
     ...
-    keras_cskd.data.DataError: Unknown dataset 'imagenet'; choose one of ('mnist', 'fashion_mnist', 'cifar10', 'cifar100').
+    keras_cskd.data.DataError: Unknown dataset 'imagenet'; choose one of ('mnist',
+    'fashion_mnist', 'cifar10', 'cifar100').
     """
     import keras
 

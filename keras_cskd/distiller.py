@@ -18,84 +18,17 @@ from keras import ops
 from keras_cskd import _backend, validation
 from keras_cskd import losses as kd_losses
 from keras_cskd import ops as kd_ops
+from keras_cskd.losses import StudentCrossEntropy  # (also its old import path)
+from keras_cskd.metrics import ClassStatistics
 
 TEACHER_LOGITS_KEY = "teacher_logits"
 INPUTS_KEY = "x"
 
-_CROSS_ENTROPY_NAMES = {
-    "sparse_categorical_crossentropy": "sparse",
-    "categorical_crossentropy": "categorical",
-    "crossentropy": "auto",
-    "auto": "auto",
-}
-
-
-@keras.saving.register_keras_serializable(package="keras_cskd")
-class StudentCrossEntropy(keras.losses.Loss):
-    """Cross-entropy on the student's logits, sparse or one-hot labels.
-
-    Picks sparse or categorical cross-entropy from the labels' shape:
-    integer labels `(B,)`/`(B, 1)` or one-hot/soft labels `(B, C)`. Always
-    `from_logits=True`: `Distiller` students output logits.
-
-    Example:
-
-    >>> import numpy as np
-    >>> from keras_cskd.distiller import StudentCrossEntropy
-    >>> logits = np.log(np.array([[0.5, 0.25, 0.25]], "float32"))
-    >>> round(float(StudentCrossEntropy()(np.array([0]), logits)), 4)
-    0.6931
-    """
-
-    def __init__(self, kind="auto", name="student_cross_entropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        if kind not in ("auto", "sparse", "categorical"):
-            raise ValueError(f"kind must be 'auto', 'sparse' or 'categorical', got {kind!r}.")
-        self.kind = kind
-
-    def call(self, y_true, y_pred):
-        y_pred = ops.cast(y_pred, "float32")
-        kind = self.kind
-        if kind == "auto":
-            one_hot = len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == y_pred.shape[-1] and y_pred.shape[-1] != 1
-            kind = "categorical" if one_hot else "sparse"
-        if kind == "categorical":
-            return keras.losses.categorical_crossentropy(
-                ops.cast(y_true, "float32"), y_pred, from_logits=True
-            )
-        y_true = ops.reshape(ops.cast(y_true, "int32"), ops.shape(y_pred)[:-1])
-        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-
-    def get_config(self):
-        return {**super().get_config(), "kind": self.kind}
-
-
-def _student_loss_from(loss):
-    """Resolves `compile(loss=...)`, refusing losses that would read the
-    student's logits as probabilities (the `keras.distillation` trap)."""
-    if loss is None:
-        return None
-    if isinstance(loss, str):
-        key = loss.lower()
-        if key in _CROSS_ENTROPY_NAMES:
-            return StudentCrossEntropy(_CROSS_ENTROPY_NAMES[key])
-        resolved = keras.losses.get(loss)
-        return resolved
-    if getattr(loss, "from_logits", True) is False and isinstance(
-        loss,
-        (
-            keras.losses.SparseCategoricalCrossentropy,
-            keras.losses.CategoricalCrossentropy,
-            keras.losses.BinaryCrossentropy,
-        ),
-    ):
-        raise ValueError(
-            f"compile(loss={type(loss).__name__}(from_logits=False)) would "
-            "read the student's logits as probabilities. Distiller students "
-            "output logits: pass `from_logits=True`, or the string "
-            "'sparse_categorical_crossentropy' (resolved with from_logits=True)."
-        )
-    return loss
+# Old private import paths (the checks moved to `validation`, the student
+# loss to `losses`), kept for code written against them.
+_has_softmax_head = validation.has_softmax_head
+_output_classes = validation.output_classes
+_student_loss_from = kd_losses.student_loss
 
 
 def _normalise_distillation_losses(distillation_loss):
@@ -104,7 +37,9 @@ def _normalise_distillation_losses(distillation_loss):
             "Distiller needs a distillation loss, e.g. "
             "keras_cskd.losses.CosineSimilarityDistillation() or 'cskd'."
         )
-    items = distillation_loss if isinstance(distillation_loss, (list, tuple)) else [distillation_loss]
+    items = (
+        distillation_loss if isinstance(distillation_loss, (list, tuple)) else [distillation_loss]
+    )
     pairs = []
     for item in items:
         if isinstance(item, (list, tuple)):
@@ -117,78 +52,14 @@ def _normalise_distillation_losses(distillation_loss):
         else:
             loss, weight = item, 1.0
         loss = kd_losses.get(loss)
+        if getattr(loss, "reduction", "sum_over_batch_size") in (None, "none"):
+            raise ValueError(
+                f"{type(loss).__name__}(reduction={loss.reduction!r}) returns one "
+                "value per sample; the Distiller needs a scalar loss. Use the "
+                "default reduction."
+            )
         pairs.append((loss, float(weight)))
     return pairs
-
-
-def _has_softmax_head(model):
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return False
-    last = layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    activation = getattr(last, "activation", None)
-    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
-
-
-def _output_classes(model, role):
-    outputs = getattr(model, "outputs", None)
-    if not outputs:
-        return None
-    if len(outputs) != 1:
-        raise ValueError(
-            f"The {role} has {len(outputs)} outputs; Distiller distils one "
-            f"logits tensor. Build a model that returns only the {role}'s "
-            f"class logits, e.g. keras.Model({role}.inputs, {role}.outputs[0])."
-        )
-    shape = outputs[0].shape
-    if len(shape) != 2:
-        raise ValueError(
-            f"The {role} outputs shape {tuple(shape)}; Distiller expects "
-            "logits of shape (batch, classes)."
-        )
-    return shape[-1]
-
-
-@keras.saving.register_keras_serializable(package="keras_cskd")
-class ClassStatistics(keras.metrics.Metric):
-    """Per-class means of the CSKD cosine similarity and temperature over an
-    epoch (read by `keras_cskd.callbacks.TemperatureRecorder`); kept out of
-    the progress bar and history.
-
-    Example:
-
-    >>> import numpy as np
-    >>> from keras_cskd.distiller import ClassStatistics
-    >>> statistics = ClassStatistics(num_classes=2)
-    >>> statistics.update_state(np.array([0.5, 1.0]), np.array([6.0, 2.0]))
-    >>> statistics.update_state(np.array([0.7, 1.0]), np.array([4.0, 2.0]))
-    >>> {k: np.round(np.asarray(v, "float64"), 3).tolist() for k, v in statistics.result().items()}
-    {'class_cosine_similarity': [0.6, 1.0], 'class_temperature': [5.0, 2.0]}
-    """
-
-    def __init__(self, num_classes, name="class_statistics", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.num_classes = int(num_classes)
-        self.cosine_sum = self.add_variable((self.num_classes,), "zeros", name="cosine_sum")
-        self.temperature_sum = self.add_variable((self.num_classes,), "zeros", name="temperature_sum")
-        self.steps = self.add_variable((), "zeros", name="steps")
-
-    def update_state(self, class_cosine, class_temperature):
-        self.cosine_sum.assign_add(ops.cast(class_cosine, self.dtype))
-        self.temperature_sum.assign_add(ops.cast(class_temperature, self.dtype))
-        self.steps.assign_add(ops.ones((), self.dtype))
-
-    def result(self):
-        steps = ops.maximum(self.steps, 1.0)
-        return {
-            "class_cosine_similarity": self.cosine_sum / steps,
-            "class_temperature": self.temperature_sum / steps,
-        }
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes}
 
 
 @keras.saving.register_keras_serializable(package="keras_cskd")
@@ -263,7 +134,7 @@ class Distiller(keras.Model):
             student = keras.saving.deserialize_keras_object(student)
         if isinstance(teacher, dict):
             teacher = keras.saving.deserialize_keras_object(teacher)
-        self._check_models(student, teacher)
+        validation.check_models(student, teacher)
         self.student = student
         self.teacher = teacher
         if teacher is not None:
@@ -291,7 +162,9 @@ class Distiller(keras.Model):
         self._mixup_alpha_config = mixup_alpha
         self.mixup_alpha = self._resolve_mixup_alpha(mixup_alpha)
         if self.mixup_alpha is not None:
-            needs_labels = [type(l).__name__ for l, _ in self.distillation_losses if l.requires_labels]
+            needs_labels = [
+                type(l).__name__ for l, _ in self.distillation_losses if l.requires_labels
+            ]
             if needs_labels:
                 raise ValueError(
                     f"{', '.join(needs_labels)} needs hard labels, but mixup "
@@ -303,7 +176,7 @@ class Distiller(keras.Model):
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self._statistics_loss = self._pick_statistics_loss()
-        self.num_classes = num_classes or _output_classes(student, "student")
+        self.num_classes = num_classes or validation.output_classes(student, "student")
         self.class_statistics = None
         if self._statistics_loss is not None:
             self.cosine_tracker = keras.metrics.Mean(name="cosine_similarity")
@@ -321,47 +194,6 @@ class Distiller(keras.Model):
             self.built = True
 
     # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _check_models(student, teacher):
-        if not isinstance(student, keras.Model):
-            raise ValueError(f"student must be a keras.Model, got {type(student).__name__}.")
-        if teacher is not None and not isinstance(teacher, keras.Model):
-            raise ValueError(
-                f"teacher must be a keras.Model (or None with cached teacher "
-                f"logits), got {type(teacher).__name__}."
-            )
-        if teacher is student:
-            raise ValueError(
-                "The teacher and the student are the same model. Distil into "
-                "a fresh student, e.g. keras.models.clone_model(teacher)."
-            )
-        for role, model in (("student", student), ("teacher", teacher)):
-            if model is not None and _has_softmax_head(model):
-                raise ValueError(
-                    f"The {role} ends with a softmax, so it outputs "
-                    "probabilities; distillation needs logits. Rebuild it "
-                    "without the final activation (e.g. Dense(n)) or cut the "
-                    f"softmax: keras.Model({role}.inputs, {role}.layers[-2].output) "
-                    "if the softmax is a separate layer."
-                )
-        if teacher is None:
-            return
-        student_weights = {id(w) for w in student.weights}
-        shared = [w.path for w in teacher.weights if id(w) in student_weights]
-        if shared:
-            raise ValueError(
-                f"The teacher and the student share {len(shared)} weight(s) "
-                f"(e.g. {shared[0]}): training the student would change the "
-                "teacher. Build the student from fresh layers."
-            )
-        t_classes = _output_classes(teacher, "teacher")
-        s_classes = _output_classes(student, "student")
-        if t_classes is not None and s_classes is not None and t_classes != s_classes:
-            raise ValueError(
-                f"The teacher predicts {t_classes} classes but the student "
-                f"{s_classes}. Give the student a {t_classes}-unit output layer."
-            )
-
     def _resolve_mixup_alpha(self, mixup_alpha):
         if mixup_alpha == "auto":
             alphas = [getattr(l, "mixup_alpha", None) for l, _ in self.distillation_losses]
@@ -373,7 +205,11 @@ class Distiller(keras.Model):
         return float(mixup_alpha)
 
     def _pick_statistics_loss(self):
-        reporting = [l for l, _ in self.distillation_losses if isinstance(l, kd_losses.CosineSimilarityDistillation)]
+        reporting = [
+            l
+            for l, _ in self.distillation_losses
+            if isinstance(l, kd_losses.CosineSimilarityDistillation)
+        ]
         adaptive = [l for l in reporting if l.cswt is not None]
         chosen = adaptive or reporting
         return chosen[0] if chosen else None
@@ -388,7 +224,9 @@ class Distiller(keras.Model):
         `from_logits=False` is refused. `loss=None` trains on the
         distillation loss alone (Kim et al.'s MSE recipe).
         """
-        super().compile(optimizer=optimizer, loss=_student_loss_from(loss), metrics=metrics, **kwargs)
+        super().compile(
+            optimizer=optimizer, loss=kd_losses.student_loss(loss), metrics=metrics, **kwargs
+        )
 
     def compile_from_config(self, config):
         # Keras skips compile on load for models that override `compile`;
@@ -411,23 +249,11 @@ class Distiller(keras.Model):
         training step is traced.
         """
         arguments = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
-        self._freeze_teacher()
-        self._check_fit_arrays(arguments)
-        callbacks = arguments.get("callbacks")
-        if keras.backend.backend() != "jax" or isinstance(callbacks, keras.callbacks.CallbackList):
-            return super().fit(x, y, *args, **kwargs)
-        # JAX empties the model's variables while a compiled step runs and
-        # puts them back after it; an error raised while the first step is
-        # traced (e.g. a batch of one sample for CSKD) would leave them
-        # empty. Keep their values from the start of training to put back.
-        guard = _KeepStateForFirstStep()
         arguments = {k: v for k, v in arguments.items() if k != "self"}
-        arguments["callbacks"] = [*(callbacks or []), guard]
-        try:
-            return super().fit(**arguments)
-        except BaseException:
-            guard.restore()
-            raise
+        self._freeze_teacher()
+        validation.check_fit_arguments(self, arguments)
+        self._mark_built()
+        return _backend.fit_keeping_state(super().fit, arguments)
 
     def _freeze_teacher(self):
         if self.teacher is None:
@@ -445,7 +271,9 @@ class Distiller(keras.Model):
             self.teacher.trainable = True
             self.teacher.trainable = False
 
-    def _labels_are_classes(self):
+    def labels_are_classes(self):
+        """Whether the labels given to `fit` are class labels (a
+        cross-entropy student loss, or a loss that reads the labels)."""
         if any(loss.requires_labels for loss, _ in self.distillation_losses):
             return True
         return self.loss is None or isinstance(
@@ -457,74 +285,10 @@ class Distiller(keras.Model):
             ),
         )
 
-    def _check_fit_arrays(self, arguments):
-        owner = "Distiller.fit"
-        x, y = arguments.get("x"), arguments.get("y")
-        if isinstance(x, keras.utils.PyDataset):
-            try:
-                empty = x.num_batches == 0
-            except NotImplementedError:
-                empty = False
-            if empty:
-                raise ValueError(
-                    f"{owner} received an empty data set (the PyDataset has 0 "
-                    "batches). Check its __len__/num_batches and the data it reads."
-                )
-            return
-        leaves = keras.tree.flatten(x) if x is not None else []
-        if not leaves or not all(isinstance(leaf, np.ndarray) for leaf in leaves):
-            return  # a dataset, generator or backend tensors: not read ahead
-        num_samples = len(leaves[0])
-        if num_samples == 0:
-            raise ValueError(
-                f"{owner} received an empty data set (x has 0 samples). "
-                "Check the data loading or filtering step that produced it."
-            )
-        inputs, cached = self._split_inputs(x)
-        for path, leaf in _named_leaves(inputs, "x"):
-            validation.check_finite_array(leaf, path, owner)
-        if cached is not None:
-            validation.check_values(np.asarray(cached, "float32"), "cached teacher logits", owner)
-        if y is not None and self.num_classes is not None and self._labels_are_classes():
-            validation.check_class_labels(y, self.num_classes, owner)
-            validation_data = arguments.get("validation_data")
-            if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
-                if isinstance(validation_data[1], np.ndarray):
-                    validation.check_class_labels(
-                        validation_data[1], self.num_classes, owner, "validation_data[1]"
-                    )
-        batchwise = [type(loss).__name__ for loss, _ in self.distillation_losses if loss.batchwise]
-        if batchwise and arguments.get("steps_per_epoch") is None:
-            validation.check_batch_split(
-                num_samples,
-                arguments.get("batch_size") or 32,
-                owner,
-                batchwise,
-                arguments.get("validation_split") or 0.0,
-            )
-        # One eager forward pass on a few samples: catches outputs that are
-        # probabilities, NaN or several tensors, which the static checks of
-        # a compiled step cannot see (a softmax applied in call(), a teacher
-        # that diverged).
-        probe = keras.tree.map_structure(lambda leaf: leaf[:8], inputs)
-        student_logits = self.student(probe, training=False)
-        validation.check_single_output(student_logits, "student", owner)
-        if cached is not None:
-            teacher_logits = ops.convert_to_tensor(np.asarray(cached[:8], "float32"))
-        elif self.teacher is not None:
-            teacher_logits = self.teacher(probe, training=False)
-            validation.check_single_output(teacher_logits, "teacher", owner)
-        else:
-            return
-        validation.check_logits(teacher_logits, student_logits, owner)
-        self._mark_built()
-        if y is not None and self.num_classes is None and self._labels_are_classes():
-            # A subclassed student: its class count is known only now.
-            validation.check_class_labels(y, int(student_logits.shape[-1]), owner)
-
     # --------------------------------------------------------------- forward
     @staticmethod
-    def _split_inputs(inputs):
+    def split_inputs(inputs):
+        """`(inputs, cached teacher logits or None)` of a batch's `x`."""
         if isinstance(inputs, dict) and TEACHER_LOGITS_KEY in inputs:
             if INPUTS_KEY not in inputs:
                 raise ValueError(
@@ -535,7 +299,7 @@ class Distiller(keras.Model):
         return inputs, None
 
     def call(self, inputs, training=False):
-        x, cached_logits = self._split_inputs(inputs)
+        x, cached_logits = self.split_inputs(inputs)
         if not training:
             if self.teacher is not None and not self.teacher.built:
                 # Build an unbuilt (subclassed) teacher here, in Keras'
@@ -585,105 +349,89 @@ class Distiller(keras.Model):
         return keras.tree.map_structure(mix, x), mix_lambda, mix_index
 
     # ------------------------------------------------------------------ loss
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not isinstance(y_pred, dict):  # evaluate(): the student alone
+            loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+            if self._compile_loss is not None and y is not None:
+                student_loss = self._compile_loss(y, y_pred, sample_weight)
+                self.student_loss_tracker.update_state(
+                    _backend.times_replicas(student_loss), sample_weight=ops.shape(y_pred)[0]
+                )
+            return loss
+        student_logits = y_pred["student_logits"]
+        for loss, _ in self.distillation_losses:  # static shape checks: free per step
+            validation.check_logits(
+                y_pred["teacher_logits"],
+                student_logits,
+                type(loss).__name__,
+                min_batch_size=2 if loss.batchwise else 1,
+                values=False,
+            )
+        student_loss = self._student_loss(y, student_logits, sample_weight, y_pred)
+        distillation_loss = self._distillation_loss(y, y_pred, sample_weight)
+        # Keras divides its compiled (student) loss by the tf.distribute
+        # replica count; the other terms are divided here, so that the
+        # replicas' summed gradients are those of the global-batch loss.
+        total = self.student_loss_weight * student_loss + _backend.divide_by_replicas(
+            self.distillation_loss_weight * distillation_loss
+        )
+        for extra in self.losses:
+            total = total + _backend.divide_by_replicas(ops.cast(ops.sum(extra), "float32"))
+        batch_size = ops.shape(student_logits)[0]
+        self.student_loss_tracker.update_state(
+            _backend.times_replicas(student_loss), sample_weight=batch_size
+        )
+        self.distillation_loss_tracker.update_state(distillation_loss, sample_weight=batch_size)
+        return total
+
     def _student_loss(self, y, student_logits, sample_weight, y_pred):
         if self._compile_loss is None or y is None:
             return ops.zeros((), "float32")
         if "mixup_lambda" not in y_pred:
-            return self._compile_loss(y, student_logits, sample_weight)
+            return ops.cast(self._compile_loss(y, student_logits, sample_weight), "float32")
         lam = y_pred["mixup_lambda"]
         index = y_pred["mixup_index"]
         y_other = keras.tree.map_structure(lambda v: ops.take(v, index, axis=0), y)
         weight_other = None if sample_weight is None else ops.take(sample_weight, index, axis=0)
-        return lam * self._compile_loss(y, student_logits, sample_weight) + (
+        loss = lam * self._compile_loss(y, student_logits, sample_weight) + (
             1.0 - lam
         ) * self._compile_loss(y_other, student_logits, weight_other)
+        return ops.cast(loss, "float32")
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if not isinstance(y_pred, dict):
-            # evaluate(): the student alone.
-            loss = super().compute_loss(x, y, y_pred, sample_weight, training)
-            if self._compile_loss is not None and y is not None:
-                # Keras divides compiled losses by the tf.distribute replica
-                # count; the tracker logs the unscaled value.
-                self.student_loss_tracker.update_state(
-                    self._compile_loss(y, y_pred, sample_weight) * _backend.num_replicas_in_sync(),
-                    sample_weight=ops.shape(y_pred)[0],
-                )
-            return loss
-        student_logits = y_pred["student_logits"]
-        teacher_logits = y_pred["teacher_logits"]
-        for loss, _ in self.distillation_losses:
-            validation.check_logits(
-                teacher_logits,
-                student_logits,
-                type(loss).__name__,
-                min_batch_size=2 if loss.batchwise else 1,
-                values=False,  # static checks only: no host sync per step
-            )
-        distillation_weight = sample_weight
+    def _distillation_loss(self, y, y_pred, sample_weight):
+        """`sum_k w_k L_k(t, s)`, on the global batch under tf.distribute
+        (the replicas' logits all-gathered; a no-op elsewhere: JAX's
+        `keras.distribution` computes on global arrays already)."""
         if sample_weight is not None and "mixup_lambda" in y_pred:
             lam = y_pred["mixup_lambda"]
-            distillation_weight = lam * sample_weight + (1.0 - lam) * ops.take(
+            sample_weight = lam * sample_weight + (1.0 - lam) * ops.take(
                 sample_weight, y_pred["mixup_index"], axis=0
             )
-
-        student_loss = ops.cast(self._student_loss(y, student_logits, sample_weight, y_pred), "float32")
-        batch_size = ops.shape(student_logits)[0]
-        # Under tf.distribute each replica holds a shard of the batch: the
-        # distillation losses get the global batch (all-gathered logits, a
-        # no-op elsewhere; JAX's keras.distribution computes on global arrays
-        # already), and terms Keras does not scale are divided by the replica
-        # count, as Keras does for its compiled losses, so that the summed
-        # gradients are those of the global-batch loss.
-        replicas = _backend.num_replicas_in_sync()
-        labels = y
-        if replicas > 1:
-            teacher_logits, student_logits, distillation_weight, labels = _backend.gather_replicas(
-                (teacher_logits, student_logits, distillation_weight, y)
-            )
-        distillation_loss = ops.zeros((), "float32")
+        teacher_logits, student_logits, sample_weight, labels = _backend.gather_replicas(
+            (y_pred["teacher_logits"], y_pred["student_logits"], sample_weight, y)
+        )
+        total = ops.zeros((), "float32")
         for loss, weight in self.distillation_losses:
             if loss is self._statistics_loss:
                 value, statistics = loss.compute_with_statistics(
-                    teacher_logits, student_logits, distillation_weight, labels=labels
+                    teacher_logits, student_logits, sample_weight, labels=labels
                 )
                 self._update_statistics(statistics, teacher_logits)
             else:
-                value = loss.compute(teacher_logits, student_logits, distillation_weight, labels=labels)
-            distillation_loss = distillation_loss + weight * value
-
-        distillation_term = self.distillation_loss_weight * distillation_loss
-        if replicas > 1:
-            distillation_term = distillation_term / replicas
-        total = self.student_loss_weight * student_loss + distillation_term
-        for extra in self.losses:
-            extra = ops.cast(ops.sum(extra), "float32")
-            total = total + (extra / replicas if replicas > 1 else extra)
-        if replicas > 1:
-            student_loss = student_loss * replicas  # logged unscaled
-        self.student_loss_tracker.update_state(student_loss, sample_weight=batch_size)
-        self.distillation_loss_tracker.update_state(distillation_loss, sample_weight=batch_size)
+                value = loss.compute(teacher_logits, student_logits, sample_weight, labels=labels)
+            total = total + weight * value
         return total
 
     def _update_statistics(self, statistics, teacher_logits):
         self.cosine_tracker.update_state(statistics["cosine_similarity"])
         self.temperature_tracker.update_state(statistics["temperature"])
-        if self.class_statistics is None:
-            return
-        temperatures = statistics["temperatures"]
-        num_classes = self.num_classes
-        if len(temperatures.shape) == 2 and temperatures.shape[0] == 1:
-            class_temperature = ops.reshape(temperatures, (num_classes,))
-        elif len(temperatures.shape) == 2:
-            # One temperature per sample: average it over the samples the
-            # teacher assigns to each class.
-            assigned = ops.one_hot(ops.argmax(teacher_logits, axis=-1), num_classes, dtype="float32")
-            counts = ops.sum(assigned, axis=0)
-            per_class = ops.sum(assigned * temperatures, axis=0) / ops.maximum(counts, 1.0)
-            class_temperature = ops.where(counts > 0, per_class, ops.mean(temperatures))
-        else:
-            class_temperature = ops.full((num_classes,), 1.0, "float32") * temperatures
-        self.class_statistics.update_state(statistics["class_cosine_similarity"], class_temperature)
+        if self.class_statistics is not None:
+            class_temperature = kd_ops.class_temperatures(
+                statistics["temperatures"], teacher_logits, self.num_classes
+            )
+            self.class_statistics.update_state(
+                statistics["class_cosine_similarity"], class_temperature
+            )
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         distilling = isinstance(y_pred, dict)
@@ -763,44 +511,6 @@ class Distiller(keras.Model):
         return cls(student, teacher, **config)
 
 
-class _KeepStateForFirstStep(keras.callbacks.Callback):
-    """Snapshot, at the start of training, of the variables JAX's `fit`
-    empties during a step; `restore()` refills the ones left empty."""
-
-    def __init__(self):
-        super().__init__()
-        self._saved = []
-
-    def on_train_begin(self, logs=None):
-        model = self.model
-        variables = [
-            *model.trainable_variables,
-            *model.non_trainable_variables,
-            *model.metrics_variables,
-        ]
-        if getattr(model, "optimizer", None) is not None:
-            variables += list(model.optimizer.variables)
-        self._saved = [(variable, variable.value) for variable in variables]
-
-    def restore(self):
-        for variable, value in self._saved:
-            if getattr(variable, "_value", 0) is None:  # emptied, never refilled
-                variable.assign(value)
-        self._saved = []
-
-
-def _named_leaves(structure, prefix):
-    """`(name, leaf)` pairs of a nested input, e.g. `("x['image']", array)`."""
-    if isinstance(structure, dict):
-        for key, value in structure.items():
-            yield from _named_leaves(value, f"{prefix}[{key!r}]")
-    elif isinstance(structure, (list, tuple)):
-        for index, value in enumerate(structure):
-            yield from _named_leaves(value, f"{prefix}[{index}]")
-    else:
-        yield prefix, structure
-
-
 def cache_teacher_logits(teacher, x, batch_size=256, verbose=0):
     """Runs the teacher once over `x` and returns its logits (NumPy).
 
@@ -824,11 +534,7 @@ def cache_teacher_logits(teacher, x, batch_size=256, verbose=0):
     >>> cache_teacher_logits(teacher, np.zeros((5, 4), "float32")).shape
     (5, 3)
     """
-    if _has_softmax_head(teacher):
-        raise ValueError(
-            "The teacher ends with a softmax (it outputs probabilities); "
-            "distillation needs its logits. Rebuild it without the final activation."
-        )
+    validation.check_no_softmax_head(teacher, "teacher")
     logits = teacher.predict(x, batch_size=batch_size, verbose=verbose)
     if isinstance(logits, (list, tuple, dict)):
         raise ValueError("The teacher returns several outputs; cache one logits tensor.")

@@ -12,13 +12,26 @@ distiller = keras.distillation.Distiller(
     distillation_losses=keras_cskd.losses.CosineSimilarityDistillation(),
 )
 ```
+
+The formulas live in `keras_cskd.ops`; the classes here add the input checks
+and Keras' reduction. Per-sample losses (KD, MSE, DKD) follow Keras'
+`Loss` contract: `call` returns one value per sample and `reduction`
+(`"sum_over_batch_size"`, `"sum"`, `"none"`, ...) and `sample_weight` work as
+in `keras.losses`. Batch-wise losses (CSKD, STKD, DIST) compare each class
+across the batch, so there is no per-sample value to reduce: they reduce
+themselves and weight samples inside the batch statistics.
+
+`get(name)` builds a loss from the one registry of named methods
+(`METHODS`), which the `Distiller` and the command line use too.
 """
+
+import typing
 
 import keras
 from keras import ops
 
+from keras_cskd import _backend, validation
 from keras_cskd import ops as kd_ops
-from keras_cskd import validation
 from keras_cskd.layers import CosineSimilarityWeightedTemperature
 
 try:  # Keras >= 3.12 ships `keras.distillation`.
@@ -32,16 +45,20 @@ _register = keras.saving.register_keras_serializable(package="keras_cskd")
 class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
     """Base class of the keras-cskd losses.
 
-    Subclasses implement `compute(teacher_logits, student_logits,
-    sample_weight=None, labels=None)`, which returns a float32 scalar and
-    does no input checking (it runs inside compiled training steps).
-    `__call__` checks the inputs first (shapes always; NaN/inf and
-    probabilities-instead-of-logits in eager calls) and raises a
-    `ValueError` that names the problem.
+    A per-sample loss implements `call(teacher_logits, student_logits)`,
+    returning one value per sample `(B,)`; Keras' `Loss.__call__` then
+    applies `sample_weight` and `reduction`, as for any `keras.losses` loss.
+    A batch-wise loss (`batchwise = True`) overrides `compute` instead and
+    returns a scalar. `__call__` checks the inputs first (shapes always;
+    NaN/inf and probabilities-instead-of-logits in eager calls) and raises
+    a `ValueError` that names the problem; `compute` is the same loss
+    without the checks (the `Distiller` calls it inside compiled steps).
 
     Class attributes:
-        batchwise: the loss compares samples across the batch (needs B >= 2).
-        requires_labels: the loss needs the ground-truth labels (`labels=`).
+        batchwise: the loss compares samples across the batch (needs B >= 2)
+            and reduces itself.
+        requires_labels: the loss needs the ground-truth labels (`labels=`);
+            its `call` then receives `y_true = (teacher_logits, labels)`.
 
     Example:
 
@@ -49,11 +66,13 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
     >>> from keras import ops
     >>> from keras_cskd.losses import DistillationLoss
     >>> class L1Distillation(DistillationLoss):
-    ...     def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
-    ...         return ops.mean(ops.abs(student_logits - teacher_logits))
+    ...     def call(self, teacher_logits, student_logits):
+    ...         return ops.mean(ops.abs(student_logits - teacher_logits), axis=-1)
     >>> t = np.array([[1.0, 2.0], [3.0, 4.0]], "float32")
     >>> float(L1Distillation(name="l1")(t, t + 0.5))
     0.5
+    >>> tuple(L1Distillation(name="l1", reduction="none")(t, t + 0.5).shape)
+    (2,)
     >>> L1Distillation(name="l1")(t, np.array([[0.5, 0.5], [0.2, 0.8]], "float32"))
     Traceback (most recent call last):
     ...
@@ -63,8 +82,8 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
     batchwise = False
     requires_labels = False
 
-    def __init__(self, name=None, dtype=None):
-        super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
+    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def __call__(self, teacher_logits, student_logits, sample_weight=None, labels=None):
         teacher_logits = ops.convert_to_tensor(teacher_logits)
@@ -89,10 +108,17 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
                 "`loss(teacher_logits, student_logits, labels=y)`; "
                 "`keras_cskd.Distiller` passes them for you."
             )
+        if self.requires_labels:
+            validation.check_hard_labels(labels, owner)
 
     def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
-        """The loss value (float32 scalar), without input checks."""
-        raise NotImplementedError
+        """The loss, without input checks: Keras' `Loss.__call__` (dtype
+        conversion, `call`, `sample_weight`, `reduction`), as the value of
+        the whole batch on every `tf.distribute` replica (see
+        `_backend.unscale_loss_for_distribution`)."""
+        y_true = (teacher_logits, labels) if self.requires_labels else teacher_logits
+        value = keras.losses.Loss.__call__(self, y_true, student_logits, sample_weight)
+        return _backend.unscale_loss_for_distribution(value, self.reduction)
 
     def compute_with_statistics(
         self, teacher_logits, student_logits, sample_weight=None, labels=None
@@ -103,7 +129,12 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
         return loss, {}
 
     def call(self, y_true, y_pred):
-        return self.compute(y_true, y_pred)
+        if self.batchwise:
+            return self.compute(y_true, y_pred)
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `call` (per-sample values) "
+            "or, for a batch-wise loss, `compute`."
+        )
 
     # keras.distillation.DistillationLoss interface.
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
@@ -128,15 +159,25 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
             )
 
     def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
+        config = {"name": self.name, "dtype": self.dtype}
+        if not self.batchwise:
+            config["reduction"] = self.reduction
+        return config
 
 
-def _weighted_mean(per_sample, sample_weight):
-    """Keras' "sum_over_batch_size": `sum(w * loss) / B`."""
-    if sample_weight is None:
-        return ops.mean(per_sample)
-    weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-    return ops.sum(per_sample * weight) / ops.cast(ops.shape(per_sample)[0], "float32")
+class _BatchwiseLoss(DistillationLoss):
+    """A loss over the whole batch (it compares each class across the
+    samples): no per-sample value exists, so it reduces itself (Keras'
+    `reduction` does not apply) and `sample_weight` weights the samples
+    inside its batch statistics."""
+
+    batchwise = True
+
+    def __init__(self, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+
+    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
+        raise NotImplementedError
 
 
 @_register
@@ -148,6 +189,7 @@ class KLDivergenceDistillation(DistillationLoss):
     Args:
         temperature: softmax temperature `tau > 0` (4 is the CIFAR-100
             standard; Kim et al. sweep 1 to 100).
+        reduction: as in `keras.losses` (`"none"` gives one value per sample).
 
     Example:
 
@@ -159,18 +201,24 @@ class KLDivergenceDistillation(DistillationLoss):
     0.0
     >>> round(float(loss(t, np.zeros_like(t))), 4)
     0.568
+    >>> per_sample = KLDivergenceDistillation(reduction="none")(t, np.zeros_like(t))
+    >>> np.round(np.asarray(per_sample, "float64"), 4).tolist()
+    [0.8077, 0.3282]
     """
 
-    def __init__(self, temperature=4.0, name="kl_divergence_distillation", dtype=None):
-        super().__init__(name=name, dtype=dtype)
+    def __init__(
+        self,
+        temperature=4.0,
+        name="kl_divergence_distillation",
+        reduction="sum_over_batch_size",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
         validation.check_positive("temperature", temperature)
         self.temperature = float(temperature)
 
-    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
-        per_sample = kd_ops.kl_divergence_distillation(
-            teacher_logits, student_logits, self.temperature
-        )
-        return _weighted_mean(per_sample, sample_weight)
+    def call(self, y_true, y_pred):
+        return kd_ops.kl_divergence_distillation(y_true, y_pred, self.temperature)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
@@ -192,16 +240,15 @@ class LogitMSEDistillation(DistillationLoss):
     4.0
     """
 
-    def __init__(self, name="logit_mse_distillation", dtype=None):
-        super().__init__(name=name, dtype=dtype)
+    def __init__(self, name="logit_mse_distillation", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
 
-    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
-        per_sample = kd_ops.logit_mse(teacher_logits, student_logits)
-        return _weighted_mean(per_sample, sample_weight)
+    def call(self, y_true, y_pred):
+        return kd_ops.logit_mse(y_true, y_pred)
 
 
 @_register
-class CosineSimilarityDistillation(DistillationLoss):
+class CosineSimilarityDistillation(_BatchwiseLoss):
     """CSKD (Ham et al. 2023): cosine similarity of the batch predictions.
 
     For each class `c`, the column of the batch's softened predictions
@@ -211,8 +258,10 @@ class CosineSimilarityDistillation(DistillationLoss):
     temperatures adapt per sample (or per class) and `tau^2` becomes
     `mean(T)^2`. The batch must hold at least 2 samples.
 
-    `sample_weight` weights the inner products over the batch
-    (`sum_i w_i p_s[i, c] p_t[i, c]`), so a sample of weight 0 is ignored.
+    Batch-wise: the cosines are taken across the batch, so there is no
+    per-sample loss and no `reduction`; `sample_weight` weights the inner
+    products over the batch (`sum_i w_i p_s[i, c] p_t[i, c]`), so a sample
+    of weight 0 is ignored.
 
     Args:
         temperature: fixed temperature `tau > 0`, used when `cswt` is None.
@@ -228,8 +277,6 @@ class CosineSimilarityDistillation(DistillationLoss):
     >>> float(loss(t, 2.0 * t)) < 0.05  # same direction, different scale
     True
     """
-
-    batchwise = True
 
     def __init__(
         self,
@@ -263,26 +310,17 @@ class CosineSimilarityDistillation(DistillationLoss):
     def compute_with_statistics(
         self, teacher_logits, student_logits, sample_weight=None, labels=None
     ):
-        temperature = self._temperatures(teacher_logits, student_logits)
-        p_t = kd_ops.softened_probabilities(teacher_logits, temperature)
-        p_s = kd_ops.softened_probabilities(student_logits, temperature)
-        class_cosine = kd_ops.class_cosine_similarity(
-            p_t, p_s, sample_weight, self.epsilon
+        return kd_ops.cosine_similarity_distillation_with_statistics(
+            teacher_logits,
+            student_logits,
+            self._temperatures(teacher_logits, student_logits),
+            sample_weight,
+            self.epsilon,
         )
-        loss = ops.square(ops.mean(temperature)) * (1.0 - ops.mean(class_cosine))
-        statistics = {
-            "cosine_similarity": ops.mean(class_cosine),
-            "class_cosine_similarity": class_cosine,
-            "temperature": ops.mean(temperature),
-            "temperatures": temperature,
-        }
-        return loss, statistics
 
     def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
-        temperature = self._temperatures(teacher_logits, student_logits)
-        return kd_ops.cosine_similarity_distillation(
-            teacher_logits, student_logits, temperature, sample_weight, self.epsilon
-        )
+        loss, _ = self.compute_with_statistics(teacher_logits, student_logits, sample_weight)
+        return loss
 
     def get_config(self):
         config = {
@@ -297,7 +335,7 @@ class CosineSimilarityDistillation(DistillationLoss):
 
 
 @_register
-class SimilarityTransferDistillation(DistillationLoss):
+class SimilarityTransferDistillation(_BatchwiseLoss):
     """STKD-style similarity transfer (Zhao et al. 2021).
 
     `L = kl_weight * tau^2 * KL(p_t || p_s) + batch_weight * CSKD(tau)` on
@@ -306,7 +344,8 @@ class SimilarityTransferDistillation(DistillationLoss):
     samples. STKD computes both on mixup's virtual samples: give the
     `Distiller` `mixup_alpha` (it defaults to this loss's `mixup_alpha`), so
     teacher and student see the same mixed batch and the supervised term
-    uses the mixed labels. The paper leaves the weights open; the defaults
+    uses the mixed labels. Batch-wise (its CSKD term is), so it reduces
+    itself. The paper leaves the weights open; the defaults
     (1, 1, tau = 4, alpha = 1) are keras-cskd's choice (see docs/methods.md).
 
     Example:
@@ -317,8 +356,6 @@ class SimilarityTransferDistillation(DistillationLoss):
     >>> float(SimilarityTransferDistillation()(t, t))
     0.0
     """
-
-    batchwise = True
 
     def __init__(
         self,
@@ -339,16 +376,14 @@ class SimilarityTransferDistillation(DistillationLoss):
         self.mixup_alpha = None if mixup_alpha is None else float(mixup_alpha)
 
     def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
-        kl = _weighted_mean(
-            kd_ops.kl_divergence_distillation(
-                teacher_logits, student_logits, self.temperature
-            ),
+        return kd_ops.similarity_transfer_distillation(
+            teacher_logits,
+            student_logits,
+            self.temperature,
+            self.kl_weight,
+            self.batch_weight,
             sample_weight,
         )
-        batch = kd_ops.cosine_similarity_distillation(
-            teacher_logits, student_logits, self.temperature, sample_weight
-        )
-        return self.kl_weight * kl + self.batch_weight * batch
 
     def get_config(self):
         return {
@@ -361,13 +396,15 @@ class SimilarityTransferDistillation(DistillationLoss):
 
 
 @_register
-class DISTDistillation(DistillationLoss):
+class DISTDistillation(_BatchwiseLoss):
     """DIST (Huang et al. 2022): Pearson correlation, inter- and intra-class.
 
     `L = tau^2 * [inter_weight * mean_i (1 - pearson(p_s[i], p_t[i]))
     + intra_weight * mean_c (1 - pearson(p_s[:, c], p_t[:, c]))]`.
     The intra-class term compares each class across the batch, like CSKD
-    but centred; the batch must hold at least 2 samples. The CIFAR-100
+    but centred, so the loss is batch-wise and reduces itself (weighted
+    mean of the row terms, weighted Pearson of the columns); the batch must
+    hold at least 2 samples. The CIFAR-100
     recipe uses tau = 4 and a loss weight of 2 (`Distiller`'s
     `distillation_loss_weight`).
 
@@ -384,8 +421,6 @@ class DISTDistillation(DistillationLoss):
     >>> round(float(DISTDistillation()(t, t)), 5)
     0.0
     """
-
-    batchwise = True
 
     def __init__(
         self,
@@ -427,7 +462,10 @@ class DecoupledKDDistillation(DistillationLoss):
     `L = target_weight * TCKD + non_target_weight * NCKD`, both
     `tau^2`-scaled. DKD needs the ground-truth labels: call it as
     `loss(teacher_logits, student_logits, labels=y)` with integer labels
-    `(B,)` or one-hot labels `(B, C)`. `keras_cskd.Distiller` passes the
+    `(B,)` or exact one-hot labels `(B, C)`; smoothed or mixed (soft) labels
+    are refused with a `ValueError` (in eager calls and in `Distiller.fit`
+    on arrays), as DKD's target/non-target split needs one target class.
+    `keras_cskd.Distiller` passes the
     batch's labels automatically (this loss cannot be used with mixup, whose
     labels are mixed, nor with `keras.distillation.Distiller`, which does
     not pass labels). The CIFAR-100 recipe (alpha = 1, beta = 8, tau = 4)
@@ -451,24 +489,25 @@ class DecoupledKDDistillation(DistillationLoss):
         target_weight=1.0,
         non_target_weight=8.0,
         name="decoupled_kd_distillation",
+        reduction="sum_over_batch_size",
         dtype=None,
     ):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
         validation.check_positive("temperature", temperature)
         self.temperature = float(temperature)
         self.target_weight = float(target_weight)
         self.non_target_weight = float(non_target_weight)
 
-    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
-        per_sample = kd_ops.decoupled_kd(
+    def call(self, y_true, y_pred):
+        teacher_logits, labels = y_true
+        return kd_ops.decoupled_kd(
             teacher_logits,
-            student_logits,
+            y_pred,
             labels,
             self.temperature,
             self.target_weight,
             self.non_target_weight,
         )
-        return _weighted_mean(per_sample, sample_weight)
 
     def get_config(self):
         return {
@@ -504,40 +543,165 @@ def cskd_paper_objective(temperature=4.0, low=2.0, high=6.0, balance=1.0):
     return [(fixed, 2.0 * balance), (adaptive, 2.0 * balance)]
 
 
-def get(identifier):
+@_register
+class StudentCrossEntropy(keras.losses.Loss):
+    """Cross-entropy on the student's logits, sparse or one-hot labels.
+
+    Picks sparse or categorical cross-entropy from the labels' shape:
+    integer labels `(B,)`/`(B, 1)` or one-hot/soft labels `(B, C)`. Always
+    `from_logits=True`: `Distiller` students output logits. The `Distiller`'s
+    default supervised loss (`compile(loss="auto")`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.losses import StudentCrossEntropy
+    >>> logits = np.log(np.array([[0.5, 0.25, 0.25]], "float32"))
+    >>> round(float(StudentCrossEntropy()(np.array([0]), logits)), 4)
+    0.6931
+    """
+
+    def __init__(self, kind="auto", name="student_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if kind not in ("auto", "sparse", "categorical"):
+            raise ValueError(f"kind must be 'auto', 'sparse' or 'categorical', got {kind!r}.")
+        self.kind = kind
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.cast(y_pred, "float32")
+        kind = self.kind
+        if kind == "auto":
+            one_hot = (
+                len(y_true.shape) == len(y_pred.shape)
+                and y_true.shape[-1] == y_pred.shape[-1]
+                and y_pred.shape[-1] != 1
+            )
+            kind = "categorical" if one_hot else "sparse"
+        if kind == "categorical":
+            return keras.losses.categorical_crossentropy(
+                ops.cast(y_true, "float32"), y_pred, from_logits=True
+            )
+        y_true = ops.reshape(ops.cast(y_true, "int32"), ops.shape(y_pred)[:-1])
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+_CROSS_ENTROPY_NAMES = {
+    "sparse_categorical_crossentropy": "sparse",
+    "categorical_crossentropy": "categorical",
+    "crossentropy": "auto",
+    "auto": "auto",
+}
+
+
+def student_loss(identifier):
+    """Resolves the `Distiller`'s `compile(loss=...)`: cross-entropy names
+    become a `StudentCrossEntropy` (`from_logits=True`), other names go to
+    `keras.losses.get`, and a Keras cross-entropy with `from_logits=False`
+    is refused, as it would read the student's logits as probabilities.
+
+    Example:
+
+    >>> from keras_cskd.losses import student_loss
+    >>> student_loss("sparse_categorical_crossentropy").kind
+    'sparse'
+    """
+    if identifier is None:
+        return None
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key in _CROSS_ENTROPY_NAMES:
+            return StudentCrossEntropy(_CROSS_ENTROPY_NAMES[key])
+        return keras.losses.get(identifier)
+    probability_losses = (
+        keras.losses.SparseCategoricalCrossentropy,
+        keras.losses.CategoricalCrossentropy,
+        keras.losses.BinaryCrossentropy,
+    )
+    if isinstance(identifier, probability_losses) and not getattr(identifier, "from_logits", True):
+        raise ValueError(
+            f"compile(loss={type(identifier).__name__}(from_logits=False)) would "
+            "read the student's logits as probabilities. Distiller students "
+            "output logits: pass `from_logits=True`, or the string "
+            "'sparse_categorical_crossentropy' (resolved with from_logits=True)."
+        )
+    return identifier
+
+
+# ------------------------------------------------------------------ registry
+class Method(typing.NamedTuple):
+    """A named distillation method: what `get(name)` builds.
+
+    Attributes:
+        label: the name shown in tables and plots (e.g. by the CLI).
+        loss_class: the `DistillationLoss` subclass.
+        settings: fixed constructor arguments (a callable, so each loss
+            gets fresh layers).
+        fixed_temperature: the loss has a fixed `temperature` argument (not
+            CSWT's adaptive one).
+    """
+
+    label: str
+    loss_class: type
+    settings: typing.Callable[[], dict] = dict
+    fixed_temperature: bool = True
+
+    def build(self, **kwargs):
+        return self.loss_class(**self.settings(), **kwargs)
+
+
+def _cswt(granularity="sample"):
+    return lambda: {"cswt": CosineSimilarityWeightedTemperature(granularity=granularity)}
+
+
+METHODS = {
+    "kd": Method("KD (KL, tau^2)", KLDivergenceDistillation),
+    "mse": Method("Logit MSE", LogitMSEDistillation, fixed_temperature=False),
+    "cskd": Method("CSKD", CosineSimilarityDistillation),
+    "cskd_cswt": Method(
+        "CSKD + CSWT", CosineSimilarityDistillation, _cswt(), fixed_temperature=False
+    ),
+    "cskd_cswt_class": Method(
+        "CSKD + CSWT (per class)",
+        CosineSimilarityDistillation,
+        _cswt("class"),
+        fixed_temperature=False,
+    ),
+    "stkd": Method("STKD-style", SimilarityTransferDistillation),
+    "dist": Method("DIST", DISTDistillation),
+    "dkd": Method("DKD", DecoupledKDDistillation),
+}
+"""The named methods, in display order; `get` also accepts the aliases of
+`ALIASES`, and spellings with `-` or `+` for `_`."""
+ALIASES = {"kl": "kd"}
+
+
+def get(identifier, **kwargs):
     """Returns a keras-cskd loss from a name (`"kd"`, `"mse"`, `"cskd"`,
-    `"cskd_cswt"`, `"stkd"`, `"dist"`, `"dkd"`), a config dict or an
-    instance.
+    `"cskd_cswt"`, `"stkd"`, `"dist"`, `"dkd"`, see `METHODS`), a config
+    dict or an instance. With a name, `kwargs` go to the loss's constructor.
 
     Example:
 
     >>> from keras_cskd import losses
     >>> type(losses.get("cskd")).__name__
     'CosineSimilarityDistillation'
+    >>> losses.get("kd", temperature=2.0).temperature
+    2.0
     """
-    if isinstance(identifier, DistillationLoss):
+    if isinstance(identifier, (DistillationLoss, dict)):
+        if kwargs:
+            raise ValueError(f"Settings {sorted(kwargs)} apply to a loss name only.")
+        if isinstance(identifier, dict):
+            return keras.saving.deserialize_keras_object(identifier)
         return identifier
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    factories = {
-        "kd": KLDivergenceDistillation,
-        "kl": KLDivergenceDistillation,
-        "mse": LogitMSEDistillation,
-        "cskd": CosineSimilarityDistillation,
-        "cskd_cswt": lambda: CosineSimilarityDistillation(
-            cswt=CosineSimilarityWeightedTemperature()
-        ),
-        "cskd_cswt_class": lambda: CosineSimilarityDistillation(
-            cswt=CosineSimilarityWeightedTemperature(granularity="class")
-        ),
-        "stkd": SimilarityTransferDistillation,
-        "dist": DISTDistillation,
-        "dkd": DecoupledKDDistillation,
-    }
     key = str(identifier).lower().replace("-", "_").replace("+", "_")
-    if key not in factories:
+    key = ALIASES.get(key, key)
+    if key not in METHODS:
         raise ValueError(
             f"Unknown distillation loss {identifier!r}; choose one of "
-            f"{sorted(factories)} or pass a keras_cskd.losses instance."
+            f"{sorted([*METHODS, *ALIASES])} or pass a keras_cskd.losses instance."
         )
-    return factories[key]()
+    return METHODS[key].build(**kwargs)

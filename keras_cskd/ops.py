@@ -71,7 +71,11 @@ def cosine_similarity(a, b, axis, epsilon=1e-8):
     """`|<a, b>| / (||a|| ||b|| + epsilon)` along `axis`, in float32.
 
     Clipped at 1: for (near-)parallel vectors the rounded quotient can
-    exceed 1 by an ulp, which would make CSKD slightly negative.
+    exceed 1 by an ulp, which would make CSKD slightly negative. The clip
+    moves the value only: its gradient is the unclipped quotient's (a
+    `minimum(cos, 1)` would have zero gradient where float32 rounds the
+    cosine to >= 1, and so drop, near convergence, the gradient of the
+    columns that are best matched).
 
     Example:
 
@@ -86,12 +90,12 @@ def cosine_similarity(a, b, axis, epsilon=1e-8):
     b = _as_float32(b)
     dot = ops.sum(a * b, axis=axis)
     cosine = ops.abs(dot) / (_safe_norm(a, axis) * _safe_norm(b, axis) + epsilon)
-    return ops.minimum(cosine, 1.0)
+    # cosine - (cosine - 1)^+ with the excess held constant: the value is
+    # min(cosine, 1), the gradient that of `cosine`.
+    return cosine - ops.stop_gradient(ops.maximum(cosine - 1.0, 0.0))
 
 
-def class_cosine_similarity(
-    teacher_probs, student_probs, sample_weight=None, epsilon=1e-8
-):
+def class_cosine_similarity(teacher_probs, student_probs, sample_weight=None, epsilon=1e-8):
     """Cosine of each class column across the batch: shape `(C,)`.
 
     `cos_c = |<p_s[:, c], p_t[:, c]>| / (||p_s[:, c]|| ||p_t[:, c]|| + eps)`,
@@ -201,11 +205,102 @@ def cosine_similarity_distillation(
     >>> round(float(kd_ops.cosine_similarity_distillation(t, s, temperatures)), 4)
     3.7246
     """
+    loss, _ = cosine_similarity_distillation_with_statistics(
+        teacher_logits, student_logits, temperature, sample_weight, epsilon
+    )
+    return loss
+
+
+def cosine_similarity_distillation_with_statistics(
+    teacher_logits,
+    student_logits,
+    temperature=4.0,
+    sample_weight=None,
+    epsilon=1e-8,
+):
+    """`(loss, statistics)`: CSKD (`cosine_similarity_distillation`) and the
+    quantities the `Distiller` logs, a dict of `cosine_similarity` (mean
+    cosine), `class_cosine_similarity` (`(C,)`), `temperature` (mean) and
+    `temperatures` (the temperature tensor as given).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[3.0, 0.0], [0.0, 3.0]], "float32")
+    >>> loss, stats = kd_ops.cosine_similarity_distillation_with_statistics(t, t, 2.0)
+    >>> sorted(stats), round(float(stats["cosine_similarity"]), 4)
+    (['class_cosine_similarity', 'cosine_similarity', 'temperature', 'temperatures'], 1.0)
+    """
     temperature = _as_float32(temperature)
     p_t = softened_probabilities(teacher_logits, temperature)
     p_s = softened_probabilities(student_logits, temperature)
-    cos = class_cosine_similarity(p_t, p_s, sample_weight, epsilon)
-    return ops.square(ops.mean(temperature)) * (1.0 - ops.mean(cos))
+    class_cosine = class_cosine_similarity(p_t, p_s, sample_weight, epsilon)
+    mean_cosine = ops.mean(class_cosine)
+    loss = ops.square(ops.mean(temperature)) * (1.0 - mean_cosine)
+    statistics = {
+        "cosine_similarity": mean_cosine,
+        "class_cosine_similarity": class_cosine,
+        "temperature": ops.mean(temperature),
+        "temperatures": temperature,
+    }
+    return loss, statistics
+
+
+def class_temperatures(temperatures, teacher_logits, num_classes):
+    """One temperature per class, `(C,)`, from CSKD's temperatures: a scalar
+    is repeated, per-class temperatures `(1, C)` are returned as they are,
+    per-sample ones `(B, 1)` are averaged over the samples the teacher
+    assigns to each class (the overall mean for a class with none).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[3.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]], "float32")
+    >>> per_sample = np.array([[2.0], [4.0], [6.0]], "float32")
+    >>> np.asarray(kd_ops.class_temperatures(per_sample, t, 3), "float64").tolist()
+    [3.0, 6.0, 4.0]
+    """
+    temperatures = _as_float32(temperatures)
+    if len(temperatures.shape) == 2 and temperatures.shape[0] == 1:
+        return ops.reshape(temperatures, (num_classes,))
+    if len(temperatures.shape) == 2:
+        assigned = ops.one_hot(ops.argmax(teacher_logits, axis=-1), num_classes, dtype="float32")
+        counts = ops.sum(assigned, axis=0)
+        per_class = ops.sum(assigned * temperatures, axis=0) / ops.maximum(counts, 1.0)
+        return ops.where(counts > 0, per_class, ops.mean(temperatures))
+    return ops.full((num_classes,), 1.0, "float32") * temperatures
+
+
+def similarity_transfer_distillation(
+    teacher_logits,
+    student_logits,
+    temperature=4.0,
+    kl_weight=1.0,
+    batch_weight=1.0,
+    sample_weight=None,
+):
+    """STKD-style similarity transfer: `kl_weight * mean_i w_i KD_i +
+    batch_weight * CSKD`, a scalar (`KD_i` from `kl_divergence_distillation`,
+    averaged like Keras' "sum_over_batch_size"; CSKD from
+    `cosine_similarity_distillation`, both at `temperature`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[3.0, 0.0, 1.0], [0.0, 3.0, 1.0]], "float32")
+    >>> float(kd_ops.similarity_transfer_distillation(t, t))
+    0.0
+    """
+    kl = kl_divergence_distillation(teacher_logits, student_logits, temperature)
+    if sample_weight is not None:
+        kl = kl * ops.reshape(_as_float32(sample_weight), (-1,))
+    batch = cosine_similarity_distillation(
+        teacher_logits, student_logits, temperature, sample_weight
+    )
+    return kl_weight * ops.mean(kl) + batch_weight * batch
 
 
 def cswt_temperatures(
@@ -250,9 +345,7 @@ def cswt_temperatures(
         similarity = class_cosine_similarity(p_t, p_s)
         shape = (1, -1)
     else:
-        raise ValueError(
-            f"granularity must be 'sample' or 'class', got {granularity!r}."
-        )
+        raise ValueError(f"granularity must be 'sample' or 'class', got {granularity!r}.")
     temperatures = min_max_temperatures(similarity, low, high, epsilon)
     return ops.stop_gradient(ops.reshape(temperatures, shape))
 
@@ -448,13 +541,10 @@ def sample_beta(alpha, seed, candidates=16):
     accept = ops.logical_and(
         v > 0.0,
         ops.log(ops.maximum(u, 1e-30))
-        < 0.5 * ops.square(z) + d - d * ops.maximum(v, 1e-30)
-        + d * ops.log(ops.maximum(v, 1e-30)),
+        < 0.5 * ops.square(z) + d - d * ops.maximum(v, 1e-30) + d * ops.log(ops.maximum(v, 1e-30)),
     )
     first = ops.argmax(ops.cast(accept, "int32"), axis=1)
-    draws = ops.take_along_axis(
-        d * ops.maximum(v, 1e-30), ops.reshape(first, (2, 1)), axis=1
-    )
+    draws = ops.take_along_axis(d * ops.maximum(v, 1e-30), ops.reshape(first, (2, 1)), axis=1)
     draws = ops.reshape(draws, (2,))
     if alpha < 1.0:
         boost = keras.random.uniform((2,), seed=seed)

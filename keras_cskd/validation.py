@@ -1,10 +1,14 @@
-"""Input checks shared by the losses, the CSWT layer and the Distiller.
+"""Input checks shared by the losses, the CSWT layer, the Distiller and the
+command line.
 
 Shape checks are static (they run at trace time, at no cost per step);
 value checks (NaN/inf, probabilities passed as logits) run only on concrete
-tensors, i.e. in eager calls, never inside a compiled training step.
+tensors, i.e. in eager calls, never inside a compiled training step. The
+checks of the models given to a `Distiller` and of the arrays given to its
+`fit` are at the end.
 """
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -21,7 +25,8 @@ def check_positive(name, value):
     >>> check_positive("temperature", 0)
     Traceback (most recent call last):
     ...
-    ValueError: `temperature` must be a positive, finite number, got 0. Temperatures divide the logits: use e.g. 4.0.
+    ValueError: `temperature` must be a positive, finite number, got 0. Temperatures divide
+    the logits: use e.g. 4.0.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"`{name}` must be a positive number, got {value!r}.")
@@ -71,7 +76,8 @@ def check_logits(teacher_logits, student_logits, owner, min_batch_size=1, values
     >>> check_logits(t, t[:, :2], "MyLoss")
     Traceback (most recent call last):
     ...
-    ValueError: MyLoss: the teacher predicts 3 classes but the student 2. Give the student a 3-unit output layer (teacher and student must share the label space).
+    ValueError: MyLoss: the teacher predicts 3 classes but the student 2. Give the student a
+    3-unit output layer (teacher and student must share the label space).
     """
     for role, x in (("teacher", teacher_logits), ("student", student_logits)):
         if len(x.shape) != 2:
@@ -122,7 +128,8 @@ def check_values(x, what, owner):
     >>> check_values(np.array([[0.2, 0.8], [0.5, 0.5]]), "teacher logits", "MyLoss")
     Traceback (most recent call last):
     ...
-    ValueError: MyLoss: teacher logits look like probabilities (every row lies in [0, 1] and sums to 1), but logits are expected. ...
+    ValueError: MyLoss: teacher logits look like probabilities (every row lies in [0, 1] and
+    sums to 1), but logits are expected. ...
     """
     if not is_concrete(x):
         return
@@ -182,7 +189,8 @@ def check_single_output(outputs, role, owner):
     >>> check_single_output([np.zeros((2, 3)), np.zeros((2, 5))], "teacher", "Distiller")
     Traceback (most recent call last):
     ...
-    ValueError: Distiller: the teacher returns 2 outputs (list); distillation needs one logits tensor ...
+    ValueError: Distiller: the teacher returns 2 outputs (list); distillation needs one logits
+    tensor ...
     """
     if isinstance(outputs, (list, tuple, dict)):
         raise ValueError(
@@ -237,7 +245,8 @@ def check_class_labels(labels, num_classes, owner, what="y"):
     >>> check_class_labels(np.array([1, 2, 3]), 3, "Distiller.fit")
     Traceback (most recent call last):
     ...
-    ValueError: Distiller.fit: the labels `y` must be class indices in [0, 3) (the student predicts 3 classes), but 1 label(s) lie outside (min 1, max 3). ...
+    ValueError: Distiller.fit: the labels `y` must be class indices in [0, 3) (the student
+    predicts 3 classes), but 1 label(s) lie outside (min 1, max 3). ...
     """
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] != 1:
@@ -283,6 +292,40 @@ def check_class_labels(labels, num_classes, owner, what="y"):
         )
 
 
+def check_hard_labels(labels, owner, what="labels"):
+    """Eager-only: raises unless 2-D labels `(n, C)` are exactly one-hot
+    (each row one 1 and zeros). For losses defined on hard labels (DKD):
+    smoothed or mixed labels would silently give a different loss. Integer
+    labels `(n,)` pass; their range is `check_class_labels`' business.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.validation import check_hard_labels
+    >>> check_hard_labels(np.eye(3)[[0, 2]], "DecoupledKDDistillation")
+    >>> check_hard_labels(np.array([[0.9, 0.05, 0.05]]), "DecoupledKDDistillation")
+    Traceback (most recent call last):
+    ...
+    ValueError: DecoupledKDDistillation needs hard labels: integer class indices (n,) or exact
+    one-hot rows (n, C), but 1 row(s) of the labels are soft (e.g. label smoothing or
+    mixup). ...
+    """
+    if not is_concrete(labels):
+        return
+    values = np.asarray(ops.convert_to_numpy(labels))
+    if values.ndim != 2 or values.shape[1] == 1:
+        return
+    ones = values == 1
+    hard = (ones | (values == 0)).all(axis=1) & (ones.sum(axis=1) == 1)
+    if not hard.all():
+        raise ValueError(
+            f"{owner} needs hard labels: integer class indices (n,) or exact "
+            f"one-hot rows (n, C), but {int(np.count_nonzero(~hard))} row(s) of "
+            f"the {what} are soft (e.g. label smoothing or mixup). Pass the "
+            "unsmoothed labels, e.g. np.argmax(y, axis=-1), or use another loss."
+        )
+
+
 def check_batch_split(num_samples, batch_size, owner, loss_names, validation_split=0.0):
     """Raises when batch-wise losses would meet a batch of one sample: a
     batch size of 1, or `num_samples` leaving a last batch of 1.
@@ -294,7 +337,9 @@ def check_batch_split(num_samples, batch_size, owner, loss_names, validation_spl
     >>> check_batch_split(129, 32, "Distiller.fit", ["CosineSimilarityDistillation"])
     Traceback (most recent call last):
     ...
-    ValueError: Distiller.fit: CosineSimilarityDistillation compare(s) each class across the batch and need(s) at least 2 samples per batch, but 129 training samples in batches of 32 leave a last batch of one sample. Use e.g. batch_size=33, or drop one training sample.
+    ValueError: Distiller.fit: CosineSimilarityDistillation compare(s) each class across the
+    batch and need(s) at least 2 samples per batch, but 129 training samples in batches of 32
+    leave a last batch of one sample. Use e.g. batch_size=33, or drop one training sample.
     """
     if validation_split:
         num_samples = int(np.floor(num_samples * (1.0 - validation_split)))
@@ -320,3 +365,193 @@ def check_batch_split(num_samples, batch_size, owner, loss_names, validation_spl
         f"batch and need(s) at least 2 samples per batch, but {problem}. "
         f"Use e.g. batch_size={suggestion}, or drop one training sample."
     )
+
+
+# --------------------------------------------------------------------------
+# The models given to a `Distiller`, and the arguments of its `fit`.
+
+
+def has_softmax_head(model):
+    """True when the model's last layer is a softmax (a `Softmax` layer or a
+    layer with `activation="softmax"`): it outputs probabilities.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_cskd.validation import has_softmax_head
+    >>> has_softmax_head(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "softmax")]))
+    True
+    """
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return False
+    last = layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return (
+        activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
+    )
+
+
+def check_no_softmax_head(model, role):
+    """Raises when `model` (the `role`: "teacher" or "student") ends with a
+    softmax; distillation needs logits. The one place of this check."""
+    if model is not None and has_softmax_head(model):
+        raise ValueError(
+            f"The {role} ends with a softmax, so it outputs "
+            "probabilities; distillation needs logits. Rebuild it "
+            "without the final activation (e.g. Dense(n)) or cut the "
+            f"softmax: keras.Model({role}.inputs, {role}.layers[-2].output) "
+            "if the softmax is a separate layer."
+        )
+
+
+def output_classes(model, role):
+    """The class count of a model with one `(batch, classes)` output; None
+    when unknown (a subclassed model not yet called). Raises for several
+    outputs or another rank."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs:
+        return None
+    if len(outputs) != 1:
+        raise ValueError(
+            f"The {role} has {len(outputs)} outputs; Distiller distils one "
+            f"logits tensor. Build a model that returns only the {role}'s "
+            f"class logits, e.g. keras.Model({role}.inputs, {role}.outputs[0])."
+        )
+    shape = outputs[0].shape
+    if len(shape) != 2:
+        raise ValueError(
+            f"The {role} outputs shape {tuple(shape)}; Distiller expects "
+            "logits of shape (batch, classes)."
+        )
+    return shape[-1]
+
+
+def check_models(student, teacher):
+    """The checks of `Distiller(student, teacher)`: Keras models, not the
+    same one, no shared weights, logits (no softmax head), one output each
+    with the same class count."""
+    if not isinstance(student, keras.Model):
+        raise ValueError(f"student must be a keras.Model, got {type(student).__name__}.")
+    if teacher is not None and not isinstance(teacher, keras.Model):
+        raise ValueError(
+            f"teacher must be a keras.Model (or None with cached teacher "
+            f"logits), got {type(teacher).__name__}."
+        )
+    if teacher is student:
+        raise ValueError(
+            "The teacher and the student are the same model. Distil into "
+            "a fresh student, e.g. keras.models.clone_model(teacher)."
+        )
+    for role, model in (("student", student), ("teacher", teacher)):
+        check_no_softmax_head(model, role)
+    if teacher is None:
+        return
+    student_weights = {id(w) for w in student.weights}
+    shared = [w.path for w in teacher.weights if id(w) in student_weights]
+    if shared:
+        raise ValueError(
+            f"The teacher and the student share {len(shared)} weight(s) "
+            f"(e.g. {shared[0]}): training the student would change the "
+            "teacher. Build the student from fresh layers."
+        )
+    t_classes = output_classes(teacher, "teacher")
+    s_classes = output_classes(student, "student")
+    if t_classes is not None and s_classes is not None and t_classes != s_classes:
+        raise ValueError(
+            f"The teacher predicts {t_classes} classes but the student "
+            f"{s_classes}. Give the student a {t_classes}-unit output layer."
+        )
+
+
+def _named_leaves(structure, prefix):
+    """`(name, leaf)` pairs of a nested input, e.g. `("x['image']", array)`."""
+    if isinstance(structure, dict):
+        for key, value in structure.items():
+            yield from _named_leaves(value, f"{prefix}[{key!r}]")
+    elif isinstance(structure, (list, tuple)):
+        for index, value in enumerate(structure):
+            yield from _named_leaves(value, f"{prefix}[{index}]")
+    else:
+        yield prefix, structure
+
+
+def _check_empty_pydataset(dataset, owner):
+    try:
+        empty = dataset.num_batches == 0
+    except NotImplementedError:
+        empty = False
+    if empty:
+        raise ValueError(
+            f"{owner} received an empty data set (the PyDataset has 0 "
+            "batches). Check its __len__/num_batches and the data it reads."
+        )
+
+
+def check_fit_arguments(distiller, arguments):
+    """The checks of `Distiller.fit` on NumPy arrays (`arguments` are
+    `keras.Model.fit`'s, by name), before any weight is updated: not empty,
+    no NaN/inf, labels that are class indices (hard ones for DKD), no batch
+    of one sample for batch-wise losses, and one eager forward pass on a
+    few samples (outputs that are probabilities, NaN or several tensors).
+    Datasets and generators are not read ahead."""
+    owner = "Distiller.fit"
+    x, y = arguments.get("x"), arguments.get("y")
+    if isinstance(x, keras.utils.PyDataset):
+        _check_empty_pydataset(x, owner)
+        return
+    leaves = keras.tree.flatten(x) if x is not None else []
+    if not leaves or not all(isinstance(leaf, np.ndarray) for leaf in leaves):
+        return  # a dataset, generator or backend tensors: not read ahead
+    num_samples = len(leaves[0])
+    if num_samples == 0:
+        raise ValueError(
+            f"{owner} received an empty data set (x has 0 samples). "
+            "Check the data loading or filtering step that produced it."
+        )
+    inputs, cached = distiller.split_inputs(x)
+    for path, leaf in _named_leaves(inputs, "x"):
+        check_finite_array(leaf, path, owner)
+    if cached is not None:
+        check_values(np.asarray(cached, "float32"), "cached teacher logits", owner)
+    labels_are_classes = distiller.labels_are_classes()
+    num_classes = distiller.num_classes
+    if y is not None and num_classes is not None and labels_are_classes:
+        check_class_labels(y, num_classes, owner)
+        validation_data = arguments.get("validation_data")
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
+            if isinstance(validation_data[1], np.ndarray):
+                check_class_labels(validation_data[1], num_classes, owner, "validation_data[1]")
+    losses = [loss for loss, _ in distiller.distillation_losses]
+    for loss in losses:
+        if loss.requires_labels and isinstance(y, np.ndarray):
+            check_hard_labels(y, type(loss).__name__, "labels `y`")
+    batchwise = [type(loss).__name__ for loss in losses if loss.batchwise]
+    if batchwise and arguments.get("steps_per_epoch") is None:
+        check_batch_split(
+            num_samples,
+            arguments.get("batch_size") or 32,
+            owner,
+            batchwise,
+            arguments.get("validation_split") or 0.0,
+        )
+    # One eager forward pass on a few samples: catches outputs that are
+    # probabilities, NaN or several tensors, which the static checks of
+    # a compiled step cannot see (a softmax applied in call(), a teacher
+    # that diverged).
+    probe = keras.tree.map_structure(lambda leaf: leaf[:8], inputs)
+    student_logits = distiller.student(probe, training=False)
+    check_single_output(student_logits, "student", owner)
+    if cached is not None:
+        teacher_logits = ops.convert_to_tensor(np.asarray(cached[:8], "float32"))
+    elif distiller.teacher is not None:
+        teacher_logits = distiller.teacher(probe, training=False)
+        check_single_output(teacher_logits, "teacher", owner)
+    else:
+        return
+    check_logits(teacher_logits, student_logits, owner)
+    if y is not None and num_classes is None and labels_are_classes:
+        # A subclassed student: its class count is known only now.
+        check_class_labels(y, int(student_logits.shape[-1]), owner)

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Installs the test dependencies and runs the whole suite under the
-# TensorFlow, JAX and PyTorch backends, one process per backend.
-# Usage: bash scripts/test.sh [extra pytest args]     (BACKENDS="jax torch" to pick)
+# Installs the test dependencies, checks style (ruff lint and format) and
+# runs the suite under the TensorFlow, JAX and PyTorch backends, one process
+# per backend. Backend-independent tests (CLI, examples, docs, pure-Python
+# doctests; marker `backend_independent`) run in the first backend's pass
+# only; everything else, slow end-to-end tests included, runs on every backend.
+# Usage: bash scripts/test.sh [extra pytest args]
+#   BACKENDS="jax torch"  pick backends      SKIP_INSTALL=1  skip the pip installs
+#   e.g. BACKENDS=jax bash scripts/test.sh -m "not slow"   (the development loop)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -16,10 +21,22 @@ export TF_CPP_MIN_LOG_LEVEL=2
 export PYTHONUNBUFFERED=1
 status=0
 summary=""
+
+echo "=============================== ruff ==============================="
+start=$(date +%s)
+"$PYTHON" -m ruff check . && "$PYTHON" -m ruff format --check .
+rc=$?
+summary+="ruff: exit $rc in $(( $(date +%s) - start )) s"$'\n'
+[ $rc -ne 0 ] && status=1
+
+first=1
 for backend in ${BACKENDS:-tensorflow jax torch}; do
   echo "=============================== KERAS_BACKEND=$backend ==============================="
+  if [ $first -eq 1 ]; then independent=run; else independent=skip; fi
+  first=0
   start=$(date +%s)
-  KERAS_BACKEND=$backend "$PYTHON" -m pytest tests keras_cskd -q -p no:cacheprovider "$@"
+  KERAS_BACKEND=$backend KERAS_CSKD_BACKEND_INDEPENDENT=$independent \
+    "$PYTHON" -m pytest tests keras_cskd -q -p no:cacheprovider "$@"
   rc=$?
   summary+="$backend: exit $rc in $(( $(date +%s) - start )) s"$'\n'
   [ $rc -ne 0 ] && status=1

@@ -85,9 +85,7 @@ def _initial_weights():
     teacher = _build("teacher", 32)
     student = _build("student", 16)
     # A teacher that is not at its initialisation: non-trivial moving stats.
-    teacher.get_layer("teacher_bn").moving_mean.assign(
-        keras.random.normal((32,), seed=2) * 0.1
-    )
+    teacher.get_layer("teacher_bn").moving_mean.assign(keras.random.normal((32,), seed=2) * 0.1)
     return teacher.get_weights(), student.get_weights()
 
 
@@ -165,7 +163,9 @@ def _train(
             evaluation = distiller.evaluate(
                 x, y, batch_size=GLOBAL_BATCH, verbose=0, return_dict=True
             )
-    logs = {key: np.asarray(history.history[key], "float64") for key in LOGGED if key in history.history}
+    logs = {
+        key: np.asarray(history.history[key], "float64") for key in LOGGED if key in history.history
+    }
     if evaluate:
         logs["eval_student_loss"] = np.asarray([evaluation["student_loss"]], "float64")
     final = [np.asarray(v, "float64") for v in student.get_weights()]
@@ -228,9 +228,7 @@ def _sharded_loss_values(results):
 
     def values_and_grads(a, b):
         values = all_losses(a, b)
-        grads = {
-            name: jax.grad(lambda b_, name=name: all_losses(a, b_)[name])(b) for name in terms
-        }
+        grads = {name: jax.grad(lambda b_, name=name: all_losses(a, b_)[name])(b) for name in terms}
         return values, grads
 
     compiled = jax.jit(values_and_grads)  # one program, traced once per input sharding
@@ -260,7 +258,9 @@ def run_jax(results, info):
     # Uneven sample weights weight the batch statistics (column inner
     # products, Pearson means): they must be global too.
     cases = {
-        "batchwise_mix_weighted": dict(loss_name="batchwise_mix", sample_weight=True, evaluate=True),
+        "batchwise_mix_weighted": dict(
+            loss_name="batchwise_mix", sample_weight=True, evaluate=True
+        ),
         "stkd_mixup": dict(loss_name="stkd"),
     }
     references = {}
@@ -309,7 +309,9 @@ def run_tf(results, info):
     # jit_compile=False: XLA under MirroredStrategy on logical CPU devices
     # fails in Keras/TF for any model ("variable on a different device").
     cases = {
-        "batchwise_mix_weighted": dict(loss_name="batchwise_mix", sample_weight=True, evaluate=True),
+        "batchwise_mix_weighted": dict(
+            loss_name="batchwise_mix", sample_weight=True, evaluate=True
+        ),
         "dkd_stkd_no_mixup": dict(loss_name="dkd_stkd", mixup_alpha=None),
     }
     # One strategy for every case: TensorFlow's collective instance keys are

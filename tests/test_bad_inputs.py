@@ -226,7 +226,8 @@ def _(lab):
 
 @bad_input(
     "teacher_softmax_op",
-    "Teacher outputs probabilities: `keras.ops.softmax` applied to a linear head in a functional model",
+    "Teacher outputs probabilities: `keras.ops.softmax` applied to a linear head in a "
+    "functional model",
     ValueError,
     ["teacher logits look like probabilities", "Remove the final softmax"],
 )
@@ -573,6 +574,18 @@ def _(lab):
 
 
 @bad_input(
+    "dkd_smoothed_labels",
+    "Label-smoothed one-hot labels with DKD (defined on hard labels)",
+    ValueError,
+    ["DecoupledKDDistillation needs hard labels", "32 row(s)", "np.argmax"],
+)
+def _(lab):
+    distiller = lab.distiller("dkd")
+    smoothed = np.eye(CLASSES, dtype="float32")[lab.y] * 0.9 + 0.1 / CLASSES
+    return lambda: lab.fit(distiller, y=smoothed)
+
+
+@bad_input(
     "validation_labels_out_of_range",
     "`validation_data` labels out of range",
     ValueError,
@@ -912,7 +925,8 @@ def normalise(message, tmp):
     temporary paths."""
     message = re.sub(r"\x1b\[[0-9;]*m", "", message)
     wrapped = re.match(
-        r"\s*Exception encountered when calling [\w.]+\(\)\.\s*(.*?)\s*(Arguments received by .*)?$",
+        r"\s*Exception encountered when calling [\w.]+\(\)\.\s*(.*?)\s*"
+        r"(Arguments received by .*)?$",
         message,
         re.S,
     )
@@ -981,7 +995,8 @@ def render_table(outcomes):
     ]
     for number, result in enumerate(outcomes, 1):
         lines.append(
-            f"| {number} | {_cell(result.case.title)} | {_cell(result.sees)} | {_cell(result.model)} |"
+            f"| {number} | {_cell(result.case.title)} | {_cell(result.sees)} "
+            f"| {_cell(result.model)} |"
         )
     return "\n".join(lines)
 

@@ -16,6 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = keras.backend.backend()
+# The CLI's own code is backend-independent (the Distiller it drives is
+# tested on every backend): scripts/test.sh runs this module once.
+pytestmark = [pytest.mark.backend_independent, pytest.mark.slow]
 
 
 def _env():
@@ -27,7 +30,11 @@ def _env():
 def _run(args, cwd, timeout=600):
     return subprocess.run(
         [sys.executable, "-m", "keras_cskd", *args],
-        cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -46,8 +53,18 @@ def _mlp(input_shape, classes, softmax=False):
 
 def test_main_job_short(tmp_path):
     result = _run(
-        ["distill", "--epochs", "2", "--teacher-epochs", "2", "--method", "kd,cskd_cswt",
-         "--quiet", "--out", str(tmp_path / "out")],
+        [
+            "distill",
+            "--epochs",
+            "2",
+            "--teacher-epochs",
+            "2",
+            "--method",
+            "kd,cskd_cswt",
+            "--quiet",
+            "--out",
+            str(tmp_path / "out"),
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -95,9 +112,22 @@ def test_user_models_and_npz_data(tmp_path):
         "    return keras.Model(inputs, keras.layers.Dense(4)(inputs))\n"
     )
     result = _run(
-        ["distill", "--data", "data.npz", "--teacher", teacher, "--student",
-         "mymodels:student", "--method", "mse", "--epochs", "1", "--quiet",
-         "--out", "out"],
+        [
+            "distill",
+            "--data",
+            "data.npz",
+            "--teacher",
+            teacher,
+            "--student",
+            "mymodels:student",
+            "--method",
+            "mse",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            "out",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -141,9 +171,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, bad_models, args, message):
 def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
     teacher = _save(_mlp((8, 8, 1), 10), tmp_path / "teacher.keras")
     process = subprocess.Popen(
-        [sys.executable, "-m", "keras_cskd", "distill", "--teacher", teacher,
-         "--epochs", "100000", "--quiet", "--out", "out"],
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "keras_cskd",
+            "distill",
+            "--teacher",
+            teacher,
+            "--epochs",
+            "100000",
+            "--quiet",
+            "--out",
+            "out",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     checkpoint = tmp_path / "out" / "checkpoint_ce.keras"
     deadline = time.time() + 300

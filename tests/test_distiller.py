@@ -59,6 +59,7 @@ def _accuracy(model, x, y):
     return float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
 
 
+@pytest.mark.slow  # trains a teacher and two students
 def test_distillation_beats_cross_entropy_on_noisy_digits(digits, teacher):
     """Kim et al.: KD (and CSKD) on 40%-noisy labels beats CE-only training
     of the same student from the same seeds, by more than a point on the
@@ -133,9 +134,7 @@ def test_string_cross_entropy_is_read_from_logits():
     s = np.asarray(ops.convert_to_numpy(student(x)))
     np.testing.assert_allclose(float(_np(total)), _np_cross_entropy(y, s), rtol=1e-5)
     with pytest.raises(ValueError, match="from_logits=True"):
-        distiller.compile(
-            optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy()
-        )
+        distiller.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy())
 
 
 def test_one_hot_labels_and_logs(digits):
@@ -148,12 +147,24 @@ def test_one_hot_labels_and_logs(digits):
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     one_hot = np.eye(10, dtype="float32")[y[:256]]
     history = distiller.fit(
-        x[:256], one_hot, batch_size=64, epochs=1, verbose=0,
+        x[:256],
+        one_hot,
+        batch_size=64,
+        epochs=1,
+        verbose=0,
         validation_data=(x_test[:64], np.eye(10, dtype="float32")[y_test[:64]]),
     )
     logs = history.history
-    for key in ("loss", "student_loss", "distillation_loss", "accuracy",
-                "cosine_similarity", "temperature", "val_loss", "val_accuracy"):
+    for key in (
+        "loss",
+        "student_loss",
+        "distillation_loss",
+        "accuracy",
+        "cosine_similarity",
+        "temperature",
+        "val_loss",
+        "val_accuracy",
+    ):
         assert key in logs, sorted(logs)
     # evaluate() runs the student alone: no distillation entries.
     assert "val_distillation_loss" not in logs
@@ -190,9 +201,7 @@ def test_only_the_student_is_trained():
     distiller.fit(x, y, batch_size=16, epochs=2, verbose=0)
     for old, new in zip(before_teacher, teacher.get_weights()):  # incl. BN statistics
         np.testing.assert_array_equal(old, new)
-    assert any(
-        not np.allclose(old, new) for old, new in zip(before_student, student.get_weights())
-    )
+    assert any(not np.allclose(old, new) for old, new in zip(before_student, student.get_weights()))
 
 
 def test_cached_teacher_logits_match_the_live_teacher(digits):
@@ -238,9 +247,7 @@ def test_mixup_feeds_both_networks_the_same_mixed_batch():
 def test_mixup_labels_follow_the_paper():
     """The supervised term is lam * CE(y) + (1 - lam) * CE(y[index])."""
     teacher, student = _pair()
-    distiller = keras_cskd.Distiller(
-        student, teacher, "stkd", distillation_loss_weight=0.0, seed=1
-    )
+    distiller = keras_cskd.Distiller(student, teacher, "stkd", distillation_loss_weight=0.0, seed=1)
     distiller.compile(optimizer="sgd")
     x, y = _batch(16)
     out = distiller(x, training=True)
@@ -318,9 +325,11 @@ def test_dkd_receives_the_labels():
     x, y = _batch(8)
     out = distiller(x, training=True)
     total = float(_np(distiller.compute_loss(x, y, out, training=True)))
-    expected = float(_np(losses.DecoupledKDDistillation()(
-        out["teacher_logits"], out["student_logits"], labels=y
-    )))
+    expected = float(
+        _np(
+            losses.DecoupledKDDistillation()(out["teacher_logits"], out["student_logits"], labels=y)
+        )
+    )
     np.testing.assert_allclose(total, expected, rtol=1e-6)
     with pytest.raises(ValueError, match="mixup"):
         keras_cskd.Distiller(student, teacher, "dkd", mixup_alpha=0.5)
@@ -332,7 +341,9 @@ def test_temperature_recorder_and_warmup(tmp_path, digits):
     student = mlp(x.shape[1:], 10, hidden=(8,), name="s")
     cswt = keras_cskd.layers.CosineSimilarityWeightedTemperature(2.0, 6.0, granularity="class")
     distiller = keras_cskd.Distiller(
-        student, teacher, losses.CosineSimilarityDistillation(cswt=cswt),
+        student,
+        teacher,
+        losses.CosineSimilarityDistillation(cswt=cswt),
         distillation_loss_weight=2.0,
     )
     distiller.compile(optimizer="adam")
@@ -344,8 +355,9 @@ def test_temperature_recorder_and_warmup(tmp_path, digits):
         def on_epoch_end(self, epoch, logs=None):
             seen.append(float(ops.convert_to_numpy(self.model.distillation_loss_weight)))
 
-    distiller.fit(x[:256], y[:256], batch_size=64, epochs=3, verbose=0,
-                  callbacks=[warmup, recorder, Spy()])
+    distiller.fit(
+        x[:256], y[:256], batch_size=64, epochs=3, verbose=0, callbacks=[warmup, recorder, Spy()]
+    )
     np.testing.assert_allclose(seen, [0.5, 1.0, 1.5])
     assert recorder.temperature.shape == (3, 10)
     assert recorder.cosine_similarity.shape == (3, 10)
@@ -377,12 +389,21 @@ def test_mixed_bfloat16_policy():
         history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][0])
         out = distiller(x[:16], training=True)
-        loss = losses.CosineSimilarityDistillation().compute(out["teacher_logits"], out["student_logits"])
+        loss = losses.CosineSimilarityDistillation().compute(
+            out["teacher_logits"], out["student_logits"]
+        )
         assert keras.backend.standardize_dtype(loss.dtype) == "float32"
     finally:
         keras.config.set_dtype_policy(previous)
 
 
+NEEDS_KERAS_DISTILLATION = pytest.mark.skipif(
+    not hasattr(keras, "distillation"),
+    reason="keras.distillation ships with Keras >= 3.12",
+)
+
+
+@NEEDS_KERAS_DISTILLATION
 def test_keras_builtin_distiller_accepts_our_losses():
     teacher, student = _pair()
     ours = losses.CosineSimilarityDistillation(temperature=2.0)
@@ -405,6 +426,7 @@ def test_keras_builtin_distiller_accepts_our_losses():
     assert np.isfinite(history.history["loss"][0])
     with pytest.raises(ValueError, match="labels"):
         keras.distillation.Distiller(
-            teacher=teacher, student=student,
+            teacher=teacher,
+            student=student,
             distillation_losses=losses.DecoupledKDDistillation(),
         )

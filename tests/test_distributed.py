@@ -32,6 +32,7 @@ BACKEND = keras.backend.backend()
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
 # float32 training of a few steps, reductions reordered across devices.
 RTOL, ATOL = 1e-4, 1e-5
+pytestmark = pytest.mark.slow  # multi-device training in subprocesses
 
 
 def _run_worker(mode, tmp_path):
@@ -57,7 +58,9 @@ def _cases(results):
 
 
 def _assert_same_training(results, case):
-    single = {k.split("/single/", 1)[1]: v for k, v in results.items() if k.startswith(f"{case}/single/")}
+    single = {
+        k.split("/single/", 1)[1]: v for k, v in results.items() if k.startswith(f"{case}/single/")
+    }
     distributed = {
         k.split("/distributed/", 1)[1]: v
         for k, v in results.items()

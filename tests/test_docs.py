@@ -15,10 +15,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("mkdocs") is None,
-    reason="mkdocs is not installed (pip install 'keras-cskd[docs]' to build the docs)",
-)
+pytestmark = [
+    pytest.mark.backend_independent,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("mkdocs") is None,
+        reason="mkdocs is not installed (pip install 'keras-cskd[docs]' to build the docs)",
+    ),
+]
 
 
 def test_mkdocs_build_strict(tmp_path):

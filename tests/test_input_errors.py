@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from conftest import LOSS_CASES
 
+from conftest import LOSS_CASES
 from keras_cskd import losses
 from keras_cskd import ops as kd_ops
 from keras_cskd.layers import CosineSimilarityWeightedTemperature
@@ -205,3 +205,29 @@ def test_valid_inputs_do_not_raise(entry):
     t, s = _logits((7, 3))
     fn(t, s)
     fn(np.abs(t) / 10.0, np.abs(s) / 10.0)
+
+
+@pytest.mark.parametrize("name", ["dkd_tau4", "dkd_tau2_weighted"])
+def test_dkd_refuses_soft_labels(name):
+    """DKD is defined on hard labels: smoothed one-hot rows would give a
+    different loss silently; exact one-hot rows are accepted."""
+    case = next(c for c in LOSS_CASES if c.name == name)
+    t, s = _logits((7, 3))
+    one_hot = np.eye(3, dtype="float32")[LABELS]
+    case.make()(t, s, labels=one_hot)
+    with pytest.raises(ValueError, match=r"needs hard labels.*7 row\(s\).*soft"):
+        case.make()(t, s, labels=0.9 * one_hot + 0.1 / 3)
+    mixed = one_hot.copy()
+    mixed[2] = [0.5, 0.5, 0.0]
+    with pytest.raises(ValueError, match=r"1 row\(s\)"):
+        case.make()(keras.ops.convert_to_tensor(t), s, labels=keras.ops.convert_to_tensor(mixed))
+
+
+def test_distiller_refuses_a_per_sample_reduction():
+    from keras_cskd import Distiller
+
+    def model():
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+
+    with pytest.raises(ValueError, match=r"reduction='none'.*scalar"):
+        Distiller(model(), model(), losses.KLDivergenceDistillation(reduction="none"))

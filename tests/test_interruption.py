@@ -39,6 +39,7 @@ SAVE_FREQ = 4
 # Global step 17 is batch 6 of epoch 1 (10 batches per epoch); the last
 # backup before it is the one after step 16 (epoch 1, batch index 5).
 KILL_AT = 17
+pytestmark = pytest.mark.slow  # subprocess training runs
 
 
 @pytest.fixture(scope="module")

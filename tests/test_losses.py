@@ -5,6 +5,7 @@ and scales, with and without `sample_weight`."""
 import numpy as np
 import pytest
 import reference
+
 from conftest import (
     LOSS_CASE_IDS,
     LOSS_CASES,
@@ -12,7 +13,6 @@ from conftest import (
     random_logits,
     to_numpy,
 )
-
 from keras_cskd import losses
 from keras_cskd import ops as kd_ops
 from keras_cskd.layers import CosineSimilarityWeightedTemperature
@@ -98,6 +98,82 @@ def test_per_sample_losses_reduce_as_sum_over_batch_size(case):
     once = to_numpy(case(loss, t, s, labels=labels, sample_weight=weights))
     twice = to_numpy(case(loss, t, s, labels=labels, sample_weight=2.0 * weights))
     np.testing.assert_allclose(twice, 2.0 * once, rtol=1e-6, atol=1e-7 * case.scale)
+
+
+def _per_sample_reference(case, t, s, labels):
+    """The reference loss of each sample alone (a batch of one), float64."""
+    t64, s64 = t.astype("float64"), s.astype("float64")
+    return np.array(
+        [case.ref(t64[i : i + 1], s64[i : i + 1], labels[i : i + 1], None) for i in range(len(t))]
+    )
+
+
+PER_SAMPLE_CASES = [c for c in LOSS_CASES if not c.batchwise]
+
+
+@pytest.mark.parametrize("case", PER_SAMPLE_CASES, ids=lambda c: c.name)
+def test_per_sample_losses_follow_keras_reduction(case):
+    """Keras' `Loss` contract: `reduction="none"` gives one value per sample,
+    `"sum"` their (weighted) sum, `"mean_with_sample_weight"` divides by the
+    weights' sum; each against the float64 reference of every sample alone."""
+    t, s, labels, weights = _inputs((7, 3), 3.0, True, seed=5)
+    expected = _per_sample_reference(case, t, s, labels)
+    config = case.make().get_config()
+    assert config["reduction"] == "sum_over_batch_size"
+
+    def make(reduction):
+        return type(case.make()).from_config({**config, "reduction": reduction})
+
+    tol = {"rtol": RTOL, "atol": 1e-6 * case.scale}
+    per_sample = to_numpy(case(make("none"), t, s, labels=labels))
+    assert per_sample.shape == (7,)
+    np.testing.assert_allclose(per_sample, expected, **tol)
+    weighted = to_numpy(case(make("none"), t, s, labels=labels, sample_weight=weights))
+    np.testing.assert_allclose(weighted, weights * expected, **tol)
+    total = to_numpy(case(make("sum"), t, s, labels=labels, sample_weight=weights))
+    np.testing.assert_allclose(total, np.sum(weights * expected), **tol)
+    mean_w = to_numpy(
+        case(make("mean_with_sample_weight"), t, s, labels=labels, sample_weight=weights)
+    )
+    np.testing.assert_allclose(mean_w, np.sum(weights * expected) / np.sum(weights), **tol)
+
+
+@pytest.mark.parametrize("case", [c for c in LOSS_CASES if c.batchwise], ids=lambda c: c.name)
+def test_batchwise_losses_reduce_themselves(case):
+    """CSKD, STKD and DIST compare each class across the batch: there is no
+    per-sample value, so they take no `reduction` and return a scalar."""
+    loss = case.make()
+    assert loss.batchwise and "reduction" not in loss.get_config()
+    t, s, labels, _ = _inputs((7, 3), 3.0, False, seed=6)
+    assert to_numpy(case(loss, t, s, labels=labels)).shape == ()
+    with pytest.raises(TypeError):
+        type(loss)(reduction="none")
+
+
+def test_registry_is_shared_by_get_and_the_cli():
+    from keras_cskd import cli
+
+    assert losses.METHODS is losses.METHODS  # one module-level registry
+    assert list(cli.METHOD_LABELS) == ["ce", *losses.METHODS]
+    for name, method in losses.METHODS.items():
+        built = losses.get(name)
+        assert type(built) is method.loss_class
+        assert cli.METHOD_LABELS[name] == method.label
+        assert method.fixed_temperature == (
+            hasattr(built, "temperature") and getattr(built, "cswt", None) is None
+        )
+    assert losses.get("kd", temperature=2.0).temperature == 2.0
+    assert losses.get("CSKD+CSWT").cswt is not None
+    assert type(losses.get("kl")) is losses.KLDivergenceDistillation
+    with pytest.raises(ValueError, match="apply to a loss name only"):
+        losses.get(losses.get("kd"), temperature=2.0)
+
+
+def test_old_import_paths_still_work():
+    from keras_cskd import distiller, metrics
+
+    assert distiller.StudentCrossEntropy is losses.StudentCrossEntropy
+    assert distiller.ClassStatistics is metrics.ClassStatistics
 
 
 # ----------------------------------------------------------------------------

@@ -124,6 +124,7 @@ def test_fashion_mnist_shape_changes_only_stem_and_classifier(name, stem_stride)
     assert count == EXPECTED_PARAMS[name] - stem_saving - head_saving
 
 
+@pytest.mark.slow  # builds every zoo model
 def test_count_parameters_is_keras_count_minus_batchnorm_statistics(fresh_keras):
     model = models.resnet8(input_shape=(16, 16, 3), num_classes=10)
     bn_channels = sum(

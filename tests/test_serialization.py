@@ -324,6 +324,7 @@ def test_teacher_weights_stored_once(trained_bn_distiller, tmp_path):
     assert loaded.teacher.trainable is False
 
 
+@pytest.mark.slow
 def test_loads_in_a_fresh_process_after_import_keras_cskd(digits, tmp_path):
     """What a user does in a new session: import the package, load the
     file; no custom_objects, no access to keras_cskd.Distiller first."""
@@ -336,7 +337,8 @@ def test_loads_in_a_fresh_process_after_import_keras_cskd(digits, tmp_path):
         "import sys, numpy as np, keras, keras_cskd\n"
         f"model = keras.saving.load_model({str(path)!r})\n"
         "assert type(model).__name__ == 'Distiller', type(model)\n"
-        f"np.save({str(tmp_path / 'pred.npy')!r}, model.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0))\n"
+        f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+        f"np.save({str(tmp_path / 'pred.npy')!r}, model.predict(x, verbose=0))\n"
     )
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
