@@ -76,16 +76,29 @@ METHODS = {
         "live_teacher": True,
     },
     "dist": {"label": "DIST", "loss": ("dist", 4.0), "weights": (1.0, 2.0)},
-    "dkd": {"label": "DKD", "loss": ("dkd", 4.0, 1.0, 8.0), "weights": (1.0, 1.0), "warmup": 1 / 12},
+    "dkd": {
+        "label": "DKD",
+        "loss": ("dkd", 4.0, 1.0, 8.0),
+        "weights": (1.0, 1.0),
+        "warmup": 1 / 12,
+    },
     # At lr 0.05 these two diverged on MNIST's MLP student (MSE: NaN in the
     # first epoch; DKD: every ReLU dead); the same loss at a 5x smaller
     # learning rate, reported next to the diverged runs, never instead of them.
-    "mse_lr0.01": {"label": "Logit MSE (lr 0.01)", "loss": ("mse",), "weights": (0.0, 1.0), "lr": 0.01},
-    "dkd_lr0.01": {
-        "label": "DKD (lr 0.01)", "loss": ("dkd", 4.0, 1.0, 8.0), "weights": (1.0, 1.0),
-        "warmup": 1 / 12, "lr": 0.01,
+    "mse_lr0.01": {
+        "label": "Logit MSE (lr 0.01)",
+        "loss": ("mse",),
+        "weights": (0.0, 1.0),
+        "lr": 0.01,
     },
-}  # fmt: skip
+    "dkd_lr0.01": {
+        "label": "DKD (lr 0.01)",
+        "loss": ("dkd", 4.0, 1.0, 8.0),
+        "weights": (1.0, 1.0),
+        "warmup": 1 / 12,
+        "lr": 0.01,
+    },
+}
 # The CSKD study (`--methods study`): one setting changed at a time from
 # `cskd`, since CSKD is batch-wise (its columns have one entry per sample
 # of the batch), and KD at the same batch sizes for a fair comparison.
@@ -95,18 +108,30 @@ STUDY = {
     "cskd_w1": {"label": "study: CSKD weight 1", "loss": ("cskd", 4.0), "weights": (1.0, 1.0)},
     "cskd_w8": {"label": "study: CSKD weight 8", "loss": ("cskd", 4.0), "weights": (1.0, 8.0)},
     "cskd_b32": {
-        "label": "study: CSKD batch 32", "loss": ("cskd", 4.0), "weights": (1.0, 2.0), "batch_size": 32,
+        "label": "study: CSKD batch 32",
+        "loss": ("cskd", 4.0),
+        "weights": (1.0, 2.0),
+        "batch_size": 32,
     },
     "cskd_b512": {
-        "label": "study: CSKD batch 512", "loss": ("cskd", 4.0), "weights": (1.0, 2.0), "batch_size": 512,
+        "label": "study: CSKD batch 512",
+        "loss": ("cskd", 4.0),
+        "weights": (1.0, 2.0),
+        "batch_size": 512,
     },
     "kd_b32": {
-        "label": "study: KD batch 32", "loss": ("kd", 4.0), "weights": (0.1, 0.9), "batch_size": 32,
+        "label": "study: KD batch 32",
+        "loss": ("kd", 4.0),
+        "weights": (0.1, 0.9),
+        "batch_size": 32,
     },
     "kd_b512": {
-        "label": "study: KD batch 512", "loss": ("kd", 4.0), "weights": (0.1, 0.9), "batch_size": 512,
+        "label": "study: KD batch 512",
+        "loss": ("kd", 4.0),
+        "weights": (0.1, 0.9),
+        "batch_size": 512,
     },
-}  # fmt: skip
+}
 METHODS.update(STUDY)
 
 RECIPES = {
@@ -115,7 +140,12 @@ RECIPES = {
         "dataset": "mnist",
         "teacher": {
             "model": "mlp",
-            "kwargs": {"hidden": [1200, 1200], "dropout": 0.5, "input_dropout": 0.2, "max_norm": 4.0},
+            "kwargs": {
+                "hidden": [1200, 1200],
+                "dropout": 0.5,
+                "input_dropout": 0.2,
+                "max_norm": 4.0,
+            },
             "jitter": 2,
             "flip": False,
             "epochs": 30,
@@ -132,8 +162,17 @@ RECIPES = {
             "batch_size": 128,
         },
         "methods": [
-            "ce", "kd_t20", "kd", "mse", "cskd", "cskd_cswt", "cskd_cswt_class", "dist", "dkd",
-            "mse_lr0.01", "dkd_lr0.01",
+            "ce",
+            "kd_t20",
+            "kd",
+            "mse",
+            "cskd",
+            "cskd_cswt",
+            "cskd_cswt_class",
+            "dist",
+            "dkd",
+            "mse_lr0.01",
+            "dkd_lr0.01",
         ],  # fmt: skip
         "metric": "errors",
         "paper": {"teacher": 67, "ce": 146, "kd_t20": 74},
@@ -160,8 +199,17 @@ RECIPES = {
             "batch_size": 128,
         },
         "methods": [
-            "ce", "kd", "mse", "cskd", "cskd_cswt", "cskd_cswt_class", "dist", "dkd", "stkd",
-            "mse_lr0.01", "dkd_lr0.01",
+            "ce",
+            "kd",
+            "mse",
+            "cskd",
+            "cskd_cswt",
+            "cskd_cswt_class",
+            "dist",
+            "dkd",
+            "stkd",
+            "mse_lr0.01",
+            "dkd_lr0.01",
         ],  # fmt: skip
         "metric": "accuracy",
         "paper": {},
@@ -360,7 +408,8 @@ def get_teacher(recipe, backend, cache, data, log):
     log(f"training teacher {key} ({spec['epochs']} epochs)")
     add_weight_decay(teacher, spec["weight_decay"])
     trainer = keras.Sequential(
-        [keras.Input(x.shape[1:]), *augmentation(spec, spec["seed"]), teacher], name="teacher_training"
+        [keras.Input(x.shape[1:]), *augmentation(spec, spec["seed"]), teacher],
+        name="teacher_training",
     )
     steps = math.ceil(len(x) / spec["batch_size"])
     trainer.compile(
@@ -645,10 +694,11 @@ def table_markdown(table):
     n_test = len_test(table)
     first = next(iter(next(iter(runs.values())).values()))
     student = recipe["student"]
+    paper_note = f" — paper: {paper['teacher']} errors" if "teacher" in paper else ""
     lines.append(
         f"Teacher: {describe(recipe['teacher'])} "
         f"({teacher['parameters']:,} parameters), {100 * teacher['test_accuracy']:.2f} % "
-        f"({teacher['test_errors']} errors){' — paper: ' + str(paper['teacher']) + ' errors' if 'teacher' in paper else ''}. "
+        f"({teacher['test_errors']} errors){paper_note}. "
         f"Student: {describe(student)} ({first['student_parameters']:,} parameters), "
         f"{student['epochs']} epochs; "
         f"{n_test:,} test images; backend {table['recipe']['backend']}."
@@ -771,14 +821,17 @@ def plot_table(table, path):
                 for r in runs[method].values()
             ]
         )
-        bars.bar(i, values.mean(), yerr=values.std(ddof=1) if len(values) > 1 else 0,
-                 capsize=4, color="tab:gray" if method == "ce" else "tab:blue", alpha=0.8)  # fmt: skip
+        spread = values.std(ddof=1) if len(values) > 1 else 0
+        colour = "tab:gray" if method == "ce" else "tab:blue"
+        bars.bar(i, values.mean(), yerr=spread, capsize=4, color=colour, alpha=0.8)
         bars.plot(np.full(len(values), i), values, "k.", markersize=4)
         curve = np.array([r["test_accuracy"] for r in runs[method].values()]) * 100
         curves.plot(np.arange(1, curve.shape[1] + 1), curve.mean(0), label=method)
     teacher = table["teacher"]
     teacher_value = teacher["test_errors"] if errors else 100 * teacher["test_accuracy"]
-    bars.axhline(teacher_value, color="tab:red", linestyle="--", label=f"teacher ({teacher_value:.4g})")
+    bars.axhline(
+        teacher_value, color="tab:red", linestyle="--", label=f"teacher ({teacher_value:.4g})"
+    )
     if errors:
         bars.set_ylim(0, None)
         bars.set_ylabel(f"test errors out of {n_test:,} (lower is better)")
@@ -800,7 +853,10 @@ def plot_table(table, path):
     curves.set_ylabel("test accuracy % (mean over seeds)")
     curves.set_title("test accuracy per epoch")
     lows = [min(r["test_accuracy"][-1] for r in runs[m].values()) for m in order]
-    curves.set_ylim(100 * min(lows) - 2, 100 * max(max(r["test_accuracy"]) for m in order for r in runs[m].values()) + 0.3)
+    curves.set_ylim(
+        100 * min(lows) - 2,
+        100 * max(max(r["test_accuracy"]) for m in order for r in runs[m].values()) + 0.3,
+    )
     curves.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

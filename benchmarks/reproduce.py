@@ -142,7 +142,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--jax-cache",
         default=os.environ.get("KERAS_CSKD_JAX_CACHE"),
-        help="JAX persistent compilation cache folder (default: $KERAS_CSKD_JAX_CACHE or OUT/.jax_cache; 'none' to disable)",
+        help="JAX persistent compilation cache folder "
+        "(default: $KERAS_CSKD_JAX_CACHE or OUT/.jax_cache; 'none' to disable)",
     )
     parser.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
     parser.add_argument(
@@ -508,7 +509,8 @@ def plot_curves(path, args, teacher_record, records):
     axis.set_xlabel("epoch")
     axis.set_ylabel("test accuracy (%)")
     axis.set_title(
-        f"{args.dataset}: {args.teacher} -> {args.student} (mean ± std over {len(args.seeds)} seeds)"
+        f"{args.dataset}: {args.teacher} -> {args.student} "
+        f"(mean ± std over {len(args.seeds)} seeds)"
     )
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")

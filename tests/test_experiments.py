@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The runner's bookkeeping is plain Python around one fit; it runs once.
+pytestmark = pytest.mark.backend_independent
 
 
 def _load_runner():
@@ -44,6 +46,7 @@ def _run(tmp_path, capsys, methods="ce,kd", teacher_epochs=1, seeds=("0",)):
     return folder, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_runs_and_redoes_broken_ones(tmp_path, capsys):
     _needs_mnist()
     folder, out = _run(tmp_path, capsys)
@@ -67,6 +70,7 @@ def test_resume_skips_finished_runs_and_redoes_broken_ones(tmp_path, capsys):
     assert not list(folder.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_changed_teacher_settings_never_reuse_a_stale_teacher(tmp_path, capsys):
     _needs_mnist()
     first, out = _run(tmp_path, capsys, methods="ce")
@@ -76,7 +80,10 @@ def test_changed_teacher_settings_never_reuse_a_stale_teacher(tmp_path, capsys):
     assert first != second  # another table, another folder
     teachers = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert len(teachers) == 2
-    records = [json.loads((first / "teacher.json").read_text()), json.loads((second / "teacher.json").read_text())]
+    records = [
+        json.loads((first / "teacher.json").read_text()),
+        json.loads((second / "teacher.json").read_text()),
+    ]
     assert [r["settings"]["epochs"] for r in records] == [1, 2]
     assert len(records[1]["curve"]) == 2
 
@@ -119,11 +126,17 @@ def test_report_is_a_function_of_the_result_files(tmp_path):
     cskd = {0: 0.885, 1: 0.880, 2: 0.889}  # +0.5, -0.4, +0.7: noise
     results = tmp_path / "results"
     _fake_folder(results, {"ce": ce, "kd": kd, "cskd": cskd})
-    args = experiments.parse_args(["report", "--results", str(results), "--out", str(tmp_path / "docs")])
+    args = experiments.parse_args(
+        ["report", "--results", str(results), "--out", str(tmp_path / "docs")]
+    )
     text = experiments.report(args)
     assert experiments.report(args) == text  # nothing but the files goes in
 
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line
+        for line in text.splitlines()
+        if line.startswith("| ")
+    }
     mean = np.mean([88.0, 88.4, 88.2])
     std = np.std([88.0, 88.4, 88.2], ddof=1)
     assert f"{mean:.2f} ± {std:.2f}" in rows["CE (student alone)"]
@@ -138,7 +151,9 @@ def test_report_is_a_function_of_the_result_files(tmp_path):
 
     # In a page with the markers, only the text between them is replaced.
     page = tmp_path / "docs" / "results.md"
-    page.write_text(f"# Results\nprose before\n{experiments.START}\nold table\n{experiments.END}\nprose after\n")
+    page.write_text(
+        f"# Results\nprose before\n{experiments.START}\nold table\n{experiments.END}\nprose after\n"
+    )
     experiments.report(args)
     written = page.read_text()
     assert written.startswith("# Results\nprose before\n") and written.endswith("prose after\n")
