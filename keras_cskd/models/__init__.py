@@ -94,5 +94,15 @@ def get(name, **kwargs):
     return MODELS[key](**kwargs)
 
 
-__all__ = ["MODELS", "get", "count_parameters", "conv_net", "mlp", "small_cnn", "resnet", "wide_resnet", "vgg"]
+__all__ = [
+    "MODELS",
+    "get",
+    "count_parameters",
+    "conv_net",
+    "mlp",
+    "small_cnn",
+    "resnet",
+    "wide_resnet",
+    "vgg",
+]
 __all__ += sorted(MODELS)
