@@ -1,4 +1,10 @@
-"""The `keras-cskd` command line, run as a user would (subprocesses)."""
+"""The `keras-cskd` command line, run as a user would (subprocesses).
+
+The command line's own logic (argument checks, teacher reuse, the table and
+its verdict, the output) does not depend on the backend: those tests run
+once, under KERAS_BACKEND=jax (`once`). The short main job runs under every
+backend, as a smoke test that the whole command works there.
+"""
 
 import json
 import os
@@ -16,6 +22,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = keras.backend.backend()
+once = pytest.mark.skipif(
+    BACKEND != "jax", reason="backend-independent command-line logic: run once, under JAX"
+)
 
 
 def _env():
@@ -46,15 +55,25 @@ def _mlp(input_shape, classes, softmax=False):
 
 def test_main_job_short(tmp_path):
     result = _run(
-        ["distill", "--epochs", "2", "--teacher-epochs", "2", "--method", "kd,cskd_cswt",
-         "--quiet", "--out", str(tmp_path / "out")],
+        ["distill", "--epochs", "2", "--teacher-epochs", "2", "--seeds", "2",
+         "--method", "kd,cskd_cswt", "--quiet", "--out", str(tmp_path / "out")],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["method"] for r in summary["results"]] == ["ce", "kd", "cskd_cswt"]
     assert summary["backend"] == BACKEND
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in summary["results"])
+    assert summary["seeds"] == 2 and summary["labels"] == 50
+    for row in summary["results"]:
+        assert len(row["accuracies"]) == 2
+        assert all(0.0 <= a <= 1.0 for a in row["accuracies"])
+        np.testing.assert_allclose(row["accuracy"], np.mean(row["accuracies"]))
+        np.testing.assert_allclose(row["std"], np.std(row["accuracies"], ddof=1))
+    ce = np.asarray(summary["results"][0]["accuracies"])
+    for row in summary["results"][1:]:
+        differences = np.asarray(row["accuracies"]) - ce
+        np.testing.assert_allclose(row["difference"], differences.mean(), atol=1e-12)
+        np.testing.assert_allclose(row["difference_std"], differences.std(ddof=1), atol=1e-12)
     assert "| CSKD + CSWT |" in result.stdout
     assert (tmp_path / "out" / "results.png").stat().st_size > 1000
     student = keras.saving.load_model(tmp_path / "out" / "student.keras")
@@ -70,18 +89,35 @@ def _readme_main_job():
     return shlex.split(main_job.strip())
 
 
+@once
 def test_readme_quick_start_main_job_verbatim(tmp_path):
-    """The README's main job as written (installation is CI's job)."""
+    """The README's main job as written (installation is CI's job): one
+    progress bar per model plus the table, and distillation visibly helps."""
     command = _readme_main_job()
     assert command[0] == "keras-cskd"
     result = _run(command[1:], cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "cskd-out" / "student.keras").exists()
     summary = json.loads((tmp_path / "cskd-out" / "results.json").read_text())
-    assert [r["method"] for r in summary["results"]] == ["ce", "kd", "mse", "cskd", "cskd_cswt"]
+    methods = ["ce", "kd", "mse", "cskd", "cskd_cswt"]
+    assert [r["method"] for r in summary["results"]] == methods
     assert summary["teacher_accuracy"] > 0.9
+    assert summary["seeds"] >= 3 and all(len(r["accuracies"]) == summary["seeds"] for r in summary["results"])
+    # What the main job is for: with 50 labels, a distilled student beats
+    # CE only by more than the seed-to-seed noise (2 standard errors).
+    ce = np.asarray(summary["results"][0]["accuracies"])
+    gains = [np.asarray(r["accuracies"]) - ce for r in summary["results"][1:]]
+    assert any(g.mean() > 2 * g.std(ddof=1) / np.sqrt(len(g)) for g in gains), gains
+    assert "Better than CE only beyond seed noise:" in result.stdout
+    # Output: a line per model title, one progress bar per model (teacher +
+    # 5 students), the table and its conclusion -- not per-epoch logs.
+    lines = result.stdout.split("\n")  # a progress bar redraws itself with \r
+    assert sum("━" in line for line in lines) == 1 + len(methods), result.stdout[-3000:]
+    assert len(lines) < 40, result.stdout[-3000:]
+    assert "| CE only |" in result.stdout and "± " in result.stdout
 
 
+@once
 def test_user_models_and_npz_data(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((120, 6)).astype("float32")
@@ -116,6 +152,7 @@ def bad_models(tmp_path_factory):
     }
 
 
+@once
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -127,6 +164,24 @@ def bad_models(tmp_path_factory):
         (["--data", "nowhere.npz"], "no such file"),
         (["--method", "kd,bogus"], "unknown method"),
         (["--batch-size", "1"], "at least 2"),
+        (["--batch-size", "0"], "--batch-size must be at least 2"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--epochs", "-3"], "--epochs must be at least 1, got -3"),
+        (["--teacher-epochs", "0"], "--teacher-epochs must be at least 1"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--seed", "-1"], "--seed must be 0 or more"),
+        (["--temperature", "0"], "--temperature must be positive"),
+        (["--temperature", "nan"], "--temperature must be positive, got nan"),
+        (["--temperature", "inf"], "--temperature must be positive, got inf"),
+        (["--learning-rate", "-0.1"], "--learning-rate must be positive"),
+        (["--label-noise", "1"], "--label-noise must be in [0, 1), got 1"),
+        (["--label-noise", "-0.1"], "--label-noise must be in [0, 1)"),
+        (["--limit", "0"], "--limit must be at least 2"),
+        (["--labels", "0"], "--labels must be at least 1"),
+        (["--labels", "5"], "fewer than the 10 classes"),
+        (["--labels", "100000"], "more than the 1348 training samples"),
+        (["--image-size", "0"], "--image-size must be at least 1"),
+        (["--method", "dkd"], "dkd needs the label of every training sample"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, bad_models, args, message):
@@ -157,3 +212,98 @@ def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
     assert "Traceback" not in stderr
     model = keras.saving.load_model(checkpoint)
     assert model.output_shape == (None, 10)
+
+
+@once
+def test_help_shows_the_defaults():
+    result = _run(["distill", "--help"], cwd=ROOT)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    for expected in (
+        "(default: 64)",  # --batch-size
+        "(default: 4.0)",  # --temperature
+        "(default: cskd-out)",  # --out
+        "(default: kd,mse,cskd,cskd_cswt)",  # --method
+        "(default: 15 on digits, 10 otherwise)",  # --epochs
+        "(default: 5 on digits, 1 otherwise)",  # --seeds
+        "(default: 50 on digits, all otherwise)",  # --labels
+    ):
+        assert expected in text, expected
+    assert "(default: None)" not in text
+
+
+@once
+def test_teacher_is_reused_only_when_its_settings_match(tmp_path):
+    common = ["distill", "--method", "kd", "--epochs", "1", "--seeds", "1", "--quiet", "--out", "out"]
+    teacher = tmp_path / "out" / "teacher.keras"
+
+    first = _run([*common, "--teacher-epochs", "1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "training teacher\n" in first.stdout
+    trained = teacher.read_bytes()
+
+    same = _run([*common, "--teacher-epochs", "1"], cwd=tmp_path)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert f"reusing teacher {Path('out') / 'teacher.keras'}" in same.stdout
+    assert teacher.read_bytes() == trained  # not retrained
+
+    # Settings that only the students use do not retrain the teacher.
+    student_side = _run([*common, "--teacher-epochs", "1", "--temperature", "2"], cwd=tmp_path)
+    assert "reusing teacher" in student_side.stdout, student_side.stdout
+
+    for change, reason in (
+        (["--teacher-epochs", "2"], "epochs 1 -> 2"),
+        (["--teacher-epochs", "1", "--seed", "1"], "seed 0 -> 1"),
+        (["--teacher-epochs", "1", "--limit", "500"], "data_sha256"),
+    ):
+        changed = _run([*common, *change], cwd=tmp_path)
+        assert changed.returncode == 0, changed.stderr[-2000:]
+        assert "training teacher (settings changed:" in changed.stdout, changed.stdout
+        assert reason in changed.stdout, changed.stdout
+        assert teacher.read_bytes() != trained
+
+
+@once
+def test_best_can_be_ce_only_and_says_so(tmp_path):
+    """A teacher that always predicts class 0: distilling it only hurts, so
+    "best" is the CE-only student and no method beats it."""
+    inputs = keras.Input((8, 8, 1))
+    logits = keras.layers.Dense(
+        10,
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant([8.0] + [0.0] * 9),
+    )(keras.layers.Flatten()(inputs))
+    teacher = _save(keras.Model(inputs, logits), tmp_path / "zero.keras")
+    result = _run(
+        ["distill", "--teacher", teacher, "--method", "mse", "--epochs", "3", "--seeds", "2",
+         "--quiet", "--out", "out"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    ce, mse = summary["results"]
+    assert np.mean(ce["accuracies"]) > np.mean(mse["accuracies"])  # the premise
+    assert summary["best"] == "ce"
+    assert "best (highest mean): CE only" in result.stdout
+    assert "No method beats CE only beyond seed noise." in result.stdout
+
+
+@pytest.mark.parametrize(
+    "ce, other, beyond",
+    [
+        ([0.80, 0.82, 0.84], [0.90, 0.93, 0.93], True),  # +9.7 pt, std 1.5: clear
+        ([0.80, 0.82, 0.84], [0.81, 0.81, 0.85], False),  # +0.3 pt, std 1.2: noise
+        ([0.80, 0.82, 0.84], [0.70, 0.73, 0.72], True),  # clearly worse
+    ],
+)
+def test_seed_noise_rule(ce, other, beyond):
+    """Beyond noise = |mean paired difference| > 2 standard errors, checked
+    against the hand-computed values above."""
+    from keras_cskd.cli import _compare_with_ce
+
+    results = [{"method": "ce", "accuracies": ce}, {"method": "kd", "accuracies": other}]
+    _compare_with_ce(results)
+    differences = np.subtract(other, ce)
+    standard_error = differences.std(ddof=1) / np.sqrt(3)
+    assert (abs(differences.mean()) > 2 * standard_error) == beyond  # the hand labels
+    assert results[1]["beyond_noise"] is beyond
