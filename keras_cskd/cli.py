@@ -497,8 +497,8 @@ def run_distill(args):
     teacher_epochs = args.teacher_epochs or (MAIN_JOB["teacher_epochs"] if embedded else 10)
     seeds = args.seeds or (MAIN_JOB["seeds"] if embedded else 1)
     budget = args.labels or (MAIN_JOB["labels"] if embedded else None)
-    if budget is not None and budget >= len(y_train):
-        budget = None if args.labels is None else budget
+    if budget is not None and (budget == len(y_train) or (args.labels is None and budget > len(y_train))):
+        budget = None  # every training label
     learning_rate = args.learning_rate or 3e-3
     if budget is not None:
         _labelled_subset(y_train, budget, num_classes, np.random.default_rng(0))  # checks it
