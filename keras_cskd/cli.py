@@ -42,6 +42,7 @@ METHOD_LABELS = {
 MAIN_JOB = {"labels": 50, "seeds": 5, "epochs": 15, "teacher_epochs": 20}
 DEFAULT_TEACHER = {"hidden": [256], "dropout": 0.2}
 DEFAULT_STUDENT = {"hidden": [32]}
+TEACHER_LEARNING_RATE = 1e-3
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -409,6 +410,7 @@ def _teacher_settings(args, name, x_train, y_train, teacher_epochs):
         "epochs": teacher_epochs,
         "batch_size": args.batch_size,
         "architecture": DEFAULT_TEACHER,
+        "learning_rate": TEACHER_LEARNING_RATE,
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
     }
@@ -542,7 +544,7 @@ def run_distill(args):
         else:
             teacher = _default_teacher(input_shape, num_classes, args.seed)
             _check_pair(teacher, student_factory, input_shape, num_classes)
-            teacher.compile(keras.optimizers.Adam(1e-3), ce_loss)
+            teacher.compile(keras.optimizers.Adam(TEACHER_LEARNING_RATE), ce_loss)
             bar = _progress_bar(
                 args,
                 f"teacher ({teacher.count_params():,} parameters, {teacher_epochs} epochs)",
@@ -587,8 +589,8 @@ def run_distill(args):
         runs.append((seed, labels, labelled))
     if budget is not None:
         print(
-            f"students: {len(x_train)} training images, {budget} of them labelled "
-            f"(the teacher was trained on all {len(x_train)} labels)"
+            f"students: {len(x_train)} training images, {budget} of them labelled"
+            + ("" if args.teacher else f" (the teacher was trained on all {len(x_train)} labels)")
         )
     if args.label_noise:
         print(f"label noise: {args.label_noise:.0%} of the students' training labels randomised")
