@@ -784,6 +784,17 @@ def _plot(results, teacher_accuracy, seeds, path):
     except ImportError:
         print("(matplotlib is not installed: no plot; pip install 'keras-cskd[plot]')")
         return None
+    figure = _figure(results, teacher_accuracy, seeds)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return str(path)
+
+
+def _figure(results, teacher_accuracy, seeds):
+    """Accuracies (mean ± std, dots = seeds, the teacher's line) on a 0-100
+    axis, and the paired differences with CE only."""
+    import matplotlib.pyplot as plt
+
     names = [METHOD_LABELS[r["method"]] for r in results]
     positions = np.arange(len(results))
     figure, (bars, deltas) = plt.subplots(1, 2, figsize=(11, 0.5 * len(results) + 2.2), constrained_layout=True)
@@ -813,9 +824,7 @@ def _plot(results, teacher_accuracy, seeds, path):
         deltas.set_xlabel("paired difference with CE only (pt), mean ± std")
         deltas.set_title("green: beyond seed noise")
         deltas.legend(loc="lower right", fontsize=8)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return str(path)
+    return figure
 
 
 if __name__ == "__main__":

@@ -307,3 +307,39 @@ def test_seed_noise_rule(ce, other, beyond):
     standard_error = differences.std(ddof=1) / np.sqrt(3)
     assert (abs(differences.mean()) > 2 * standard_error) == beyond  # the hand labels
     assert results[1]["beyond_noise"] is beyond
+
+
+@once
+def test_plot_has_error_bars_an_axis_from_zero_and_a_labelled_teacher():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from keras_cskd.cli import _compare_with_ce, _figure
+
+    results = [
+        {"method": "ce", "accuracies": [0.84, 0.86, 0.85]},
+        {"method": "kd", "accuracies": [0.93, 0.95, 0.94]},
+    ]
+    for row in results:
+        row["accuracy"] = float(np.mean(row["accuracies"]))
+        row["std"] = float(np.std(row["accuracies"], ddof=1))
+    _compare_with_ce(results)
+    figure = _figure(results, 0.97, seeds=3)
+    try:
+        accuracies, differences = figure.axes
+        assert accuracies.get_xlim() == (0.0, 100.0)
+        from matplotlib.container import ErrorbarContainer
+
+        errorbars = [c for c in accuracies.containers if isinstance(c, ErrorbarContainer)]
+        assert len(errorbars) == 1
+        # The error bars span mean ± std, in percent.
+        segments = errorbars[0].lines[2][0].get_segments()
+        np.testing.assert_allclose(
+            [sorted(s[:, 0]) for s in segments],
+            [[85.0 - 1.0, 85.0 + 1.0], [94.0 - 1.0, 94.0 + 1.0]],
+        )
+        labels = [text.get_text() for text in accuracies.get_legend().get_texts()]
+        assert labels == ["teacher (97.0 %)"]
+        assert differences.get_xlim()[0] <= 0.0 <= differences.get_xlim()[1]
+    finally:
+        plt.close(figure)
