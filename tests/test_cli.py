@@ -34,10 +34,14 @@ def _env():
 
 
 def _run(args, cwd, timeout=600):
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "keras_cskd", *args],
-        cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=_env(), capture_output=True, timeout=timeout,
     )
+    # Decoded by hand: text=True would turn the progress bars' "\r" into "\n".
+    result.stdout = result.stdout.decode("utf-8", "replace")
+    result.stderr = result.stderr.decode("utf-8", "replace")
+    return result
 
 
 def _save(model, path):
@@ -111,7 +115,7 @@ def test_readme_quick_start_main_job_verbatim(tmp_path):
     assert "Better than CE only beyond seed noise:" in result.stdout
     # Output: a line per model title, one progress bar per model (teacher +
     # 5 students), the table and its conclusion -- not per-epoch logs.
-    lines = result.stdout.split("\n")  # a progress bar redraws itself with \r
+    lines = result.stdout.split("\n")  # a progress bar redraws its line with "\r"
     assert sum("━" in line for line in lines) == 1 + len(methods), result.stdout[-3000:]
     assert len(lines) < 40, result.stdout[-3000:]
     assert "| CE only |" in result.stdout and "± " in result.stdout
