@@ -347,3 +347,23 @@ def test_plot_has_error_bars_an_axis_from_zero_and_a_labelled_teacher():
         assert differences.get_xlim()[0] <= 0.0 <= differences.get_xlim()[1]
     finally:
         plt.close(figure)
+
+
+@once
+def test_labelled_cross_entropy_averages_over_labelled_samples_only():
+    """The students' supervised loss with --labels: label -1 = unlabelled;
+    Keras' mean over the batch of the returned values must equal the NumPy
+    cross-entropy averaged over the labelled samples."""
+    from keras_cskd.cli import _labelled_cross_entropy
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4)).astype("float32")
+    labels = np.array([2, -1, 0, -1, -1, 3])
+    # Keras' reduction of a function loss: the mean of its values over the batch.
+    value = float(np.mean(keras.ops.convert_to_numpy(_labelled_cross_entropy(labels, logits))))
+    z = logits.astype("float64")
+    log_p = z - z.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    labelled = labels >= 0
+    expected = -np.mean(log_p[labelled, labels[labelled]])
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
