@@ -194,8 +194,6 @@ def main(argv=None):
             return subprocess.call(command, env=env)
         if backend in ("tensorflow",):
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if backend == "jax":
-            _share_jax_compilations()
         return run_distill(args)
     except KeyboardInterrupt:
         print("keras-cskd: interrupted", file=sys.stderr)
@@ -203,26 +201,6 @@ def main(argv=None):
     except UsageError as error:
         print(f"keras-cskd: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-
-def _share_jax_compilations():
-    """Every seed's student has the same training step: with JAX's
-    compilation cache (a temporary folder, removed at exit) XLA compiles it
-    once per method instead of once per model -- about half of the main
-    job's CPU time. A cache the user configured is left alone."""
-    import atexit
-    import shutil
-    import tempfile
-
-    import jax
-
-    if jax.config.jax_compilation_cache_dir:
-        return
-    folder = tempfile.mkdtemp(prefix="keras-cskd-xla-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 # --------------------------------------------------------------------- data
