@@ -14,16 +14,27 @@ checkpoint and says where it is.
 import argparse
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from keras_cskd.losses import METHODS
 
 DEFAULT_METHODS = ("kd", "mse", "cskd", "cskd_cswt")
 METHOD_LABELS = {"ce": "CE only", **{name: method.label for name, method in METHODS.items()}}
+# The main job (`keras-cskd distill`, embedded digits): a teacher trained on
+# every label, students that get the images but only 50 labels (5 per class)
+# -- Hinton et al.'s point that soft targets let a student learn from far
+# fewer labels -- repeated over 5 seeds to show the spread.
+MAIN_JOB = {"labels": 50, "seeds": 5, "epochs": 15, "teacher_epochs": 20}
+DEFAULT_TEACHER = {"hidden": [256], "dropout": 0.2}
+DEFAULT_STUDENT = {"hidden": [32]}
+TEACHER_LEARNING_RATE = 1e-3
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -41,21 +52,36 @@ class UsageError(Exception):
     ...     )
     ... except UsageError as error:
     ...     print(f"keras-cskd: error: {error}")
-    keras-cskd: error: --temperature must be positive
+    keras-cskd: error: --temperature must be positive, got 0
     """
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: ...)" except where the default depends on the data
+    (None), which the help text then spells out."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _parser():
     parser = argparse.ArgumentParser(
         prog="keras-cskd",
         description="Knowledge distillation for Keras 3 (CSKD, CSWT, KD, MSE, ...).",
+        formatter_class=_HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command")
+    main_job = MAIN_JOB
     distill = commands.add_parser(
         "distill",
         help="distil a teacher into a student and compare methods",
-        description="Trains/loads a teacher, distils students with each method, "
-        "prints a table and writes a plot and the students.",
+        description="Trains/loads a teacher, distils students with each method over "
+        "several seeds, prints a table (mean ± std, paired differences with CE only) "
+        "and writes a plot and the students. With no arguments: the main job on the "
+        f"embedded digits, students with {main_job['labels']} labels, {main_job['seeds']} seeds.",
+        formatter_class=_HelpFormatter,
     )
     source = distill.add_mutually_exclusive_group()
     source.add_argument(
@@ -67,23 +93,66 @@ def _parser():
         "--dataset",
         choices=("digits", "mnist", "fashion_mnist", "cifar10", "cifar100"),
         default=None,
-        help="a named data set (digits is embedded; the others come through "
+        help="a named data set (default: digits, embedded; the others come through "
         "keras.datasets, or the local IDX files for mnist/fashion_mnist)",
     )
-    distill.add_argument("--teacher", help="teacher: a .keras file or module:function")
-    distill.add_argument("--student", help="student: a .keras file or module:function")
+    distill.add_argument(
+        "--teacher",
+        help="teacher: a .keras file or module:function "
+        "(default: an MLP trained here, reused from --out when its settings match)",
+    )
+    distill.add_argument(
+        "--student",
+        help="student: a .keras file or module:function "
+        f"(default: an MLP with hidden layers {DEFAULT_STUDENT['hidden']})",
+    )
     distill.add_argument(
         "--method",
         default=",".join(DEFAULT_METHODS),
-        help=f"comma-separated methods from {sorted(set(METHOD_LABELS) - {'ce'})} "
-        f"(default {','.join(DEFAULT_METHODS)}); CE-only is always run as the baseline",
+        help=f"comma-separated methods from {sorted(set(METHOD_LABELS) - {'ce'})}; "
+        "CE-only is always run as the baseline",
     )
-    distill.add_argument("--epochs", type=int, default=None, help="student epochs")
-    distill.add_argument("--teacher-epochs", type=int, default=None)
-    distill.add_argument("--batch-size", type=int, default=64)
-    distill.add_argument("--learning-rate", type=float, default=None)
-    distill.add_argument("--temperature", type=float, default=4.0)
-    distill.add_argument("--seed", type=int, default=0)
+    distill.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"student epochs (default: {main_job['epochs']} on digits, 10 otherwise)",
+    )
+    distill.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=None,
+        help=f"teacher epochs (default: {main_job['teacher_epochs']} on digits, 10 otherwise)",
+    )
+    distill.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="train every student with this many seeds (--seed, --seed+1, ...) "
+        f"to measure the spread (default: {main_job['seeds']} on digits, 1 otherwise)",
+    )
+    distill.add_argument(
+        "--labels",
+        type=int,
+        default=None,
+        help="give the students only this many labelled training samples "
+        "(balanced over classes); the distillation methods still see every "
+        "training image through the teacher "
+        f"(default: {main_job['labels']} on digits, all otherwise)",
+    )
+    distill.add_argument("--batch-size", type=int, default=64, help="batch size (at least 2)")
+    distill.add_argument(
+        "--learning-rate", type=float, default=3e-3, help="Adam learning rate of the students"
+    )
+    distill.add_argument(
+        "--temperature",
+        type=float,
+        default=4.0,
+        help="softmax temperature of the fixed-temperature losses",
+    )
+    distill.add_argument(
+        "--seed", type=int, default=0, help="first seed (teacher, data split, students)"
+    )
     distill.add_argument("--limit", type=int, default=None, help="use the first N samples")
     distill.add_argument(
         "--label-noise",
@@ -93,7 +162,7 @@ def _parser():
         "ones (the teacher keeps the clean labels): Kim et al.'s label-noise setting",
     )
     distill.add_argument("--image-size", type=int, default=32, help="for image folders")
-    distill.add_argument("--out", default="cskd-out", help="output folder (default cskd-out)")
+    distill.add_argument("--out", default="cskd-out", help="output folder")
     distill.add_argument(
         "--backend",
         choices=("jax", "tensorflow", "torch"),
@@ -232,18 +301,25 @@ def _load_model(spec, role):
     raise UsageError(f"--{role} {spec}: expected a .keras file or module:function")
 
 
-def _default_models(input_shape, num_classes, seed):
+def _default_teacher(input_shape, num_classes, seed):
     import keras
 
     from keras_cskd.models import mlp
 
     keras.utils.set_random_seed(seed)
-    teacher = mlp(input_shape, num_classes, hidden=(512, 256), dropout=0.2, name="teacher")
+    return mlp(
+        input_shape,
+        num_classes,
+        hidden=tuple(DEFAULT_TEACHER["hidden"]),
+        dropout=DEFAULT_TEACHER["dropout"],
+        name="teacher",
+    )
 
-    def student():
-        return mlp(input_shape, num_classes, hidden=(16,), name="student")
 
-    return teacher, student
+def _default_student(input_shape, num_classes):
+    from keras_cskd.models import mlp
+
+    return mlp(input_shape, num_classes, hidden=tuple(DEFAULT_STUDENT["hidden"]), name="student")
 
 
 def _check_pair(teacher, student_factory, input_shape, num_classes):
@@ -269,6 +345,139 @@ def _check_pair(teacher, student_factory, input_shape, num_classes):
 
 
 # -------------------------------------------------------------------- train
+def _check_numbers(args):
+    """Refuses impossible numbers before any work is done (exit 2)."""
+    rules = (
+        ("epochs", "--epochs", lambda v: v >= 1, "at least 1"),
+        ("teacher_epochs", "--teacher-epochs", lambda v: v >= 1, "at least 1"),
+        ("seeds", "--seeds", lambda v: v >= 1, "at least 1"),
+        ("seed", "--seed", lambda v: v >= 0, "0 or more"),
+        (
+            "batch_size",
+            "--batch-size",
+            lambda v: v >= 2,
+            "at least 2 (CSKD compares samples across a batch)",
+        ),
+        ("learning_rate", "--learning-rate", lambda v: v > 0, "positive"),
+        ("temperature", "--temperature", lambda v: v > 0, "positive"),
+        ("label_noise", "--label-noise", lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("limit", "--limit", lambda v: v >= 2, "at least 2"),
+        ("labels", "--labels", lambda v: v >= 1, "at least 1"),
+        ("image_size", "--image-size", lambda v: v >= 1, "at least 1"),
+    )
+    for attribute, flag, valid, wanted in rules:
+        value = getattr(args, attribute, None)
+        if value is not None and not (math.isfinite(value) and valid(value)):
+            raise UsageError(f"{flag} must be {wanted}, got {value:g}")
+
+
+def _labelled_subset(labels, budget, num_classes, rng):
+    """`budget` indices with every class as equally represented as it can be."""
+    if budget < num_classes:
+        raise UsageError(
+            f"--labels {budget} is fewer than the {num_classes} classes: give at "
+            "least one label per class"
+        )
+    if budget > len(labels):
+        raise UsageError(f"--labels {budget} is more than the {len(labels)} training samples")
+    order = rng.permutation(len(labels))
+    per_class = [order[labels[order] == c] for c in range(num_classes)]
+    chosen = [index for members in per_class for index in members[: budget // num_classes]]
+    rest = rng.permutation(np.setdiff1d(order, chosen))
+    return np.sort(np.concatenate([chosen, rest[: budget - len(chosen)]]).astype(int))
+
+
+def _labelled_cross_entropy(y_true, logits):
+    """Cross-entropy on the student's logits over the labelled samples of
+    the batch (label -1: unlabelled, distilled from the teacher only)."""
+    import keras
+    from keras import ops
+
+    y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+    labelled = ops.cast(y_true >= 0, "float32")
+    per_sample = keras.losses.sparse_categorical_crossentropy(
+        ops.maximum(y_true, 0), ops.cast(logits, "float32"), from_logits=True
+    )
+    # Keras averages the returned values over the batch: rescale so that
+    # the result is the mean over the labelled samples only.
+    batch = ops.cast(ops.shape(y_true)[0], "float32")
+    return labelled * per_sample * batch / ops.maximum(ops.sum(labelled), 1.0)
+
+
+def _teacher_settings(args, name, x_train, y_train, teacher_epochs):
+    """Everything that determines the default teacher, and its hash."""
+    import hashlib
+
+    import keras
+
+    data_hash = hashlib.sha256()
+    for array in (x_train, y_train):
+        data_hash.update(str((array.shape, array.dtype)).encode())
+        data_hash.update(np.ascontiguousarray(array).tobytes())
+    settings = {
+        "data": name,
+        "data_sha256": data_hash.hexdigest()[:16],
+        "seed": args.seed,
+        "epochs": teacher_epochs,
+        "batch_size": args.batch_size,
+        "architecture": DEFAULT_TEACHER,
+        "learning_rate": TEACHER_LEARNING_RATE,
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return settings, digest
+
+
+def _reusable_teacher(teacher_path, settings, digest):
+    """(True, why) when `teacher_path` was trained with these settings."""
+    record_path = teacher_path.with_suffix(".json")
+    if not teacher_path.exists():
+        return False, "training teacher"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return False, f"training teacher (no settings record next to {teacher_path})"
+    if record.get("settings_sha256") == digest:
+        return True, f"reusing teacher {teacher_path} (settings match, sha256 {digest})"
+    old = record.get("settings", {})
+    changed = [
+        f"{key} {old.get(key)!r} -> {value!r}"
+        for key, value in settings.items()
+        if old.get(key) != value
+    ]
+    return False, "training teacher (settings changed: " + (", ".join(changed) or "format") + ")"
+
+
+def _progress_bar(args, title, total):
+    """Keras' own progress bar, one per model, over its epochs (x seeds)."""
+    import keras
+
+    if args.quiet:
+        return []
+    print(title, flush=True)
+    bar = keras.utils.Progbar(total, unit_name="epoch", stateful_metrics=["loss"])
+    done = [0]
+
+    def advance(epoch, logs):
+        done[0] += 1
+        bar.update(done[0], values=[("loss", float((logs or {}).get("loss", float("nan"))))])
+
+    return [keras.callbacks.LambdaCallback(on_epoch_end=advance)]
+
+
+def _student_checkpoint(path, student):
+    """`AtomicCheckpoint` of the student alone (the model to keep; saving
+    the whole Distiller would also write the teacher every epoch)."""
+    from keras_cskd.callbacks import AtomicCheckpoint
+
+    class StudentCheckpoint(AtomicCheckpoint):
+        def set_model(self, model):
+            super().set_model(student)
+
+    return StudentCheckpoint(path)
+
+
 def run_distill(args):
     """Runs `keras-cskd distill` with parsed arguments; returns an exit code.
 
@@ -282,7 +491,7 @@ def run_distill(args):
     Traceback (most recent call last):
     ...
     keras_cskd.cli.UsageError: --batch-size must be at least 2 (CSKD compares samples across a
-    batch)
+    batch), got 1
     """
     started = time.perf_counter()
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
@@ -291,82 +500,96 @@ def run_distill(args):
         raise UsageError(
             f"unknown method(s) {unknown}; choose from {sorted(set(METHOD_LABELS) - {'ce'})}"
         )
-    if args.batch_size < 2:
-        raise UsageError("--batch-size must be at least 2 (CSKD compares samples across a batch)")
-    if args.temperature <= 0:
-        raise UsageError("--temperature must be positive")
-    if not 0.0 <= args.label_noise < 1.0:
-        raise UsageError("--label-noise must be in [0, 1)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_numbers(args)
 
     import keras
-    import numpy as np
 
     import keras_cskd
     from keras_cskd import losses, validation
-    from keras_cskd.callbacks import AtomicCheckpoint
 
     name, (x_train, y_train), (x_test, y_test) = _load_data(args)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     input_shape = x_train.shape[1:]
-    verbose = 0 if args.quiet else 2
     embedded = args.data is None and (args.dataset in (None, "digits"))
-    epochs = args.epochs or (40 if embedded else 10)
-    teacher_epochs = args.teacher_epochs or (40 if embedded else 10)
+    epochs = args.epochs or (MAIN_JOB["epochs"] if embedded else 10)
+    teacher_epochs = args.teacher_epochs or (MAIN_JOB["teacher_epochs"] if embedded else 10)
+    seeds = args.seeds or (MAIN_JOB["seeds"] if embedded else 1)
+    budget = args.labels or (MAIN_JOB["labels"] if embedded else None)
+    if budget is not None and (
+        budget == len(y_train) or (args.labels is None and budget > len(y_train))
+    ):
+        budget = None  # every training label
     learning_rate = args.learning_rate or 3e-3
+    if budget is not None:
+        _labelled_subset(y_train, budget, num_classes, np.random.default_rng(0))  # checks it
+    if budget is not None and "dkd" in methods:
+        raise UsageError(
+            "dkd needs the label of every training sample; with --labels the "
+            "students have labels for only some: drop dkd or --labels"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     print(
         f"keras-cskd {keras_cskd.__version__} | backend {keras.backend.backend()} | "
         f"data {name}: {len(x_train)} train / {len(x_test)} test, {input_shape}, "
         f"{num_classes} classes"
     )
 
-    default_teacher, default_student = _default_models(input_shape, num_classes, args.seed)
     template = _load_model(args.student, "student") if args.student else None
 
-    def student_factory():
-        """The same freshly initialised student for every method."""
-        keras.utils.set_random_seed(args.seed + 1)
+    def student_factory(seed=args.seed):
+        """The same freshly initialised student for every method (per seed)."""
+        keras.utils.set_random_seed(seed + 1)
         if template is None:
-            return default_student()
+            return _default_student(input_shape, num_classes)
         return keras.models.clone_model(template)
 
     ce_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    # Teacher: given, cached from an earlier run, or trained now.
+    # Teacher: given, reused from an earlier run with the same settings, or trained now.
     teacher_path = out / "teacher.keras"
     if args.teacher:
         teacher = _load_model(args.teacher, "teacher")
         _check_pair(teacher, student_factory, input_shape, num_classes)
         teacher_source = args.teacher
-    elif embedded and teacher_path.exists():
-        teacher = keras.saving.load_model(teacher_path, compile=False)
-        teacher_source = f"loaded {teacher_path}"
     else:
-        teacher = default_teacher
-        _check_pair(teacher, student_factory, input_shape, num_classes)
-        teacher.compile(keras.optimizers.Adam(1e-3), ce_loss, metrics=["accuracy"])
-        print(
-            f"training the teacher ({teacher.count_params():,} parameters, {teacher_epochs} epochs)"
-        )
-        try:
-            teacher.fit(
-                x_train,
-                y_train,
-                batch_size=args.batch_size,
-                epochs=teacher_epochs,
-                verbose=verbose,
-                shuffle=True,
+        settings, digest = _teacher_settings(args, name, x_train, y_train, teacher_epochs)
+        reuse, why = _reusable_teacher(teacher_path, settings, digest)
+        print(why)
+        if reuse:
+            teacher = keras.saving.load_model(teacher_path, compile=False)
+            teacher_source = f"reused {teacher_path}"
+        else:
+            teacher = _default_teacher(input_shape, num_classes, args.seed)
+            _check_pair(teacher, student_factory, input_shape, num_classes)
+            teacher.compile(keras.optimizers.Adam(TEACHER_LEARNING_RATE), ce_loss)
+            bar = _progress_bar(
+                args,
+                f"teacher ({teacher.count_params():,} parameters, {teacher_epochs} epochs)",
+                teacher_epochs,
             )
-        except KeyboardInterrupt:
-            teacher.save(out / "teacher.interrupted.keras")
-            print(
-                f"\ninterrupted: teacher saved to {out / 'teacher.interrupted.keras'}",
-                file=sys.stderr,
+            try:
+                teacher.fit(
+                    x_train,
+                    y_train,
+                    batch_size=args.batch_size,
+                    epochs=teacher_epochs,
+                    verbose=0,
+                    shuffle=True,
+                    callbacks=bar,
+                )
+            except KeyboardInterrupt:
+                teacher.save(out / "teacher.interrupted.keras")
+                print(
+                    f"\ninterrupted: teacher saved to {out / 'teacher.interrupted.keras'}",
+                    file=sys.stderr,
+                )
+                return EXIT_INTERRUPTED
+            teacher.save(teacher_path)
+            teacher_path.with_suffix(".json").write_text(
+                json.dumps({"settings": settings, "settings_sha256": digest}, indent=2)
             )
-            return EXIT_INTERRUPTED
-        teacher.save(teacher_path)
-        teacher_source = f"trained, saved to {teacher_path}"
+            teacher_source = f"trained, saved to {teacher_path}"
     teacher_accuracy = _accuracy(teacher, x_test, y_test)
     probe = np.asarray(teacher.predict(x_test[: min(len(x_test), 64)], verbose=0))
     if probe.ndim == 2 and validation.looks_like_probabilities(probe):
@@ -376,81 +599,132 @@ def run_distill(args):
         )
     print(f"teacher: {teacher_accuracy:.2%} test accuracy ({teacher_source})")
 
-    student_labels = y_train
+    # Per seed: the student's initialisation, its labelled subset (with
+    # --labels) and its label noise (with --label-noise) change.
+    runs = []
+    for k in range(seeds):
+        seed = args.seed + k
+        rng = np.random.default_rng(seed)
+        labels = y_train.copy()
+        labelled = np.arange(len(y_train))
+        if budget is not None:
+            labelled = _labelled_subset(y_train, budget, num_classes, rng)
+        if args.label_noise:
+            flip = labelled[rng.random(len(labelled)) < args.label_noise]
+            labels[flip] = rng.integers(0, num_classes, len(flip))
+        runs.append((seed, labels, labelled))
+    if budget is not None:
+        print(
+            f"students: {len(x_train)} training images, {budget} of them labelled"
+            + ("" if args.teacher else f" (the teacher was trained on all {len(x_train)} labels)")
+        )
     if args.label_noise:
-        rng = np.random.default_rng(args.seed)
-        flip = rng.random(len(y_train)) < args.label_noise
-        student_labels = y_train.copy()
-        student_labels[flip] = rng.integers(0, num_classes, int(flip.sum()))
-        print(f"label noise: {flip.mean():.0%} of the students' training labels randomised")
+        print(f"label noise: {args.label_noise:.0%} of the students' training labels randomised")
 
     results = []
-    histories = {}
     for method in ["ce", *methods]:
-        student = student_factory()
-        checkpoint = out / f"student_{method}.keras"
-        callbacks = [AtomicCheckpoint(out / f"checkpoint_{method}.keras")]
-        tic = time.perf_counter()
-        try:
-            if method == "ce":
-                model = student
-                model.compile(keras.optimizers.Adam(learning_rate), ce_loss, metrics=["accuracy"])
-            else:
-                fixed = losses.METHODS[method].fixed_temperature
-                loss = losses.get(method, **({"temperature": args.temperature} if fixed else {}))
-                model = keras_cskd.Distiller(student, teacher, loss, seed=args.seed)
-                model.compile(keras.optimizers.Adam(learning_rate), metrics=["accuracy"])
-            print(f"\n== {METHOD_LABELS[method]} ({student.count_params():,} student parameters)")
-            history = model.fit(
-                x_train,
-                student_labels,
-                batch_size=args.batch_size,
-                epochs=epochs,
-                validation_data=(x_test, y_test),
-                verbose=verbose,
-                callbacks=callbacks,
-            )
-        except KeyboardInterrupt:
-            print(
-                f"\ninterrupted during {method}: the last checkpoint (end of the "
-                f"last finished epoch) is {out / f'checkpoint_{method}.keras'}",
-                file=sys.stderr,
-            )
-            return EXIT_INTERRUPTED
-        seconds = time.perf_counter() - tic
-        student.save(checkpoint)
+        student = None
+        accuracies, seconds = [], 0.0
+        bar = _progress_bar(
+            args,
+            f"{METHOD_LABELS[method]} ({student_factory().count_params():,} student parameters"
+            + (f", {seeds} seeds)" if seeds > 1 else ")"),
+            epochs * seeds,
+        )
+        for seed, labels, labelled in runs:
+            student = student_factory(seed)
+            callbacks = [*bar, _student_checkpoint(out / f"checkpoint_{method}.keras", student)]
+            tic = time.perf_counter()
+            try:
+                if method == "ce":
+                    # Only the labelled samples, as many steps as the distillers.
+                    order = np.resize(
+                        np.random.default_rng(seed).permutation(labelled), len(y_train)
+                    )
+                    model, x_fit, y_fit = student, x_train[order], labels[order]
+                    model.compile(keras.optimizers.Adam(learning_rate), ce_loss)
+                else:
+                    fixed = losses.METHODS[method].fixed_temperature
+                    loss = losses.get(
+                        method, **({"temperature": args.temperature} if fixed else {})
+                    )
+                    model = keras_cskd.Distiller(
+                        student=student, teacher=teacher, distillation_loss=loss, seed=seed
+                    )
+                    x_fit, y_fit = x_train, labels
+                    if budget is not None:
+                        y_fit = np.full_like(labels, -1)
+                        y_fit[labelled] = labels[labelled]
+                        model.compile(
+                            keras.optimizers.Adam(learning_rate), loss=_labelled_cross_entropy
+                        )
+                    else:
+                        model.compile(keras.optimizers.Adam(learning_rate))
+                model.fit(
+                    x_fit,
+                    y_fit,
+                    batch_size=args.batch_size,
+                    epochs=epochs,
+                    verbose=0,
+                    callbacks=callbacks,
+                )
+            except KeyboardInterrupt:
+                print(
+                    f"\ninterrupted during {method}: the last checkpoint (end of the "
+                    f"last finished epoch) is {out / f'checkpoint_{method}.keras'}",
+                    file=sys.stderr,
+                )
+                return EXIT_INTERRUPTED
+            seconds += time.perf_counter() - tic
+            accuracies.append(_accuracy(student, x_test, y_test))
+            if seed == args.seed:
+                student.save(out / f"student_{method}.keras")
         (out / f"checkpoint_{method}.keras").unlink(missing_ok=True)
-        accuracy = _accuracy(student, x_test, y_test)
-        histories[method] = history.history.get("val_accuracy", [])
         results.append(
-            {"method": method, "accuracy": accuracy, "seconds": seconds, "student": str(checkpoint)}
+            {
+                "method": method,
+                "accuracies": accuracies,
+                "accuracy": float(np.mean(accuracies)),
+                "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None,
+                "seconds": seconds,
+                "student": str(out / f"student_{method}.keras"),
+            }
         )
 
-    baseline = results[0]["accuracy"]
-    best = max(results[1:] or results, key=lambda r: r["accuracy"])
+    _compare_with_ce(results)
+    best = max(results, key=lambda r: r["accuracy"])
     _copy_best(best, out)
-    table = _table(results, baseline, teacher_accuracy)
-    table += (
-        f"\n\nOne test sample is {100 / len(x_test):.2f} pt: differences of a few "
-        "samples are noise; repeat with other --seed values before concluding."
+    table = _table(results, teacher_accuracy, seeds)
+    verdict = _verdict(results, seeds, len(x_test))
+    setting = (
+        f"Students: {len(x_train)} training images, {budget} labelled. CE only learns from the "
+        f"{budget} labelled images; the distillation methods also learn from the teacher's "
+        f"outputs on the other {len(x_train) - budget}."
+        if budget is not None
+        else f"Students: all {len(x_train)} labelled training images."
     )
-    print("\n" + table)
+    print("\n" + table + "\n\n" + setting + "\n" + verdict)
     summary = {
         "backend": keras.backend.backend(),
         "data": name,
         "teacher_accuracy": teacher_accuracy,
         "results": results,
+        "best": best["method"],
         "epochs": epochs,
         "seed": args.seed,
+        "seeds": seeds,
+        "labels": budget,
         "temperature": args.temperature,
         "label_noise": args.label_noise,
+        "test_samples": len(x_test),
         "seconds": time.perf_counter() - started,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    (out / "results.md").write_text(table + "\n")
-    plot = _plot(histories, results, teacher_accuracy, out / "results.png")
+    (out / "results.md").write_text(table + "\n\n" + setting + "\n" + verdict + "\n")
+    plot = _plot(results, teacher_accuracy, seeds, out / "results.png")
     print(
-        f"\nbest: {METHOD_LABELS[best['method']]} -> {out / 'student.keras'}"
+        f"\nbest (highest mean): {METHOD_LABELS[best['method']]} -> {out / 'student.keras'}"
+        f" (seed {args.seed})"
         + (f" | plot: {plot}" if plot else "")
         + f" | total {summary['seconds']:.0f} s"
     )
@@ -458,10 +732,27 @@ def run_distill(args):
 
 
 def _accuracy(model, x, y):
-    import numpy as np
-
-    logits = model.predict(x, batch_size=256, verbose=0)
+    logits = model.predict(x, batch_size=min(len(x), 2048), verbose=0)  # one compiled shape
     return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def _compare_with_ce(results):
+    """Adds each method's paired difference with CE only (same seeds, same
+    labelled subsets): mean, std and whether it exceeds seed noise, i.e.
+    |mean| > 2 standard errors of the mean (about a 95% interval)."""
+    baseline = np.asarray(results[0]["accuracies"])
+    for row in results[1:]:
+        differences = np.asarray(row["accuracies"]) - baseline
+        row["difference"] = float(differences.mean())
+        if len(differences) > 1:
+            std = float(differences.std(ddof=1))
+            row["difference_std"] = std
+            row["beyond_noise"] = bool(
+                abs(differences.mean()) > 2 * std / np.sqrt(len(differences))
+            )
+        else:
+            row["difference_std"] = None
+            row["beyond_noise"] = None
 
 
 def _copy_best(best, out):
@@ -470,22 +761,65 @@ def _copy_best(best, out):
     shutil.copyfile(best["student"], out / "student.keras")
 
 
-def _table(results, baseline, teacher_accuracy):
+def _table(results, teacher_accuracy, seeds):
+    accuracy_title = f"test accuracy (mean ± std, {seeds} seeds)" if seeds > 1 else "test accuracy"
     lines = [
-        "| method | test accuracy | vs CE only | train time (s) |",
-        "|---|---:|---:|---:|",
-        f"| teacher | {teacher_accuracy:.2%} | | |",
+        f"| method | {accuracy_title} | vs CE only (paired) | beyond seed noise | train time (s) |",
+        "|---|---:|---:|:---:|---:|",
+        f"| teacher | {100 * teacher_accuracy:.1f} % | | | |",
     ]
     for row in results:
-        delta = "" if row["method"] == "ce" else f"{100 * (row['accuracy'] - baseline):+.2f} pt"
+        accuracy = f"{100 * row['accuracy']:.1f}"
+        accuracy += f" ± {100 * row['std']:.1f} %" if row["std"] is not None else " %"
+        if row["method"] == "ce":
+            delta, noise = "", ""
+        else:
+            delta = f"{100 * row['difference']:+.1f}"
+            if row["difference_std"] is not None:
+                delta += f" ± {100 * row['difference_std']:.1f}"
+            delta += " pt"
+            noise = {True: "yes", False: "no", None: "?"}[row["beyond_noise"]]
         lines.append(
-            f"| {METHOD_LABELS[row['method']]} | {row['accuracy']:.2%} | {delta} "
+            f"| {METHOD_LABELS[row['method']]} | {accuracy} | {delta} | {noise} "
             f"| {row['seconds']:.1f} |"
         )
     return "\n".join(lines)
 
 
-def _plot(histories, results, teacher_accuracy, path):
+def _verdict(results, seeds, test_samples):
+    """The table's conclusion in words."""
+    others = results[1:]
+    if not others:
+        return "Only CE was run."
+    if seeds < 2:
+        return (
+            f"One seed: the table cannot tell a method from noise (one test sample is "
+            f"{100 / test_samples:.2f} pt); run --seeds 3 or more."
+        )
+    better = [
+        METHOD_LABELS[r["method"]] for r in others if r["beyond_noise"] and r["difference"] > 0
+    ]
+    worse = [
+        METHOD_LABELS[r["method"]] for r in others if r["beyond_noise"] and r["difference"] < 0
+    ]
+    unclear = [METHOD_LABELS[r["method"]] for r in others if not r["beyond_noise"]]
+    words = []
+    if better:
+        words.append(f"Better than CE only beyond seed noise: {', '.join(better)}.")
+    else:
+        words.append("No method beats CE only beyond seed noise.")
+    if worse:
+        words.append(f"Worse than CE only beyond seed noise: {', '.join(worse)}.")
+    if unclear:
+        words.append(f"Within seed noise of CE only: {', '.join(unclear)}.")
+    words.append(
+        f"(Seed noise: a paired difference counts when its mean exceeds 2 standard errors "
+        f"over the {seeds} seeds; one test sample is {100 / test_samples:.2f} pt.)"
+    )
+    return " ".join(words)
+
+
+def _plot(results, teacher_accuracy, seeds, path):
     try:
         import matplotlib
 
@@ -494,23 +828,62 @@ def _plot(histories, results, teacher_accuracy, path):
     except ImportError:
         print("(matplotlib is not installed: no plot; pip install 'keras-cskd[plot]')")
         return None
-    figure, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for method, values in histories.items():
-        curves.plot(range(1, len(values) + 1), values, label=METHOD_LABELS[method])
-    curves.axhline(teacher_accuracy, color="black", linestyle="--", label="teacher")
-    curves.set_xlabel("epoch")
-    curves.set_ylabel("test accuracy")
-    curves.legend(fontsize=8)
-    curves.set_title("student test accuracy")
-    names = [METHOD_LABELS[r["method"]] for r in results]
-    values = [100 * r["accuracy"] for r in results]
-    bars.barh(names, values, color=["grey"] + ["tab:blue"] * (len(values) - 1))
-    bars.set_xlim(min(values) - 2, max(max(values), 100 * teacher_accuracy) + 1)
-    bars.axvline(100 * teacher_accuracy, color="black", linestyle="--")
-    bars.set_xlabel("final test accuracy (%)")
+    figure = _figure(results, teacher_accuracy, seeds)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return str(path)
+
+
+def _figure(results, teacher_accuracy, seeds):
+    """Accuracies (mean ± std, dots = seeds, the teacher's line) on a 0-100
+    axis, and the paired differences with CE only."""
+    import matplotlib.pyplot as plt
+
+    names = [METHOD_LABELS[r["method"]] for r in results]
+    positions = np.arange(len(results))
+    figure, (bars, deltas) = plt.subplots(
+        1, 2, figsize=(11, 0.5 * len(results) + 2.2), constrained_layout=True
+    )
+    means = [100 * r["accuracy"] for r in results]
+    errors = [100 * (r["std"] or 0.0) for r in results]
+    bars.barh(
+        positions, means, xerr=errors, capsize=4, color=["grey"] + ["tab:blue"] * (len(results) - 1)
+    )
+    for position, row in zip(positions, results):
+        bars.plot(
+            [100 * a for a in row["accuracies"]],
+            [position] * len(row["accuracies"]),
+            "k.",
+            markersize=4,
+        )
+    bars.axvline(
+        100 * teacher_accuracy,
+        color="black",
+        linestyle="--",
+        label=f"teacher ({100 * teacher_accuracy:.1f} %)",
+    )
+    bars.set_xlim(0, 100)
+    bars.set_yticks(positions, names)
+    bars.invert_yaxis()
+    bars.set_xlabel(f"test accuracy (%): mean ± std over {seeds} seed(s), dots = seeds")
+    bars.legend(loc="lower left", fontsize=8)
+    bars.set_title("students")
+    others = results[1:]
+    if others:
+        deltas.barh(
+            positions[1:],
+            [100 * r["difference"] for r in others],
+            xerr=[100 * (r["difference_std"] or 0.0) for r in others],
+            capsize=4,
+            color=["tab:green" if r["beyond_noise"] else "lightgrey" for r in others],
+        )
+        deltas.axvline(0, color="grey", linewidth=1, label="CE only")
+        deltas.set_yticks(positions, names)
+        deltas.invert_yaxis()
+        deltas.set_xlabel("paired difference with CE only (pt), mean ± std")
+        deltas.set_title("green: beyond seed noise")
+        deltas.legend(loc="lower right", fontsize=8)
+    return figure
 
 
 if __name__ == "__main__":

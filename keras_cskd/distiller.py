@@ -84,10 +84,24 @@ class Distiller(keras.Model):
             teacher logits (see `cache_teacher_logits`).
         distillation_loss: a `keras_cskd.losses` loss or its name (`"kd"`,
             `"mse"`, `"cskd"`, `"cskd_cswt"`, `"stkd"`, `"dist"`, `"dkd"`), or
-            a list of losses or `(loss, weight)` pairs.
+            a list of losses or `(loss, weight)` pairs. Default `"cskd"`.
         student_loss_weight: weight of the supervised loss (a `keras.Variable`
-            afterwards, so callbacks can schedule it).
+            afterwards, so callbacks can schedule it). Default 1.0.
         distillation_loss_weight: weight of the distillation term (likewise).
+            Default 1.0.
+        distillation_losses, distillation_loss_weights: the keywords of
+            `keras.distillation.Distiller`, with its meaning: a loss or a list
+            of losses, one weight each (default 1.0), and then the loss is
+            `a * CE + (1 - a) * sum_k w_k * L_k` with
+            `a = student_loss_weight` in `[0, 1]`, default 0.5, as in Keras.
+            `teacher=` and `student=` are accepted as keywords too, so code
+            written for Keras' distiller ports by changing the import.
+
+    Positional order is `(student, teacher)`, like the keras.io tutorial
+    (Keras' built-in distiller takes `(teacher, student)`): a teacher given
+    by position with fewer parameters than the student raises a
+    `UserWarning`; the keyword form `Distiller(student=s, teacher=t)` is
+    unambiguous and never warns.
         mixup_alpha: Beta parameter of mixup; teacher and student then see the
             same mixed batch and the supervised loss uses the mixed labels
             (STKD). `"auto"` takes the loss's own `mixup_alpha` (STKD: 1.0)
@@ -117,24 +131,93 @@ class Distiller(keras.Model):
 
     def __init__(
         self,
-        student,
-        teacher,
-        distillation_loss="cskd",
+        student=None,
+        teacher=None,
+        /,
+        distillation_loss=None,
         *,
-        student_loss_weight=1.0,
-        distillation_loss_weight=1.0,
+        distillation_losses=None,
+        distillation_loss_weights=None,
+        student_loss_weight=None,
+        distillation_loss_weight=None,
         mixup_alpha="auto",
         num_classes=None,
         seed=None,
         name="distiller",
         **kwargs,
     ):
+        # `student=`/`teacher=` keywords arrive in kwargs (the positional
+        # parameters are positional-only, so the two forms can be told apart).
+        teacher_by_position = teacher is not None
+        for role in ("student", "teacher"):
+            if role in kwargs:
+                if (student if role == "student" else teacher) is not None:
+                    raise TypeError(f"Distiller got the {role} both by position and as {role}=.")
+                if role == "student":
+                    student = kwargs.pop("student")
+                else:
+                    teacher = kwargs.pop("teacher")
+        if student is None:
+            raise TypeError("Distiller needs a student: Distiller(student, teacher, loss).")
+        if distillation_losses is not None:  # keras.distillation.Distiller's form and weighting
+            if distillation_loss is not None or distillation_loss_weight is not None:
+                raise TypeError(
+                    "Pass keras.distillation's distillation_losses= (+ distillation_loss_weights=, "
+                    "student_loss_weight=) or keras-cskd's distillation_loss= (+ "
+                    "distillation_loss_weight=), not both."
+                )
+            items = (
+                distillation_losses
+                if isinstance(distillation_losses, (list, tuple))
+                else [distillation_losses]
+            )
+            weights = (
+                [1.0] * len(items)
+                if distillation_loss_weights is None
+                else list(distillation_loss_weights)
+            )
+            if len(weights) != len(items):
+                raise ValueError(
+                    f"distillation_loss_weights has {len(weights)} entries but "
+                    f"distillation_losses has {len(items)}: give one weight per loss."
+                )
+            alpha = 0.5 if student_loss_weight is None else student_loss_weight
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(
+                    "With distillation_losses= (keras.distillation's form) the loss is "
+                    "student_loss_weight * CE + (1 - student_loss_weight) * distillation, "
+                    f"so student_loss_weight must be in [0, 1]; got {alpha!r}."
+                )
+            distillation_loss = list(zip(items, weights))
+            student_loss_weight, distillation_loss_weight = alpha, 1.0 - alpha
+        elif distillation_loss_weights is not None:
+            raise TypeError(
+                "distillation_loss_weights= goes with distillation_losses= (keras.distillation's "
+                "form); with distillation_loss= pass (loss, weight) pairs."
+            )
+        distillation_loss = "cskd" if distillation_loss is None else distillation_loss
+        student_loss_weight = 1.0 if student_loss_weight is None else student_loss_weight
+        distillation_loss_weight = (
+            1.0 if distillation_loss_weight is None else distillation_loss_weight
+        )
         super().__init__(name=name, **kwargs)
         if isinstance(student, dict):
             student = keras.saving.deserialize_keras_object(student)
         if isinstance(teacher, dict):
             teacher = keras.saving.deserialize_keras_object(teacher)
         validation.check_models(student, teacher)
+        if teacher_by_position and teacher.built and student.built:
+            t_params, s_params = teacher.count_params(), student.count_params()
+            if t_params < s_params:
+                warnings.warn(
+                    f"The teacher has fewer parameters ({t_params:,}) than the student "
+                    f"({s_params:,}). keras_cskd.Distiller takes (student, teacher), "
+                    "keras.distillation.Distiller (teacher, student): if they are swapped, "
+                    "or to silence this for a deliberately small teacher, pass them by "
+                    "keyword: Distiller(student=..., teacher=..., ...).",
+                    UserWarning,
+                    stacklevel=2,
+                )
         self.student = student
         self.teacher = teacher
         if teacher is not None:
@@ -508,7 +591,7 @@ class Distiller(keras.Model):
         student = keras.saving.deserialize_keras_object(config.pop("student"))
         teacher = config.pop("teacher")
         teacher = None if teacher is None else keras.saving.deserialize_keras_object(teacher)
-        return cls(student, teacher, **config)
+        return cls(student=student, teacher=teacher, **config)
 
 
 def cache_teacher_logits(teacher, x, batch_size=256, verbose=0):

@@ -25,7 +25,9 @@ themselves and weight samples inside the batch statistics.
 (`METHODS`), which the `Distiller` and the command line use too.
 """
 
+import sys
 import typing
+import warnings
 
 import keras
 from keras import ops
@@ -139,6 +141,7 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
     # keras.distillation.DistillationLoss interface.
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         """Entry point used by `keras.distillation.Distiller`."""
+        _warn_if_student_loss_reads_probabilities(self, sys._getframe(1).f_locals.get("self"))
         return self(teacher_outputs, student_outputs)
 
     def validate_outputs(self, teacher_outputs, student_outputs):
@@ -178,6 +181,41 @@ class _BatchwiseLoss(DistillationLoss):
 
     def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
         raise NotImplementedError
+
+
+def _warn_if_student_loss_reads_probabilities(loss, distiller):
+    """Warns once when the `keras.distillation.Distiller` calling `loss` was
+    compiled with a cross-entropy that reads the student's logits as
+    probabilities (e.g. the string "sparse_categorical_crossentropy")."""
+    keras_distiller = getattr(getattr(keras, "distillation", None), "Distiller", None)
+    if keras_distiller is None or not isinstance(distiller, keras_distiller):
+        return
+    if getattr(loss, "_checked_student_loss", False):
+        return
+    loss._checked_student_loss = True
+    reads_probabilities = [
+        getattr(item, "__name__", type(item).__name__)
+        for item in keras.tree.flatten(getattr(distiller, "_student_loss", None))
+        if item
+        in (keras.losses.sparse_categorical_crossentropy, keras.losses.categorical_crossentropy)
+        or (
+            isinstance(
+                item,
+                (keras.losses.SparseCategoricalCrossentropy, keras.losses.CategoricalCrossentropy),
+            )
+            and not item.from_logits
+        )
+    ]
+    if reads_probabilities:
+        warnings.warn(
+            f"keras.distillation.Distiller was compiled with loss={reads_probabilities[0]}, "
+            "which reads the student's outputs as probabilities, but distillation "
+            "students output logits: compile with "
+            "loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), or use "
+            "keras_cskd.Distiller, which reads that string with from_logits=True.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 @_register

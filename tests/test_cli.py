@@ -1,4 +1,11 @@
-"""The `keras-cskd` command line, run as a user would (subprocesses)."""
+"""The `keras-cskd` command line, run as a user would (subprocesses).
+
+The command line's own logic (argument checks, teacher reuse, the table and
+its verdict, the output) does not depend on the backend: those tests run
+once (`once`: the `backend_independent` marker, see conftest.py). The short
+main job and Ctrl-C run under every backend, as smoke tests that the whole
+command works there.
+"""
 
 import json
 import os
@@ -16,9 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = keras.backend.backend()
-# The CLI's own code is backend-independent (the Distiller it drives is
-# tested on every backend): scripts/test.sh runs this module once.
-pytestmark = [pytest.mark.backend_independent, pytest.mark.slow]
+# scripts/test.sh runs backend-independent tests in its first backend's pass only.
+once = pytest.mark.backend_independent
 
 
 def _env():
@@ -28,14 +34,17 @@ def _env():
 
 
 def _run(args, cwd, timeout=600):
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "keras_cskd", *args],
         cwd=cwd,
         env=_env(),
         capture_output=True,
-        text=True,
         timeout=timeout,
     )
+    # Decoded by hand: text=True would turn the progress bars' "\r" into "\n".
+    result.stdout = result.stdout.decode("utf-8", "replace")
+    result.stderr = result.stderr.decode("utf-8", "replace")
+    return result
 
 
 def _save(model, path):
@@ -51,6 +60,7 @@ def _mlp(input_shape, classes, softmax=False):
     return keras.Model(inputs, outputs)
 
 
+@pytest.mark.slow
 def test_main_job_short(tmp_path):
     result = _run(
         [
@@ -58,6 +68,8 @@ def test_main_job_short(tmp_path):
             "--epochs",
             "2",
             "--teacher-epochs",
+            "2",
+            "--seeds",
             "2",
             "--method",
             "kd,cskd_cswt",
@@ -71,7 +83,17 @@ def test_main_job_short(tmp_path):
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["method"] for r in summary["results"]] == ["ce", "kd", "cskd_cswt"]
     assert summary["backend"] == BACKEND
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in summary["results"])
+    assert summary["seeds"] == 2 and summary["labels"] == 50
+    for row in summary["results"]:
+        assert len(row["accuracies"]) == 2
+        assert all(0.0 <= a <= 1.0 for a in row["accuracies"])
+        np.testing.assert_allclose(row["accuracy"], np.mean(row["accuracies"]))
+        np.testing.assert_allclose(row["std"], np.std(row["accuracies"], ddof=1))
+    ce = np.asarray(summary["results"][0]["accuracies"])
+    for row in summary["results"][1:]:
+        differences = np.asarray(row["accuracies"]) - ce
+        np.testing.assert_allclose(row["difference"], differences.mean(), atol=1e-12)
+        np.testing.assert_allclose(row["difference_std"], differences.std(ddof=1), atol=1e-12)
     assert "| CSKD + CSWT |" in result.stdout
     assert (tmp_path / "out" / "results.png").stat().st_size > 1000
     student = keras.saving.load_model(tmp_path / "out" / "student.keras")
@@ -87,18 +109,37 @@ def _readme_main_job():
     return shlex.split(main_job.strip())
 
 
+@once
 def test_readme_quick_start_main_job_verbatim(tmp_path):
-    """The README's main job as written (installation is CI's job)."""
+    """The README's main job as written (installation is CI's job): one
+    progress bar per model plus the table, and distillation visibly helps."""
     command = _readme_main_job()
     assert command[0] == "keras-cskd"
     result = _run(command[1:], cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "cskd-out" / "student.keras").exists()
     summary = json.loads((tmp_path / "cskd-out" / "results.json").read_text())
-    assert [r["method"] for r in summary["results"]] == ["ce", "kd", "mse", "cskd", "cskd_cswt"]
+    methods = ["ce", "kd", "mse", "cskd", "cskd_cswt"]
+    assert [r["method"] for r in summary["results"]] == methods
     assert summary["teacher_accuracy"] > 0.9
+    assert summary["seeds"] >= 3 and all(
+        len(r["accuracies"]) == summary["seeds"] for r in summary["results"]
+    )
+    # What the main job is for: with 50 labels, a distilled student beats
+    # CE only by more than the seed-to-seed noise (2 standard errors).
+    ce = np.asarray(summary["results"][0]["accuracies"])
+    gains = [np.asarray(r["accuracies"]) - ce for r in summary["results"][1:]]
+    assert any(g.mean() > 2 * g.std(ddof=1) / np.sqrt(len(g)) for g in gains), gains
+    assert "Better than CE only beyond seed noise:" in result.stdout
+    # Output: a line per model title, one progress bar per model (teacher +
+    # 5 students), the table and its conclusion -- not per-epoch logs.
+    lines = result.stdout.split("\n")  # a progress bar redraws its line with "\r"
+    assert sum("━" in line for line in lines) == 1 + len(methods), result.stdout[-3000:]
+    assert len(lines) < 40, result.stdout[-3000:]
+    assert "| CE only |" in result.stdout and "± " in result.stdout
 
 
+@once
 def test_user_models_and_npz_data(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((120, 6)).astype("float32")
@@ -146,6 +187,7 @@ def bad_models(tmp_path_factory):
     }
 
 
+@once
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -157,6 +199,24 @@ def bad_models(tmp_path_factory):
         (["--data", "nowhere.npz"], "no such file"),
         (["--method", "kd,bogus"], "unknown method"),
         (["--batch-size", "1"], "at least 2"),
+        (["--batch-size", "0"], "--batch-size must be at least 2"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--epochs", "-3"], "--epochs must be at least 1, got -3"),
+        (["--teacher-epochs", "0"], "--teacher-epochs must be at least 1"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--seed", "-1"], "--seed must be 0 or more"),
+        (["--temperature", "0"], "--temperature must be positive"),
+        (["--temperature", "nan"], "--temperature must be positive, got nan"),
+        (["--temperature", "inf"], "--temperature must be positive, got inf"),
+        (["--learning-rate", "-0.1"], "--learning-rate must be positive"),
+        (["--label-noise", "1"], "--label-noise must be in [0, 1), got 1"),
+        (["--label-noise", "-0.1"], "--label-noise must be in [0, 1)"),
+        (["--limit", "0"], "--limit must be at least 2"),
+        (["--labels", "0"], "--labels must be at least 1"),
+        (["--labels", "5"], "fewer than the 10 classes"),
+        (["--labels", "100000"], "more than the 1348 training samples"),
+        (["--image-size", "0"], "--image-size must be at least 1"),
+        (["--method", "dkd"], "dkd needs the label of every training sample"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, bad_models, args, message):
@@ -168,6 +228,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, bad_models, args, message):
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
     teacher = _save(_mlp((8, 8, 1), 10), tmp_path / "teacher.keras")
     process = subprocess.Popen(
@@ -202,3 +263,178 @@ def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
     assert "Traceback" not in stderr
     model = keras.saving.load_model(checkpoint)
     assert model.output_shape == (None, 10)
+
+
+@once
+def test_help_shows_the_defaults():
+    result = _run(["distill", "--help"], cwd=ROOT)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    for expected in (
+        "(default: 64)",  # --batch-size
+        "(default: 4.0)",  # --temperature
+        "(default: cskd-out)",  # --out
+        "(default: kd,mse,cskd,cskd_cswt)",  # --method
+        "(default: 15 on digits, 10 otherwise)",  # --epochs
+        "(default: 5 on digits, 1 otherwise)",  # --seeds
+        "(default: 50 on digits, all otherwise)",  # --labels
+    ):
+        assert expected in text, expected
+    assert "(default: None)" not in text
+
+
+@once
+def test_teacher_is_reused_only_when_its_settings_match(tmp_path):
+    common = [
+        "distill",
+        "--method",
+        "kd",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--quiet",
+        "--out",
+        "out",
+    ]
+    teacher = tmp_path / "out" / "teacher.keras"
+
+    first = _run([*common, "--teacher-epochs", "1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "training teacher\n" in first.stdout
+    trained = teacher.read_bytes()
+
+    same = _run([*common, "--teacher-epochs", "1"], cwd=tmp_path)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert f"reusing teacher {Path('out') / 'teacher.keras'}" in same.stdout
+    assert teacher.read_bytes() == trained  # not retrained
+
+    # Settings that only the students use do not retrain the teacher.
+    student_side = _run([*common, "--teacher-epochs", "1", "--temperature", "2"], cwd=tmp_path)
+    assert "reusing teacher" in student_side.stdout, student_side.stdout
+
+    for change, reason in (
+        (["--teacher-epochs", "2"], "epochs 1 -> 2"),
+        (["--teacher-epochs", "1", "--seed", "1"], "seed 0 -> 1"),
+        (["--teacher-epochs", "1", "--limit", "500"], "data_sha256"),
+    ):
+        changed = _run([*common, *change], cwd=tmp_path)
+        assert changed.returncode == 0, changed.stderr[-2000:]
+        assert "training teacher (settings changed:" in changed.stdout, changed.stdout
+        assert reason in changed.stdout, changed.stdout
+        assert teacher.read_bytes() != trained
+
+
+@once
+def test_best_can_be_ce_only_and_says_so(tmp_path):
+    """A teacher that always predicts class 0: distilling it only hurts, so
+    "best" is the CE-only student and no method beats it."""
+    inputs = keras.Input((8, 8, 1))
+    logits = keras.layers.Dense(
+        10,
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant([8.0] + [0.0] * 9),
+    )(keras.layers.Flatten()(inputs))
+    teacher = _save(keras.Model(inputs, logits), tmp_path / "zero.keras")
+    result = _run(
+        [
+            "distill",
+            "--teacher",
+            teacher,
+            "--method",
+            "mse",
+            "--epochs",
+            "3",
+            "--seeds",
+            "2",
+            "--quiet",
+            "--out",
+            "out",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    ce, mse = summary["results"]
+    assert np.mean(ce["accuracies"]) > np.mean(mse["accuracies"])  # the premise
+    assert summary["best"] == "ce"
+    assert "best (highest mean): CE only" in result.stdout
+    assert "No method beats CE only beyond seed noise." in result.stdout
+
+
+@once
+@pytest.mark.parametrize(
+    "ce, other, beyond",
+    [
+        ([0.80, 0.82, 0.84], [0.90, 0.93, 0.93], True),  # +9.7 pt, std 1.5: clear
+        ([0.80, 0.82, 0.84], [0.81, 0.81, 0.85], False),  # +0.3 pt, std 1.2: noise
+        ([0.80, 0.82, 0.84], [0.70, 0.73, 0.72], True),  # clearly worse
+    ],
+)
+def test_seed_noise_rule(ce, other, beyond):
+    """Beyond noise = |mean paired difference| > 2 standard errors, checked
+    against the hand-computed values above."""
+    from keras_cskd.cli import _compare_with_ce
+
+    results = [{"method": "ce", "accuracies": ce}, {"method": "kd", "accuracies": other}]
+    _compare_with_ce(results)
+    differences = np.subtract(other, ce)
+    standard_error = differences.std(ddof=1) / np.sqrt(3)
+    assert (abs(differences.mean()) > 2 * standard_error) == beyond  # the hand labels
+    assert results[1]["beyond_noise"] is beyond
+
+
+@once
+def test_plot_has_error_bars_an_axis_from_zero_and_a_labelled_teacher():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from keras_cskd.cli import _compare_with_ce, _figure
+
+    results = [
+        {"method": "ce", "accuracies": [0.84, 0.86, 0.85]},
+        {"method": "kd", "accuracies": [0.93, 0.95, 0.94]},
+    ]
+    for row in results:
+        row["accuracy"] = float(np.mean(row["accuracies"]))
+        row["std"] = float(np.std(row["accuracies"], ddof=1))
+    _compare_with_ce(results)
+    figure = _figure(results, 0.97, seeds=3)
+    try:
+        accuracies, differences = figure.axes
+        assert accuracies.get_xlim() == (0.0, 100.0)
+        from matplotlib.container import ErrorbarContainer
+
+        errorbars = [c for c in accuracies.containers if isinstance(c, ErrorbarContainer)]
+        assert len(errorbars) == 1
+        # The error bars span mean ± std, in percent.
+        segments = errorbars[0].lines[2][0].get_segments()
+        np.testing.assert_allclose(
+            [sorted(s[:, 0]) for s in segments],
+            [[85.0 - 1.0, 85.0 + 1.0], [94.0 - 1.0, 94.0 + 1.0]],
+        )
+        labels = [text.get_text() for text in accuracies.get_legend().get_texts()]
+        assert labels == ["teacher (97.0 %)"]
+        assert differences.get_xlim()[0] <= 0.0 <= differences.get_xlim()[1]
+    finally:
+        plt.close(figure)
+
+
+@once
+def test_labelled_cross_entropy_averages_over_labelled_samples_only():
+    """The students' supervised loss with --labels: label -1 = unlabelled;
+    Keras' mean over the batch of the returned values must equal the NumPy
+    cross-entropy averaged over the labelled samples."""
+    from keras_cskd.cli import _labelled_cross_entropy
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4)).astype("float32")
+    labels = np.array([2, -1, 0, -1, -1, 3])
+    # Keras' reduction of a function loss: the mean of its values over the batch.
+    value = float(np.mean(keras.ops.convert_to_numpy(_labelled_cross_entropy(labels, logits))))
+    z = logits.astype("float64")
+    log_p = z - z.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    labelled = labels >= 0
+    expected = -np.mean(log_p[labelled, labels[labelled]])
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
