@@ -811,7 +811,8 @@ def plot_table(table, path):
     recipe = table["recipe"]["recipe"]
     errors = recipe["metric"] == "errors"
     runs = table["runs"]
-    order = [m for m in recipe["methods"] if m in runs]
+    diverged = [m for m in runs if any(r["final_accuracy"] < 0.2 for r in runs[m].values())]
+    order = [m for m in recipe["methods"] if m in runs and m not in diverged]
     n_test = len_test(table)
     figure, (bars, curves) = plt.subplots(1, 2, figsize=(13, 4.6))
     for i, method in enumerate(order):
@@ -847,7 +848,12 @@ def plot_table(table, path):
         bars.set_ylim(low, math.ceil(max(values + [teacher_value]) + 0.5))
         bars.set_ylabel(f"test accuracy % (axis starts at {low} %)")
     bars.set_xticks(range(len(order)), order, rotation=35, ha="right")
-    bars.set_title(f"{recipe['title']}: mean ± std over seeds (dots: seeds)")
+    bars.set_title(f"{recipe['title']}: mean ± std over seeds (dots: seeds)", fontsize=10)
+    if diverged:
+        bars.text(
+            0.01, 0.99, f"not drawn (diverged): {', '.join(diverged)}",
+            transform=bars.transAxes, va="top", fontsize=8,
+        )  # fmt: skip
     bars.legend(loc="best", fontsize=8)
     curves.set_xlabel("student epoch")
     curves.set_ylabel("test accuracy % (mean over seeds)")
@@ -871,7 +877,12 @@ def report(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
-    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
+
+    def recipe_order(folder):
+        name = folder.name.rsplit("-", 1)[0]
+        return (list(RECIPES).index(name) if name in RECIPES else len(RECIPES), folder.name)
+
+    for folder in sorted((p for p in results.iterdir() if p.is_dir()), key=recipe_order):
         table = load_table(folder)
         if table is None or not table["runs"] or table["teacher"] is None:
             continue
