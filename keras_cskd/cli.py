@@ -505,21 +505,42 @@ def run_distill(args):
     import keras
 
     import keras_cskd
-    from keras_cskd import losses, validation
+
+    job = _plan_job(args, methods)
+    print(
+        f"keras-cskd {keras_cskd.__version__} | backend {keras.backend.backend()} | "
+        f"data {job.name}: {len(job.x_train)} train / {len(job.x_test)} test, "
+        f"{job.input_shape}, {job.num_classes} classes"
+    )
+    try:
+        teacher, teacher_source = _teacher_for(args, job)
+        teacher_accuracy = _accuracy(teacher, job.x_test, job.y_test)
+        print(f"teacher: {teacher_accuracy:.2%} test accuracy ({teacher_source})")
+        runs = _seed_runs(args, job)
+        results = [_train_method(method, args, job, teacher, runs) for method in ["ce", *methods]]
+    except _Interrupted:
+        return EXIT_INTERRUPTED
+    _write_report(args, job, results, teacher_accuracy, started)
+    return 0
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during training, after saying what was kept."""
+
+
+def _plan_job(args, methods):
+    """The data, the schedule and the student factory of a `distill` run."""
+    import keras
 
     name, (x_train, y_train), (x_test, y_test) = _load_data(args)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     input_shape = x_train.shape[1:]
     embedded = args.data is None and (args.dataset in (None, "digits"))
-    epochs = args.epochs or (MAIN_JOB["epochs"] if embedded else 10)
-    teacher_epochs = args.teacher_epochs or (MAIN_JOB["teacher_epochs"] if embedded else 10)
-    seeds = args.seeds or (MAIN_JOB["seeds"] if embedded else 1)
     budget = args.labels or (MAIN_JOB["labels"] if embedded else None)
     if budget is not None and (
         budget == len(y_train) or (args.labels is None and budget > len(y_train))
     ):
         budget = None  # every training label
-    learning_rate = args.learning_rate or 3e-3
     if budget is not None:
         _labelled_subset(y_train, budget, num_classes, np.random.default_rng(0))  # checks it
     if budget is not None and "dkd" in methods:
@@ -529,12 +550,6 @@ def run_distill(args):
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(
-        f"keras-cskd {keras_cskd.__version__} | backend {keras.backend.backend()} | "
-        f"data {name}: {len(x_train)} train / {len(x_test)} test, {input_shape}, "
-        f"{num_classes} classes"
-    )
-
     template = _load_model(args.student, "student") if args.student else None
 
     def student_factory(seed=args.seed):
@@ -544,191 +559,227 @@ def run_distill(args):
             return _default_student(input_shape, num_classes)
         return keras.models.clone_model(template)
 
-    ce_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return argparse.Namespace(
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        epochs=args.epochs or (MAIN_JOB["epochs"] if embedded else 10),
+        teacher_epochs=args.teacher_epochs or (MAIN_JOB["teacher_epochs"] if embedded else 10),
+        seeds=args.seeds or (MAIN_JOB["seeds"] if embedded else 1),
+        budget=budget,
+        learning_rate=args.learning_rate or 3e-3,
+        out=out,
+        student_factory=student_factory,
+        ce_loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
 
-    # Teacher: given, reused from an earlier run with the same settings, or trained now.
-    teacher_path = out / "teacher.keras"
+
+def _teacher_for(args, job):
+    """The teacher: given, reused from an earlier run with the same
+    settings, or trained now. Returns `(teacher, where it came from)`."""
+    import keras
+
+    from keras_cskd import validation
+
+    teacher_path = job.out / "teacher.keras"
     if args.teacher:
         teacher = _load_model(args.teacher, "teacher")
-        _check_pair(teacher, student_factory, input_shape, num_classes)
-        teacher_source = args.teacher
+        _check_pair(teacher, job.student_factory, job.input_shape, job.num_classes)
+        source = args.teacher
     else:
-        settings, digest = _teacher_settings(args, name, x_train, y_train, teacher_epochs)
+        settings, digest = _teacher_settings(
+            args, job.name, job.x_train, job.y_train, job.teacher_epochs
+        )
         reuse, why = _reusable_teacher(teacher_path, settings, digest)
         print(why)
         if reuse:
             teacher = keras.saving.load_model(teacher_path, compile=False)
-            teacher_source = f"reused {teacher_path}"
+            source = f"reused {teacher_path}"
         else:
-            teacher = _default_teacher(input_shape, num_classes, args.seed)
-            _check_pair(teacher, student_factory, input_shape, num_classes)
-            teacher.compile(keras.optimizers.Adam(TEACHER_LEARNING_RATE), ce_loss)
+            teacher = _default_teacher(job.input_shape, job.num_classes, args.seed)
+            _check_pair(teacher, job.student_factory, job.input_shape, job.num_classes)
+            teacher.compile(keras.optimizers.Adam(TEACHER_LEARNING_RATE), job.ce_loss)
             bar = _progress_bar(
                 args,
-                f"teacher ({teacher.count_params():,} parameters, {teacher_epochs} epochs)",
-                teacher_epochs,
+                f"teacher ({teacher.count_params():,} parameters, {job.teacher_epochs} epochs)",
+                job.teacher_epochs,
             )
             try:
                 teacher.fit(
-                    x_train,
-                    y_train,
+                    job.x_train,
+                    job.y_train,
                     batch_size=args.batch_size,
-                    epochs=teacher_epochs,
+                    epochs=job.teacher_epochs,
                     verbose=0,
                     shuffle=True,
                     callbacks=bar,
                 )
             except KeyboardInterrupt:
-                teacher.save(out / "teacher.interrupted.keras")
+                teacher.save(job.out / "teacher.interrupted.keras")
                 print(
-                    f"\ninterrupted: teacher saved to {out / 'teacher.interrupted.keras'}",
+                    f"\ninterrupted: teacher saved to {job.out / 'teacher.interrupted.keras'}",
                     file=sys.stderr,
                 )
-                return EXIT_INTERRUPTED
+                raise _Interrupted from None
             teacher.save(teacher_path)
             teacher_path.with_suffix(".json").write_text(
                 json.dumps({"settings": settings, "settings_sha256": digest}, indent=2)
             )
-            teacher_source = f"trained, saved to {teacher_path}"
-    teacher_accuracy = _accuracy(teacher, x_test, y_test)
-    probe = np.asarray(teacher.predict(x_test[: min(len(x_test), 64)], verbose=0))
+            source = f"trained, saved to {teacher_path}"
+    probe = np.asarray(teacher.predict(job.x_test[: min(len(job.x_test), 64)], verbose=0))
     if probe.ndim == 2 and validation.looks_like_probabilities(probe):
         raise UsageError(
             "the teacher outputs probabilities (rows in [0, 1] summing to 1); "
             "distillation needs logits: remove its final softmax"
         )
-    print(f"teacher: {teacher_accuracy:.2%} test accuracy ({teacher_source})")
+    return teacher, source
 
-    # Per seed: the student's initialisation, its labelled subset (with
-    # --labels) and its label noise (with --label-noise) change.
+
+def _seed_runs(args, job):
+    """Per seed: `(seed, labels, labelled indices)`. The student's
+    initialisation, its labelled subset (with --labels) and its label noise
+    (with --label-noise) change with the seed."""
     runs = []
-    for k in range(seeds):
+    for k in range(job.seeds):
         seed = args.seed + k
         rng = np.random.default_rng(seed)
-        labels = y_train.copy()
-        labelled = np.arange(len(y_train))
-        if budget is not None:
-            labelled = _labelled_subset(y_train, budget, num_classes, rng)
+        labels = job.y_train.copy()
+        labelled = np.arange(len(job.y_train))
+        if job.budget is not None:
+            labelled = _labelled_subset(job.y_train, job.budget, job.num_classes, rng)
         if args.label_noise:
             flip = labelled[rng.random(len(labelled)) < args.label_noise]
-            labels[flip] = rng.integers(0, num_classes, len(flip))
+            labels[flip] = rng.integers(0, job.num_classes, len(flip))
         runs.append((seed, labels, labelled))
-    if budget is not None:
+    if job.budget is not None:
         print(
-            f"students: {len(x_train)} training images, {budget} of them labelled"
-            + ("" if args.teacher else f" (the teacher was trained on all {len(x_train)} labels)")
+            f"students: {len(job.x_train)} training images, {job.budget} of them labelled"
+            + (
+                ""
+                if args.teacher
+                else f" (the teacher was trained on all {len(job.x_train)} labels)"
+            )
         )
     if args.label_noise:
         print(f"label noise: {args.label_noise:.0%} of the students' training labels randomised")
+    return runs
 
-    results = []
-    for method in ["ce", *methods]:
-        student = None
-        accuracies, seconds = [], 0.0
-        bar = _progress_bar(
-            args,
-            f"{METHOD_LABELS[method]} ({student_factory().count_params():,} student parameters"
-            + (f", {seeds} seeds)" if seeds > 1 else ")"),
-            epochs * seeds,
-        )
-        for seed, labels, labelled in runs:
-            student = student_factory(seed)
-            callbacks = [*bar, _student_checkpoint(out / f"checkpoint_{method}.keras", student)]
-            tic = time.perf_counter()
-            try:
-                if method == "ce":
-                    # Only the labelled samples, as many steps as the distillers.
-                    order = np.resize(
-                        np.random.default_rng(seed).permutation(labelled), len(y_train)
-                    )
-                    model, x_fit, y_fit = student, x_train[order], labels[order]
-                    model.compile(keras.optimizers.Adam(learning_rate), ce_loss)
-                else:
-                    fixed = losses.METHODS[method].fixed_temperature
-                    loss = losses.get(
-                        method, **({"temperature": args.temperature} if fixed else {})
-                    )
-                    model = keras_cskd.Distiller(
-                        student=student, teacher=teacher, distillation_loss=loss, seed=seed
-                    )
-                    x_fit, y_fit = x_train, labels
-                    if budget is not None:
-                        y_fit = np.full_like(labels, -1)
-                        y_fit[labelled] = labels[labelled]
-                        model.compile(
-                            keras.optimizers.Adam(learning_rate), loss=_labelled_cross_entropy
-                        )
-                    else:
-                        model.compile(keras.optimizers.Adam(learning_rate))
-                model.fit(
-                    x_fit,
-                    y_fit,
-                    batch_size=args.batch_size,
-                    epochs=epochs,
-                    verbose=0,
-                    callbacks=callbacks,
-                )
-            except KeyboardInterrupt:
-                print(
-                    f"\ninterrupted during {method}: the last checkpoint (end of the "
-                    f"last finished epoch) is {out / f'checkpoint_{method}.keras'}",
-                    file=sys.stderr,
-                )
-                return EXIT_INTERRUPTED
-            seconds += time.perf_counter() - tic
-            accuracies.append(_accuracy(student, x_test, y_test))
-            if seed == args.seed:
-                student.save(out / f"student_{method}.keras")
-        (out / f"checkpoint_{method}.keras").unlink(missing_ok=True)
-        results.append(
-            {
-                "method": method,
-                "accuracies": accuracies,
-                "accuracy": float(np.mean(accuracies)),
-                "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None,
-                "seconds": seconds,
-                "student": str(out / f"student_{method}.keras"),
-            }
-        )
 
+def _train_method(method, args, job, teacher, runs):
+    """Trains one student per seed with `method`; returns its result row."""
+    import keras
+
+    import keras_cskd
+    from keras_cskd import losses
+
+    accuracies, seconds = [], 0.0
+    checkpoint = job.out / f"checkpoint_{method}.keras"
+    bar = _progress_bar(
+        args,
+        f"{METHOD_LABELS[method]} ({job.student_factory().count_params():,} student parameters"
+        + (f", {job.seeds} seeds)" if job.seeds > 1 else ")"),
+        job.epochs * job.seeds,
+    )
+    for seed, labels, labelled in runs:
+        student = job.student_factory(seed)
+        optimizer = keras.optimizers.Adam(job.learning_rate)
+        if method == "ce":
+            # Only the labelled samples, as many steps as the distillers.
+            order = np.resize(np.random.default_rng(seed).permutation(labelled), len(labels))
+            model, x_fit, y_fit = student, job.x_train[order], labels[order]
+            model.compile(optimizer, job.ce_loss)
+        else:
+            fixed = losses.METHODS[method].fixed_temperature
+            loss = losses.get(method, **({"temperature": args.temperature} if fixed else {}))
+            model = keras_cskd.Distiller(
+                student=student, teacher=teacher, distillation_loss=loss, seed=seed
+            )
+            x_fit, y_fit = job.x_train, labels
+            if job.budget is not None:  # unlabelled samples: -1, CE over the labelled only
+                y_fit = np.full_like(labels, -1)
+                y_fit[labelled] = labels[labelled]
+                model.compile(optimizer, loss=_labelled_cross_entropy)
+            else:
+                model.compile(optimizer)
+        tic = time.perf_counter()
+        try:
+            model.fit(
+                x_fit,
+                y_fit,
+                batch_size=args.batch_size,
+                epochs=job.epochs,
+                verbose=0,
+                callbacks=[*bar, _student_checkpoint(checkpoint, student)],
+            )
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted during {method}: the last checkpoint (end of the "
+                f"last finished epoch) is {checkpoint}",
+                file=sys.stderr,
+            )
+            raise _Interrupted from None
+        seconds += time.perf_counter() - tic
+        accuracies.append(_accuracy(student, job.x_test, job.y_test))
+        if seed == args.seed:
+            student.save(job.out / f"student_{method}.keras")
+    checkpoint.unlink(missing_ok=True)
+    return {
+        "method": method,
+        "accuracies": accuracies,
+        "accuracy": float(np.mean(accuracies)),
+        "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None,
+        "seconds": seconds,
+        "student": str(job.out / f"student_{method}.keras"),
+    }
+
+
+def _write_report(args, job, results, teacher_accuracy, started):
+    """Prints the table and verdict; writes results.json/.md/.png and the best student."""
+    import keras
+
+    out, budget = job.out, job.budget
     _compare_with_ce(results)
     best = max(results, key=lambda r: r["accuracy"])
     _copy_best(best, out)
-    table = _table(results, teacher_accuracy, seeds)
-    verdict = _verdict(results, seeds, len(x_test))
+    table = _table(results, teacher_accuracy, job.seeds)
+    verdict = _verdict(results, job.seeds, len(job.x_test))
+    n_train = len(job.x_train)
     setting = (
-        f"Students: {len(x_train)} training images, {budget} labelled. CE only learns from the "
+        f"Students: {n_train} training images, {budget} labelled. CE only learns from the "
         f"{budget} labelled images; the distillation methods also learn from the teacher's "
-        f"outputs on the other {len(x_train) - budget}."
+        f"outputs on the other {n_train - budget}."
         if budget is not None
-        else f"Students: all {len(x_train)} labelled training images."
+        else f"Students: all {n_train} labelled training images."
     )
     print("\n" + table + "\n\n" + setting + "\n" + verdict)
     summary = {
         "backend": keras.backend.backend(),
-        "data": name,
+        "data": job.name,
         "teacher_accuracy": teacher_accuracy,
         "results": results,
         "best": best["method"],
-        "epochs": epochs,
+        "epochs": job.epochs,
         "seed": args.seed,
-        "seeds": seeds,
+        "seeds": job.seeds,
         "labels": budget,
         "temperature": args.temperature,
         "label_noise": args.label_noise,
-        "test_samples": len(x_test),
+        "test_samples": len(job.x_test),
         "seconds": time.perf_counter() - started,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(table + "\n\n" + setting + "\n" + verdict + "\n")
-    plot = _plot(results, teacher_accuracy, seeds, out / "results.png")
+    plot = _plot(results, teacher_accuracy, job.seeds, out / "results.png")
     print(
         f"\nbest (highest mean): {METHOD_LABELS[best['method']]} -> {out / 'student.keras'}"
         f" (seed {args.seed})"
         + (f" | plot: {plot}" if plot else "")
         + f" | total {summary['seconds']:.0f} s"
     )
-    return 0
 
 
 def _accuracy(model, x, y):
