@@ -1,6 +1,6 @@
 """`python -m keras_cskd` runs the `keras-cskd` command line."""
 
-from keras_cskd.cli import main
+from keras_cskd.cli import console_main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console_main())

@@ -232,6 +232,19 @@ def main(argv=None):
         return EXIT_BAD_INPUT
 
 
+def console_main():
+    """The `keras-cskd` console script: `main()`, then, after Ctrl-C, an
+    immediate exit once the message and the checkpoint are written, so that
+    no backend thread left running by an interrupted `fit` can hold the
+    interpreter's shutdown (seen intermittently under torch and JAX)."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 # --------------------------------------------------------------------- data
 def _load_data(args):
     from keras_cskd import data
