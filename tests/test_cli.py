@@ -110,6 +110,7 @@ def _readme_main_job():
 
 
 @once
+@pytest.mark.slow
 def test_readme_quick_start_main_job_verbatim(tmp_path):
     """The README's main job as written (installation is CI's job): one
     progress bar per model plus the table, and distillation visibly helps."""
