@@ -280,9 +280,13 @@ class Distiller(keras.Model):
         inputs are checked once per call: not empty, no NaN/inf, labels are
         class indices in `[0, classes)` (or one-hot of width `classes`), no
         batch of one sample for batch-wise losses, and the models output one
-        logits tensor each (not probabilities). Datasets and generators are
-        not read ahead: their batches get the static shape checks when the
-        training step is traced.
+        logits tensor each (not probabilities); `sample_weight` is finite and
+        >= 0; the student has trainable weights. Datasets, generators and
+        `PyDataset`s are not read ahead: their batches get the static shape
+        checks when the training step is traced, and the label and
+        sample-weight checks as each batch is read, before the step that
+        would train on it. With a `LossScaleOptimizer`, a
+        `callbacks.SkippedStepWarning` is added.
         """
         arguments = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
         arguments = {k: v for k, v in arguments.items() if k != "self"}

@@ -5,7 +5,8 @@ Shape checks are static (they run at trace time, at no cost per step);
 value checks (NaN/inf, probabilities passed as logits) run only on concrete
 tensors, i.e. in eager calls, never inside a compiled training step. The
 checks of the models given to a `Distiller` and of the arrays given to its
-`fit` are at the end.
+`fit` follow; last, the checks of each batch of a dataset, generator or
+`PyDataset`, run as the batch is read (on the host, outside the step).
 """
 
 import types
@@ -673,7 +674,7 @@ class BatchChecks:
                 labels = _on_host(y)
                 check_class_labels(labels, self.num_classes, owner)
                 for name in self.hard_labels_for:
-                    check_hard_labels(labels, name, "labels `y`")
+                    check_hard_labels(labels, f"{owner}: {name}", "labels `y`")
             if sample_weight is not None and not keras.tree.is_nested(sample_weight):
                 check_sample_weight(_on_host(sample_weight), owner)
         except ValueError as error:
