@@ -159,6 +159,17 @@ class SkippedStepWarning(keras.callbacks.Callback):
         self._start = 0
         self._steps = 0
 
+    @classmethod
+    def add_to(cls, callbacks):
+        """`callbacks` (a list, or None) with a `SkippedStepWarning`, unless
+        they hold one (a `CallbackList` is returned unchanged)."""
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks
+        callbacks = list(callbacks or [])
+        if not any(isinstance(callback, cls) for callback in callbacks):
+            callbacks.append(cls())
+        return callbacks
+
     def _iterations(self):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 

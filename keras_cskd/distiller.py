@@ -18,6 +18,7 @@ from keras import ops
 from keras_cskd import _backend, _porting, validation
 from keras_cskd import losses as kd_losses
 from keras_cskd import ops as kd_ops
+from keras_cskd.callbacks import SkippedStepWarning
 from keras_cskd.losses import StudentCrossEntropy  # (also its old import path)
 from keras_cskd.metrics import ClassStatistics
 
@@ -293,10 +294,10 @@ class Distiller(keras.Model):
         self._freeze_teacher()
         validation.check_fit_arguments(self, arguments)
         self._mark_built()
-        checks = self._batch_checks()
+        checks = validation.BatchChecks.of(self)
         arguments["x"] = validation.check_each_batch(arguments.get("x"), checks)
         if isinstance(getattr(self, "optimizer", None), keras.optimizers.LossScaleOptimizer):
-            arguments["callbacks"] = _with_skipped_step_warning(arguments.get("callbacks"))
+            arguments["callbacks"] = SkippedStepWarning.add_to(arguments.get("callbacks"))
         try:
             return _backend.fit_keeping_state(super().fit, arguments)
         except Exception as error:
@@ -305,14 +306,6 @@ class Distiller(keras.Model):
             if checks.message is not None and not isinstance(error, ValueError):
                 raise ValueError(checks.message) from None
             raise
-
-    def _batch_checks(self):
-        """The label and sample-weight checks of each batch of a dataset,
-        generator or `PyDataset` (see `validation.BatchChecks`)."""
-        hard = [type(l).__name__ for l, _ in self.distillation_losses if l.requires_labels]
-        return validation.BatchChecks(
-            self.num_classes if self.labels_are_classes() else None, hard_labels_for=hard
-        )
 
     def _freeze_teacher(self):
         if self.teacher is None:
@@ -568,18 +561,6 @@ class Distiller(keras.Model):
         teacher = config.pop("teacher")
         teacher = None if teacher is None else keras.saving.deserialize_keras_object(teacher)
         return cls(student=student, teacher=teacher, **config)
-
-
-def _with_skipped_step_warning(callbacks):
-    """`callbacks` plus a `SkippedStepWarning`, unless they hold one."""
-    from keras_cskd.callbacks import SkippedStepWarning
-
-    if isinstance(callbacks, keras.callbacks.CallbackList):
-        return callbacks
-    callbacks = list(callbacks or [])
-    if not any(isinstance(c, SkippedStepWarning) for c in callbacks):
-        callbacks.append(SkippedStepWarning())
-    return callbacks
 
 
 def cache_teacher_logits(teacher, x, batch_size=256, verbose=0):

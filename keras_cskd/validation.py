@@ -662,6 +662,15 @@ class BatchChecks:
         self.batches_read = 0
         self.message = None
 
+    @classmethod
+    def of(cls, distiller):
+        """The checks of the batches given to `distiller.fit`: labels only
+        when they are class labels (see `Distiller.labels_are_classes`)."""
+        return cls(
+            distiller.num_classes if distiller.labels_are_classes() else None,
+            [type(l).__name__ for l, _ in distiller.distillation_losses if l.requires_labels],
+        )
+
     def __call__(self, batch, index=None):
         index = self.batches_read if index is None else index
         self.batches_read += 1
