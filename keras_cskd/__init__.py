@@ -8,7 +8,7 @@ Public API:
 - `keras_cskd.losses`: CSKD, CSWT-weighted CSKD, KD, logit MSE, STKD-style,
   DIST and DKD losses.
 - `keras_cskd.layers.CosineSimilarityWeightedTemperature`: CSWT.
-- `keras_cskd.callbacks`: temperature/cosine recorder, weight warm-up,
+- `keras_cskd.callbacks`: temperature/cosine recorder, weight warm-up, loss-scaler warning,
   atomic checkpoints.
 - `keras_cskd.ops`: the formulas as pure `keras.ops` functions.
 - `keras_cskd.data`, `keras_cskd.models`: loaders and model zoo.

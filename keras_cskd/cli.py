@@ -6,8 +6,10 @@
 
 Trains (or loads) a teacher, trains the student with cross-entropy only and
 with each method from the same seed, prints a results table, writes a PNG
-plot, `results.json`/`results.md` and the students as `.keras` files. Bad
-input ends with a one-line error and exit code 2; Ctrl-C keeps the last
+plot, `results.json`/`results.md` and the students as `.keras` files. All
+the input (arguments, data, models, `--out`) is checked before anything
+trains: bad input ends with a one-line error and exit code 2, never a
+traceback (`--debug` shows one, for reporting a bug); Ctrl-C keeps the last
 checkpoint and says where it is.
 """
 
@@ -36,6 +38,7 @@ DEFAULT_TEACHER = {"hidden": [256], "dropout": 0.2}
 DEFAULT_STUDENT = {"hidden": [32]}
 TEACHER_LEARNING_RATE = 1e-3
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -170,6 +173,11 @@ def _parser():
         "else the first installed of jax, tensorflow, torch)",
     )
     distill.add_argument("--quiet", action="store_true", help="no progress bars")
+    distill.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (for reporting a bug) instead of one line",
+    )
     return parser
 
 
@@ -221,15 +229,35 @@ def main(argv=None):
                 *(sys.argv[1:] if argv is None else argv),
             ]
             return subprocess.call(command, env=env)
-        if backend in ("tensorflow",):
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # TensorFlow also reads image folders under the other backends.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         return run_distill(args)
     except KeyboardInterrupt:
         print("keras-cskd: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except UsageError as error:
-        print(f"keras-cskd: error: {error}", file=sys.stderr)
+        print(f"keras-cskd: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as error:
+        if args.debug:
+            raise
+        # Keras' and keras-cskd's input checks raise ValueError: bad input
+        # that the checks above did not foresee. Anything else is a bug.
+        bad_input = isinstance(error, ValueError)
+        print(
+            f"keras-cskd: {'error' if bad_input else 'internal error'}: "
+            f"{type(error).__name__}: {_one_line(error)} (--debug shows the traceback"
+            + ("" if bad_input else "; please report it")
+            + ")",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT if bad_input else EXIT_BUG
+
+
+def _one_line(error, limit=600):
+    """An exception's message on one line (Keras' messages span several)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def console_main():
@@ -307,7 +335,12 @@ def _load_model(spec, role):
             factory = getattr(module, function_name)
         except (ImportError, AttributeError) as error:
             raise UsageError(f"--{role} {spec}: cannot import it ({error})") from error
-        model = factory()
+        try:
+            model = factory()
+        except Exception as error:
+            raise UsageError(
+                f"--{role} {spec} raised {type(error).__name__}: {_one_line(error, 200)}"
+            ) from error
         if not isinstance(model, keras.Model):
             raise UsageError(f"--{role} {spec} returned {type(model).__name__}, not a keras.Model")
         return model
@@ -545,8 +578,9 @@ def _plan_job(args, methods):
     """The data, the schedule and the student factory of a `distill` run."""
     import keras
 
+    out = _output_folder(args.out)
     name, (x_train, y_train), (x_test, y_test) = _load_data(args)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    num_classes = _check_data(args, methods, x_train, y_train, x_test, y_test)
     input_shape = x_train.shape[1:]
     embedded = args.data is None and (args.dataset in (None, "digits"))
     budget = args.labels or (MAIN_JOB["labels"] if embedded else None)
@@ -561,8 +595,6 @@ def _plan_job(args, methods):
             "dkd needs the label of every training sample; with --labels the "
             "students have labels for only some: drop dkd or --labels"
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     template = _load_model(args.student, "student") if args.student else None
 
     def student_factory(seed=args.seed):
@@ -589,6 +621,50 @@ def _plan_job(args, methods):
         student_factory=student_factory,
         ce_loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+
+
+def _output_folder(path):
+    """`--out` as a folder that exists and can be written to."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot create the folder ({error.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out {out}: the folder is not writable")
+    return out
+
+
+def _check_data(args, methods, x_train, y_train, x_test, y_test):
+    """The checks of the loaded data that need the run's settings (the
+    loaders check each array: finite inputs, whole non-negative labels, one
+    label per input). Returns the number of classes."""
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise UsageError(
+            f"the training inputs have shape {x_train.shape[1:]} but the test inputs "
+            f"{x_test.shape[1:]}: give both splits the same shape"
+        )
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise UsageError(
+            f"the training labels hold one class only ({int(present[0])}"
+            + (f", of the first --limit {args.limit} samples" if args.limit else "")
+            + "): distillation compares at least 2 classes"
+        )
+    batchwise = [METHOD_LABELS[m] for m in methods if METHODS[m].loss_class.batchwise]
+    samples, batch_size = len(x_train), args.batch_size
+    if batchwise and (samples == 1 or samples % batch_size == 1):
+        sizes = range(batch_size + 1, samples + 2)
+        suggestion = next(size for size in sizes if samples % size != 1)
+        raise UsageError(
+            f"{samples} training sample(s) in batches of {batch_size} leave a last batch of "
+            f"one sample, which {', '.join(batchwise)} cannot use (it compares samples "
+            f"across a batch): use --batch-size {suggestion}, or one training sample less"
+        )
+    return num_classes
 
 
 def _teacher_for(args, job):

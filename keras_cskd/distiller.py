@@ -18,6 +18,7 @@ from keras import ops
 from keras_cskd import _backend, _porting, validation
 from keras_cskd import losses as kd_losses
 from keras_cskd import ops as kd_ops
+from keras_cskd.callbacks import SkippedStepWarning
 from keras_cskd.losses import StudentCrossEntropy  # (also its old import path)
 from keras_cskd.metrics import ClassStatistics
 
@@ -280,16 +281,31 @@ class Distiller(keras.Model):
         inputs are checked once per call: not empty, no NaN/inf, labels are
         class indices in `[0, classes)` (or one-hot of width `classes`), no
         batch of one sample for batch-wise losses, and the models output one
-        logits tensor each (not probabilities). Datasets and generators are
-        not read ahead: their batches get the static shape checks when the
-        training step is traced.
+        logits tensor each (not probabilities); `sample_weight` is finite and
+        >= 0; the student has trainable weights. Datasets, generators and
+        `PyDataset`s are not read ahead: their batches get the static shape
+        checks when the training step is traced, and the label and
+        sample-weight checks as each batch is read, before the step that
+        would train on it. With a `LossScaleOptimizer`, a
+        `callbacks.SkippedStepWarning` is added.
         """
         arguments = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
         arguments = {k: v for k, v in arguments.items() if k != "self"}
         self._freeze_teacher()
         validation.check_fit_arguments(self, arguments)
         self._mark_built()
-        return _backend.fit_keeping_state(super().fit, arguments)
+        checks = validation.BatchChecks.of(self)
+        arguments["x"] = validation.check_each_batch(arguments.get("x"), checks)
+        if isinstance(getattr(self, "optimizer", None), keras.optimizers.LossScaleOptimizer):
+            arguments["callbacks"] = SkippedStepWarning.add_to(arguments.get("callbacks"))
+        try:
+            return _backend.fit_keeping_state(super().fit, arguments)
+        except Exception as error:
+            # A batch refused inside a tf.data pipeline arrives wrapped in a
+            # TensorFlow error: give the user the check's own message.
+            if checks.message is not None and not isinstance(error, ValueError):
+                raise ValueError(checks.message) from None
+            raise
 
     def _freeze_teacher(self):
         if self.teacher is None:

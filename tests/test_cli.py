@@ -439,3 +439,39 @@ def test_labelled_cross_entropy_averages_over_labelled_samples_only():
     labelled = labels >= 0
     expected = -np.mean(log_p[labelled, labels[labelled]])
     np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+def _main_in_process(monkeypatch, capsys, failure, *flags):
+    """`keras-cskd distill` in this process with `run_distill` replaced by
+    one that raises `failure`: returns (exit code, stderr)."""
+    from keras_cskd import cli
+
+    def run_distill(args):
+        raise failure
+
+    monkeypatch.setattr(cli, "run_distill", run_distill)
+    code = cli.main(["distill", "--backend", BACKEND, *flags])
+    return code, capsys.readouterr().err
+
+
+@once
+def test_a_bug_is_one_line_and_exit_1_and_debug_shows_the_traceback(monkeypatch, capsys):
+    code, err = _main_in_process(monkeypatch, capsys, KeyError("surprise"))
+    assert code == 1
+    assert err.splitlines() == [
+        "keras-cskd: internal error: KeyError: 'surprise' (--debug shows the traceback; "
+        "please report it)"
+    ]
+    with pytest.raises(KeyError, match="surprise"):
+        _main_in_process(monkeypatch, capsys, KeyError("surprise"), "--debug")
+
+
+@once
+def test_an_unforeseen_value_error_is_bad_input_on_one_line(monkeypatch, capsys):
+    """Keras' and keras-cskd's checks raise ValueError: exit 2, one line even
+    for a message that spans several."""
+    code, err = _main_in_process(monkeypatch, capsys, ValueError("first\n  second line"))
+    assert code == 2
+    assert err.splitlines() == [
+        "keras-cskd: error: ValueError: first second line (--debug shows the traceback)"
+    ]
