@@ -16,9 +16,9 @@ import numpy as np
 from keras import ops
 
 from keras_cskd import _backend, _porting, validation
-from keras_cskd.features import FeatureDistillation, FeatureTaps
 from keras_cskd import losses as kd_losses
 from keras_cskd import ops as kd_ops
+from keras_cskd.features import FeatureDistillation, FeatureTaps
 from keras_cskd.losses import StudentCrossEntropy  # (also its old import path)
 from keras_cskd.metrics import ClassStatistics
 
@@ -393,8 +393,8 @@ class Distiller(keras.Model):
                 "FeatureDistillation needs the live teacher's layers; cached teacher "
                 "logits cannot replace them. Pass x without 'teacher_logits'."
             )
-        student_logits, student_features, teacher_logits, teacher_features = (
-            self._feature_taps.run(x, training=True)
+        student_logits, student_features, teacher_logits, teacher_features = self._feature_taps.run(
+            x, training=True
         )
         outputs["student_logits"] = student_logits
         outputs["teacher_logits"] = ops.stop_gradient(teacher_logits)

@@ -30,6 +30,7 @@ from keras import ops
 
 from keras_cskd import losses as kd_losses
 
+
 @keras.saving.register_keras_serializable(package="keras_cskd")
 class FeatureDistillation(kd_losses.DistillationLoss):
     """Matches an intermediate layer of the student to one of the teacher.
