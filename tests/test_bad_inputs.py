@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cskd import Distiller
+from keras_cskd import Distiller, FeatureDistillation
 
 BACKEND = keras.backend.backend()
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
@@ -915,6 +915,31 @@ def _(lab):
         raise TypeError(out.read_text())
 
     return load_elsewhere
+
+
+# Feature distillation -------------------------------------------------
+@bad_input(
+    "feature_unknown_layer",
+    "`FeatureDistillation` naming a layer the teacher does not have",
+    ValueError,
+    ["no layer named 'teacher_hidden'", "'teacher_logits'", "teacher_layer_name="],
+)
+def _(lab):
+    teacher, student = lab.model("teacher"), lab.model("student")
+    loss = FeatureDistillation("mse", "teacher_hidden", "student_logits")
+    return lambda: Distiller(student, teacher, loss)
+
+
+@bad_input(
+    "feature_width_mismatch",
+    "`keras.distillation.FeatureDistillation` between layers of different widths",
+    ValueError,
+    ["width 8", "student's 3", "projection='auto'"],
+)
+def _(lab):
+    teacher, student = lab.model("teacher"), lab.model("student")
+    loss = keras.distillation.FeatureDistillation("mse", "teacher_input", "student_logits")
+    return lambda: Distiller(student, teacher, loss)
 
 
 # ------------------------------------------------------------------ harness
