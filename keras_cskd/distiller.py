@@ -86,6 +86,9 @@ class Distiller(keras.Model):
         distillation_loss: a `keras_cskd.losses` loss or its name (`"kd"`,
             `"mse"`, `"cskd"`, `"cskd_cswt"`, `"stkd"`, `"dist"`, `"dkd"`), or
             a list of losses or `(loss, weight)` pairs. Default `"cskd"`.
+            A `keras_cskd.FeatureDistillation` in the list matches
+            intermediate layers (FitNets); its projection is trained with
+            the student and not part of `distiller.student`.
         student_loss_weight: weight of the supervised loss (a `keras.Variable`
             afterwards, so callbacks can schedule it). Default 1.0.
         distillation_loss_weight: weight of the distillation term (likewise).
