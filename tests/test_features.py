@@ -267,10 +267,10 @@ def test_keras_feature_distillation_is_accepted_without_projection():
     """keras.distillation.FeatureDistillation: same layers and loss, no
     projection, the value of the NumPy formula."""
     teacher, student = _mlp("t", (12, 5), seed=0), _mlp("s", (5,), seed=1)
-    distiller = keras_cskd.Distiller(
-        student,
-        teacher,
-        keras.distillation.FeatureDistillation("mae", "t_h1", "s_h0"),
+    distiller = keras_cskd.Distiller(  # Keras' keywords: 0 * CE + (1 - 0) * feature loss
+        teacher=teacher,
+        student=student,
+        distillation_losses=[keras.distillation.FeatureDistillation("mae", "t_h1", "s_h0")],
         student_loss_weight=0.0,
     )
     converted = distiller.distillation_losses[0][0]
@@ -364,6 +364,17 @@ def test_subclassed_student_is_refused():
         keras_cskd.Distiller(
             student, _mlp("t", (12,), seed=0), FeatureDistillation("mse", "t_h0", "hidden")
         )
+
+
+def test_two_output_teacher_is_refused():
+    inputs = keras.Input((FEATURES,))
+    hidden = keras.layers.Dense(12, name="t_h0")(inputs)
+    teacher = keras.Model(
+        inputs, [keras.layers.Dense(CLASSES)(hidden), keras.layers.Dense(CLASSES)(hidden)]
+    )
+    student = _mlp("s", (5,), seed=1)
+    with pytest.raises(ValueError, match="teacher has 2 outputs"):
+        keras_cskd.Distiller(student, teacher, FeatureDistillation("mse", "t_h0", "s_h0"))
 
 
 def test_needs_the_live_teacher():
