@@ -61,6 +61,10 @@ class FeatureDistillation(kd_losses.DistillationLoss):
             the widths must match (`keras.distillation`'s behaviour). The
             projection is `Dense(teacher_width)` on the last axis, built by
             the `Distiller` (or by the first call) and trained with the student.
+            Or a Keras layer of your own (e.g. FitNets' convolutional
+            regressor `keras.layers.Conv2D(teacher_channels, 3,
+            padding="same")`), used as given: it maps the student's features
+            to the teacher's shape.
         name, reduction, dtype: as in `keras.losses.Loss`.
 
     Example:
@@ -92,17 +96,20 @@ class FeatureDistillation(kd_losses.DistillationLoss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if not (isinstance(projection, bool) or projection == "auto"):
+        if isinstance(projection, dict):  # from a saved config
+            projection = keras.saving.deserialize_keras_object(projection)
+        if not (isinstance(projection, (bool, keras.layers.Layer)) or str(projection) == "auto"):
             raise ValueError(
                 f"FeatureDistillation(projection={projection!r}): use 'auto' (a learned "
-                "projection when the widths differ), True (always) or False (never)."
+                "projection when the widths differ), True (always), False (never) or a "
+                "keras.layers.Layer."
             )
         self.loss = loss
         self._values = _per_position_values(loss)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
         self.projection = projection
-        self.projection_layer = None
+        self.projection_layer = projection if isinstance(projection, keras.layers.Layer) else None
         self.built = False
 
     def build(self, teacher_shape, student_shape):
@@ -111,6 +118,9 @@ class FeatureDistillation(kd_losses.DistillationLoss):
         when they cannot be compared."""
         teacher_shape, student_shape = tuple(teacher_shape), tuple(student_shape)
         where = self._describe_layers()
+        if isinstance(self.projection, keras.layers.Layer):
+            self._build_own_projection(teacher_shape, student_shape, where)
+            return
         if len(teacher_shape) != len(student_shape) or len(teacher_shape) < 2:
             raise ValueError(
                 f"FeatureDistillation{where}: the teacher's features have shape "
@@ -153,6 +163,23 @@ class FeatureDistillation(kd_losses.DistillationLoss):
             self.projection_layer = None
         self.built = True
 
+    def _build_own_projection(self, teacher_shape, student_shape, where):
+        layer = self.projection
+        if not layer.built:
+            layer.build(student_shape)
+        projected = tuple(layer.compute_output_shape(student_shape))
+        if len(projected) != len(teacher_shape) or any(
+            p is not None and t is not None and p != t
+            for p, t in zip(projected[1:], teacher_shape[1:])
+        ):
+            raise ValueError(
+                f"FeatureDistillation{where}: the projection {layer.name!r} maps the "
+                f"student's features {student_shape} to {projected}, but the teacher's are "
+                f"{teacher_shape}. Give the projection the teacher's shape (e.g. "
+                f"{teacher_shape[-1]} output channels, and strides that match)."
+            )
+        self.built = True
+
     def _describe_layers(self):
         if self.teacher_layer_name is None and self.student_layer_name is None:
             return ""
@@ -163,6 +190,8 @@ class FeatureDistillation(kd_losses.DistillationLoss):
 
     def needs_projection(self, teacher_shape, student_shape):
         """Whether this loss learns a projection for these feature shapes."""
+        if isinstance(self.projection, keras.layers.Layer):
+            return True
         return self.projection is True or (
             self.projection == "auto" and tuple(teacher_shape)[-1] != tuple(student_shape)[-1]
         )
@@ -210,7 +239,11 @@ class FeatureDistillation(kd_losses.DistillationLoss):
             "loss": loss,
             "teacher_layer_name": self.teacher_layer_name,
             "student_layer_name": self.student_layer_name,
-            "projection": self.projection,
+            "projection": (
+                keras.saving.serialize_keras_object(self.projection)
+                if isinstance(self.projection, keras.layers.Layer)
+                else self.projection
+            ),
         }
 
     @classmethod

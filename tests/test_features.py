@@ -11,6 +11,8 @@ not change, the `.keras` round trip, `keras.distillation` interop, and the
 errors.
 """
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -21,6 +23,10 @@ import keras_cskd
 from keras_cskd import FeatureDistillation
 
 FEATURES, CLASSES = 6, 3
+
+
+def as_json(data):
+    return json.loads(json.dumps(data))
 
 
 def _np(x):
@@ -212,13 +218,15 @@ def test_projection_trains_with_the_student_and_is_not_exported(tmp_path):
 
 
 @pytest.mark.slow
-def test_distiller_with_projection_round_trips_through_a_keras_file(tmp_path):
+@pytest.mark.parametrize("projection", ["auto", "own layer"])
+def test_distiller_with_projection_round_trips_through_a_keras_file(projection, tmp_path):
     """Saved after 2 steps and loaded: same projection and optimizer state,
     and 2 more steps end where the never-saved distiller does."""
     teacher, student = _mlp("t", (12,), seed=0), _mlp("s", (5,), seed=1)
-    distiller = keras_cskd.Distiller(
-        student, teacher, [("kd", 1.0), (FeatureDistillation("mse", "t_h0", "s_h0"), 0.5)]
-    )
+    if projection != "auto":
+        projection = keras.layers.Dense(12, activation="tanh", name="regressor")
+    fitnets = FeatureDistillation("mse", "t_h0", "s_h0", projection=projection)
+    distiller = keras_cskd.Distiller(student, teacher, [("kd", 1.0), (fitnets, 0.5)])
     distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
     x, y = _batch(n=16)
 
@@ -229,12 +237,10 @@ def test_distiller_with_projection_round_trips_through_a_keras_file(tmp_path):
     path = str(tmp_path / "distiller.keras")
     distiller.save(path)
     loaded = keras.saving.load_model(path)
-    (fitnets, _), (loaded_fitnets, _) = (
-        distiller.distillation_losses[1],
-        loaded.distillation_losses[1],
-    )
+    loaded_fitnets = loaded.distillation_losses[1][0]
     assert isinstance(loaded_fitnets, FeatureDistillation)
-    assert loaded_fitnets.get_config() == fitnets.get_config()
+    assert as_json(loaded_fitnets.get_config()) == as_json(fitnets.get_config())
+    assert loaded_fitnets.projection_layer is not fitnets.projection_layer
     for a, b in zip(
         loaded_fitnets.projection_layer.weights, fitnets.projection_layer.weights, strict=True
     ):
@@ -260,6 +266,31 @@ def test_config_round_trip():
     )
     assert isinstance(copy.loss, keras.losses.LogCosh)
     assert float(_np(copy(t, s))) == pytest.approx(float(_np(fitnets(t, s))), rel=1e-6)
+
+
+def test_own_projection_layer_matches_numpy():
+    """A layer given as `projection` is used as given: tanh(s @ K + b)."""
+    rng = np.random.default_rng(3)
+    t = rng.normal(size=(6, 4)).astype("float32")
+    s = rng.normal(size=(6, 3)).astype("float32")
+    fitnets = FeatureDistillation(projection=keras.layers.Dense(4, activation="tanh"))
+    fitnets.build(t.shape, s.shape)
+    kernel, bias = _set_projection(fitnets)
+    expected = np.mean((np.tanh(s.astype("float64") @ kernel + bias) - t) ** 2)
+    np.testing.assert_allclose(float(_np(fitnets(t, s))), expected, rtol=1e-5)
+
+
+def test_own_projection_may_change_positions_but_must_reach_the_teacher_shape():
+    """A strided convolution maps a (6, 6, 4) map onto the teacher's (3, 3, 8);
+    one that misses the teacher's shape is refused, naming both shapes."""
+    strided = keras.layers.Conv2D(8, 3, strides=2, padding="same")
+    fitnets = FeatureDistillation(projection=strided)
+    fitnets.build((None, 3, 3, 8), (None, 6, 6, 4))
+    assert fitnets.projection_layer is strided
+    with pytest.raises(ValueError, match=r"to \(None, 6, 6, 8\), but the teacher's are"):
+        FeatureDistillation(projection=keras.layers.Conv2D(8, 1)).build(
+            (None, 3, 3, 8), (None, 6, 6, 4)
+        )
 
 
 # ---------------------------------------------------- keras.distillation
@@ -342,7 +373,7 @@ def test_shape_mismatch_without_projection_is_refused(teacher_shape, student_sha
 
 
 def test_bad_projection_argument():
-    with pytest.raises(ValueError, match="'auto' .* True .* False"):
+    with pytest.raises(ValueError, match="'auto' .* True .* False .* or a keras.layers.Layer"):
         FeatureDistillation(projection="yes")
     with pytest.raises(ValueError, match="keras.losses name"):
         FeatureDistillation(loss=3)
