@@ -5,6 +5,8 @@ Public API:
 - `keras_cskd.Distiller`: a `keras.Model` that distils a teacher into a
   student with `fit`, on TensorFlow, JAX and PyTorch.
 - `keras_cskd.cache_teacher_logits`: run the teacher once, train from logits.
+- `keras_cskd.FeatureDistillation`: match intermediate layers by name
+  (FitNets, with a learned projection when the widths differ).
 - `keras_cskd.losses`: CSKD, CSWT-weighted CSKD, KD, logit MSE, STKD-style,
   DIST and DKD losses.
 - `keras_cskd.layers.CosineSimilarityWeightedTemperature`: CSWT.
@@ -26,9 +28,11 @@ ensure_installed_backend()
 
 from keras_cskd import callbacks, data, layers, losses, models, ops  # noqa: E402
 from keras_cskd.distiller import Distiller, cache_teacher_logits  # noqa: E402
+from keras_cskd.features import FeatureDistillation  # noqa: E402
 
 __all__ = [
     "Distiller",
+    "FeatureDistillation",
     "cache_teacher_logits",
     "callbacks",
     "data",

@@ -19,6 +19,7 @@ from keras_cskd import _backend, _porting, validation
 from keras_cskd import losses as kd_losses
 from keras_cskd import ops as kd_ops
 from keras_cskd.callbacks import SkippedStepWarning
+from keras_cskd.features import FeatureDistillation, FeatureTaps
 from keras_cskd.losses import StudentCrossEntropy  # (also its old import path)
 from keras_cskd.metrics import ClassStatistics
 
@@ -52,7 +53,7 @@ def _normalise_distillation_losses(distillation_loss):
             loss, weight = item
         else:
             loss, weight = item, 1.0
-        loss = kd_losses.get(loss)
+        loss = kd_losses.get(_porting.keras_feature_distillation(loss))
         if getattr(loss, "reduction", "sum_over_batch_size") in (None, "none"):
             raise ValueError(
                 f"{type(loss).__name__}(reduction={loss.reduction!r}) returns one "
@@ -86,6 +87,9 @@ class Distiller(keras.Model):
         distillation_loss: a `keras_cskd.losses` loss or its name (`"kd"`,
             `"mse"`, `"cskd"`, `"cskd_cswt"`, `"stkd"`, `"dist"`, `"dkd"`), or
             a list of losses or `(loss, weight)` pairs. Default `"cskd"`.
+            A `keras_cskd.FeatureDistillation` in the list matches
+            intermediate layers (FitNets); its projection is trained with
+            the student and not part of `distiller.student`.
         student_loss_weight: weight of the supervised loss (a `keras.Variable`
             afterwards, so callbacks can schedule it). Default 1.0.
         distillation_loss_weight: weight of the distillation term (likewise).
@@ -178,6 +182,18 @@ class Distiller(keras.Model):
             teacher.trainable = False
 
         self.distillation_losses = _normalise_distillation_losses(distillation_loss)
+        # Read features of named layers (FeatureDistillation); the taps are
+        # not tracked (no weights of their own), the projections are.
+        object.__setattr__(
+            self,
+            "_feature_taps",
+            FeatureTaps.connect([l for l, _ in self.distillation_losses], student, teacher),
+        )
+        self.feature_projections = [
+            l.projection_layer
+            for l, _ in self.distillation_losses
+            if isinstance(l, FeatureDistillation) and l.projection_layer is not None
+        ]
         self._student_loss_weight_value = float(student_loss_weight)
         self._distillation_loss_weight_value = float(distillation_loss_weight)
         for label, value in (
@@ -370,6 +386,8 @@ class Distiller(keras.Model):
             x, mix_lambda, mix_index = self._mixup(x)
             outputs["mixup_lambda"] = mix_lambda
             outputs["mixup_index"] = mix_index
+        if self._feature_taps is not None:
+            return self._call_with_features(x, cached_logits, outputs)
         student_logits = self.student(x, training=True)
         if cached_logits is not None:
             teacher_logits = ops.convert_to_tensor(cached_logits)
@@ -384,6 +402,23 @@ class Distiller(keras.Model):
         validation.check_single_output(teacher_logits, "teacher", "Distiller")
         outputs["student_logits"] = student_logits
         outputs["teacher_logits"] = ops.stop_gradient(teacher_logits)
+        return outputs
+
+    def _call_with_features(self, x, cached_logits, outputs):
+        """`call(training=True)` with `FeatureDistillation` losses: one
+        forward pass of each model returns its logits and features."""
+        if cached_logits is not None:
+            raise ValueError(
+                "FeatureDistillation needs the live teacher's layers; cached teacher "
+                "logits cannot replace them. Pass x without 'teacher_logits'."
+            )
+        student_logits, student_features, teacher_logits, teacher_features = self._feature_taps.run(
+            x, training=True
+        )
+        outputs["student_logits"] = student_logits
+        outputs["teacher_logits"] = ops.stop_gradient(teacher_logits)
+        outputs["student_features"] = student_features
+        outputs["teacher_features"] = [ops.stop_gradient(f) for f in teacher_features]
         return outputs
 
     def _mixup(self, x):
@@ -462,9 +497,15 @@ class Distiller(keras.Model):
         teacher_logits, student_logits, sample_weight, labels = _backend.gather_replicas(
             (y_pred["teacher_logits"], y_pred["student_logits"], sample_weight, y)
         )
+        features = _backend.gather_replicas(
+            list(zip(y_pred.get("teacher_features", []), y_pred.get("student_features", [])))
+        )
         total = ops.zeros((), "float32")
         for loss, weight in self.distillation_losses:
-            if loss is self._statistics_loss:
+            if isinstance(loss, FeatureDistillation):
+                teacher_features, student_features = features.pop(0)
+                value = loss.compute(teacher_features, student_features, sample_weight)
+            elif loss is self._statistics_loss:
                 value, statistics = loss.compute_with_statistics(
                     teacher_logits, student_logits, sample_weight, labels=labels
                 )

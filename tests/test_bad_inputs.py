@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 import reference
 
-from keras_cskd import Distiller, cli
+from keras_cskd import Distiller, FeatureDistillation, cli
 
 BACKEND = keras.backend.backend()
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
@@ -1268,6 +1268,31 @@ def _(lab):
 )
 def _(lab):
     return ["--temperature", "nan"]
+
+
+# Feature distillation -------------------------------------------------
+@bad_input(
+    "feature_unknown_layer",
+    "`FeatureDistillation` naming a layer the teacher does not have",
+    ValueError,
+    ["no layer named 'teacher_hidden'", "'teacher_logits'", "teacher_layer_name="],
+)
+def _(lab):
+    teacher, student = lab.model("teacher"), lab.model("student")
+    loss = FeatureDistillation("mse", "teacher_hidden", "student_logits")
+    return lambda: Distiller(student, teacher, loss)
+
+
+@bad_input(
+    "feature_width_mismatch",
+    "`keras.distillation.FeatureDistillation` between layers of different widths",
+    ValueError,
+    ["width 8", "student's 3", "projection='auto'"],
+)
+def _(lab):
+    teacher, student = lab.model("teacher"), lab.model("student")
+    loss = keras.distillation.FeatureDistillation("mse", "teacher_input", "student_logits")
+    return lambda: Distiller(student, teacher, loss)
 
 
 # ------------------------------------------------------------------ harness
