@@ -447,10 +447,13 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._refused = None
+        if os.path.exists(partial_path(self.filepath)):  # left by a process killed mid-write
+            os.remove(partial_path(self.filepath))
 
     def on_epoch_end(self, epoch, logs=None):
         problem = unsafe_to_save(self.model, logs)
         if problem is not None:
             _refusal(self, f"epoch {epoch + 1} to {self.filepath}", problem)
             return
+        os.makedirs(os.path.dirname(os.path.abspath(self.filepath)), exist_ok=True)
         write_atomically(self.filepath, self.model.save)
