@@ -27,8 +27,8 @@ import contextlib
 import io
 import os
 import re
-import warnings
 import sys
+import warnings
 from pathlib import Path
 
 import keras
