@@ -89,7 +89,7 @@ def _restored(folder, save_freq, tmp):
     class Probe(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             seen["iterations"] = worker.iterations(self.model)
-            seen["weights"] = worker.student_weights(self.model.student)
+            seen["weights"] = worker.student_weights(self.model)
             seen["epoch"] = self.model._initial_epoch
 
     x, y = worker.data()
