@@ -12,15 +12,13 @@ mostly lands inside a write:
 - `BackupAndRestore(DIR/epoch)`: a backup after every epoch;
 - `AtomicCheckpoint(DIR/last.keras)`: the whole Distiller after every epoch.
 
-It prints `started ITERATIONS` after its first batch, and writes
-DIR/final.npz (the student's weights) if it is not killed first.
+It prints `started ITERATIONS` after its first batch.
 """
 
 import os
 import sys
 
 import keras
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,12 +50,7 @@ class SayStarted(keras.callbacks.Callback):
 
 
 def main(folder, epochs):
-    distiller = worker.train(callbacks=[*callbacks(folder), SayStarted()], epochs=epochs)
-    np.savez(
-        os.path.join(folder, "final.npz"),
-        *worker.student_weights(distiller),
-        iterations=worker.iterations(distiller),
-    )
+    worker.train(callbacks=[*callbacks(folder), SayStarted()], epochs=epochs)
 
 
 if __name__ == "__main__":
