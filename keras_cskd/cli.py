@@ -9,8 +9,10 @@ with each method from the same seed, prints a results table, writes a PNG
 plot, `results.json`/`results.md` and the students as `.keras` files. All
 the input (arguments, data, models, `--out`) is checked before anything
 trains: bad input ends with a one-line error and exit code 2, never a
-traceback (`--debug` shows one, for reporting a bug); Ctrl-C keeps the last
-checkpoint and says where it is.
+traceback (`--debug` shows one, for reporting a bug). Ctrl-C keeps the last
+checkpoint and says where it is; the same command run again (or with
+`--resume`) continues from the last finished epoch, and nothing of an
+interrupted run is deleted without `--overwrite`.
 """
 
 import argparse
@@ -166,6 +168,18 @@ def _parser():
     )
     distill.add_argument("--image-size", type=int, default=32, help="for image folders")
     distill.add_argument("--out", default="cskd-out", help="output folder")
+    distill.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from its last finished epoch "
+        "(also what a rerun with the same options does); an error if there is none",
+    )
+    distill.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard an interrupted run in --out (its backups and checkpoints) "
+        "and start over; without it such a run is never deleted",
+    )
     distill.add_argument(
         "--backend",
         choices=("jax", "tensorflow", "torch"),
@@ -485,6 +499,11 @@ def _reusable_teacher(teacher_path, settings, digest):
     except (OSError, ValueError):
         return False, f"training teacher (no settings record next to {teacher_path})"
     if record.get("settings_sha256") == digest:
+        if record.get("file_sha256") != _sha256(teacher_path):
+            return False, (
+                f"training teacher ({teacher_path} does not match the checksum in "
+                f"{record_path}: it was cut short or replaced)"
+            )
         return True, f"reusing teacher {teacher_path} (settings match, sha256 {digest})"
     old = record.get("settings", {})
     changed = [
@@ -493,6 +512,27 @@ def _reusable_teacher(teacher_path, settings, digest):
         if old.get(key) != value
     ]
     return False, "training teacher (settings changed: " + (", ".join(changed) or "format") + ")"
+
+
+def _save_teacher(teacher, teacher_path, settings, digest):
+    """The teacher cache: the model, then its record (settings and the
+    file's checksum), each written atomically. A cache cut short or
+    replaced no longer matches its record, so it is retrained, not read."""
+    from keras_cskd._files import write_atomically, write_text_atomically
+
+    write_atomically(teacher_path, teacher.save)
+    record = {"settings": settings, "settings_sha256": digest, "file_sha256": _sha256(teacher_path)}
+    write_text_atomically(teacher_path.with_suffix(".json"), json.dumps(record, indent=2))
+
+
+def _sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _progress_bar(args, title, total):
@@ -558,6 +598,7 @@ def run_distill(args):
         f"data {job.name}: {len(job.x_train)} train / {len(job.x_test)} test, "
         f"{job.input_shape}, {job.num_classes} classes"
     )
+    job.record = _open_run_record(args, job, methods)
     try:
         teacher, teacher_source = _teacher_for(args, job)
         teacher_accuracy = _accuracy(teacher, job.x_test, job.y_test)
@@ -567,11 +608,156 @@ def run_distill(args):
     except _Interrupted:
         return EXIT_INTERRUPTED
     _write_report(args, job, results, teacher_accuracy, started)
+    job.record.finish()
     return 0
 
 
 class _Interrupted(Exception):
     """Ctrl-C during training, after saying what was kept."""
+
+
+# ------------------------------------------------------------------- resume
+RUN_RECORD = "run.json"
+BACKUPS = "backup"
+
+
+class _RunRecord:
+    """`--out/run.json`: the settings of the run and the result of every
+    (method, seed) finished so far, rewritten atomically after each one, so
+    that an interrupted run (Ctrl-C, a kill) resumes where it stopped."""
+
+    def __init__(self, out, settings):
+        self.path = out / RUN_RECORD
+        self.backups = out / BACKUPS
+        self.settings = settings
+        self.digest = _digest(settings)
+        self.done = {}
+
+    def result(self, method, seed):
+        return self.done.get(f"{method}/{seed}")
+
+    def add(self, method, seed, accuracy, seconds):
+        self.done[f"{method}/{seed}"] = {"accuracy": accuracy, "seconds": seconds}
+        self.save()
+
+    def save(self, finished=False):
+        from keras_cskd._files import write_text_atomically
+
+        record = {
+            "settings": self.settings,
+            "settings_sha256": self.digest,
+            "done": self.done,
+            "finished": finished,
+        }
+        write_text_atomically(self.path, json.dumps(record, indent=2))
+
+    def finish(self):
+        import shutil
+
+        self.save(finished=True)
+        shutil.rmtree(self.backups, ignore_errors=True)
+
+
+def _digest(settings):
+    import hashlib
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _run_settings(args, job, methods):
+    """Everything that decides a run's results (not --quiet, --out, ...)."""
+    teacher_settings, _ = _teacher_settings(
+        args, job.name, job.x_train, job.y_train, job.teacher_epochs
+    )
+    return {
+        **teacher_settings,
+        "teacher": args.teacher,
+        "student": args.student,
+        "methods": methods,
+        "student_epochs": job.epochs,
+        "seeds": job.seeds,
+        "labels": job.budget,
+        "student_learning_rate": job.learning_rate,
+        "temperature": args.temperature,
+        "label_noise": args.label_noise,
+    }
+
+
+def _open_run_record(args, job, methods):
+    """The run record to train under: the interrupted run in --out when
+    its settings match (resumed), else a new one. An interrupted run with
+    other settings is kept unless --overwrite (exit 2 otherwise)."""
+    import shutil
+
+    record = _RunRecord(job.out, _run_settings(args, job, methods))
+    previous = None
+    if record.path.exists():
+        try:
+            previous = json.loads(record.path.read_text())
+            previous["done"], previous["settings_sha256"]  # noqa: B018 (the keys it needs)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            if not args.overwrite:
+                raise UsageError(
+                    f"{record.path} cannot be read ({type(error).__name__}): it is not a "
+                    "keras-cskd run record; rerun with --overwrite to start over"
+                ) from error
+            previous = None
+    interrupted = previous is not None and not previous.get("finished", False)
+    if interrupted and previous["settings_sha256"] == record.digest and not args.overwrite:
+        record.done = dict(previous["done"])
+        finished = ", ".join(sorted(record.done)) or "no student yet"
+        print(f"resuming the interrupted run in {job.out} (finished: {finished})")
+        return record
+    if args.resume:
+        why = "it finished" if previous is not None and not interrupted else "there is none"
+        if interrupted and not args.overwrite:
+            why = "it has other settings: " + _changes(previous.get("settings", {}), record)
+        raise UsageError(
+            f"--resume: no interrupted run with these settings in {job.out} ({why}); "
+            "run without --resume to start a new one"
+        )
+    if interrupted and not args.overwrite:
+        raise UsageError(
+            f"{job.out} holds an interrupted run with other settings "
+            f"({_changes(previous.get('settings', {}), record)}): rerun with its options to "
+            "resume it, add --overwrite to discard it, or choose another --out"
+        )
+    if args.overwrite:
+        shutil.rmtree(record.backups, ignore_errors=True)
+        for stale in job.out.glob("checkpoint_*.keras"):
+            stale.unlink()
+    elif record.backups.exists():
+        raise UsageError(
+            f"{record.backups} holds backups of a run without a record ({record.path}): "
+            "add --overwrite to discard them, or choose another --out"
+        )
+    record.save()
+    return record
+
+
+def _changes(old, record):
+    changed = [
+        f"{key} {old.get(key)!r} -> {value!r}"
+        for key, value in record.settings.items()
+        if old.get(key) != value
+    ]
+    return ", ".join(changed) or "format"
+
+
+def _guarded_fit(model, x, y, backup, **kwargs):
+    """`fit` with the run's safety net: a backup of every finished epoch
+    (resumed from when it exists) and a stop when the weights go NaN/inf.
+    Returns None, or why the model went bad."""
+    from keras_cskd import callbacks
+
+    backup_callback = callbacks.BackupAndRestore(str(backup))
+    kwargs["callbacks"] = [*kwargs.get("callbacks", []), callbacks.TerminateOnNaN()]
+    kwargs["callbacks"].insert(0, backup_callback)
+    try:
+        model.fit(x, y, verbose=0, **kwargs)
+    except callbacks.CorruptBackupError as error:
+        raise UsageError(f"{error} (or rerun with --overwrite)") from None
+    return callbacks.unsafe_to_save(model)
 
 
 def _plan_job(args, methods):
@@ -686,7 +872,14 @@ def _teacher_for(args, job):
         reuse, why = _reusable_teacher(teacher_path, settings, digest)
         print(why)
         if reuse:
-            teacher = keras.saving.load_model(teacher_path, compile=False)
+            try:
+                teacher = keras.saving.load_model(teacher_path, compile=False)
+            except Exception as error:
+                raise UsageError(
+                    f"the cached teacher {teacher_path} cannot be loaded "
+                    f"({type(error).__name__}: {str(error).splitlines()[0][:160]}): delete it "
+                    "to train a new one"
+                ) from error
             source = f"reused {teacher_path}"
         else:
             teacher = _default_teacher(job.input_shape, job.num_classes, args.seed)
@@ -697,27 +890,37 @@ def _teacher_for(args, job):
                 f"teacher ({teacher.count_params():,} parameters, {job.teacher_epochs} epochs)",
                 job.teacher_epochs,
             )
+            backup = job.record.backups / "teacher"
             try:
-                teacher.fit(
+                gone_bad = _guarded_fit(
+                    teacher,
                     job.x_train,
                     job.y_train,
+                    backup,
                     batch_size=args.batch_size,
                     epochs=job.teacher_epochs,
-                    verbose=0,
                     shuffle=True,
                     callbacks=bar,
                 )
             except KeyboardInterrupt:
-                teacher.save(job.out / "teacher.interrupted.keras")
+                kept = (
+                    f"its last finished epoch is backed up in {backup}"
+                    if (backup / "latest.weights.h5").exists()
+                    else "no epoch of it had finished"
+                )
                 print(
-                    f"\ninterrupted: teacher saved to {job.out / 'teacher.interrupted.keras'}",
+                    f"\ninterrupted while training the teacher: {kept}; run the same "
+                    "command again (or add --resume) to continue",
                     file=sys.stderr,
                 )
                 raise _Interrupted from None
-            teacher.save(teacher_path)
-            teacher_path.with_suffix(".json").write_text(
-                json.dumps({"settings": settings, "settings_sha256": digest}, indent=2)
-            )
+            if gone_bad:
+                raise UsageError(
+                    f"the teacher's training went bad ({gone_bad}); its last good epoch is "
+                    f"kept in {backup}: lower the learning rate or check the data, then "
+                    "rerun with --overwrite"
+                )
+            _save_teacher(teacher, teacher_path, settings, digest)
             source = f"trained, saved to {teacher_path}"
     probe = np.asarray(teacher.predict(job.x_test[: min(len(job.x_test), 64)], verbose=0))
     if probe.ndim == 2 and validation.looks_like_probabilities(probe):
@@ -774,6 +977,11 @@ def _train_method(method, args, job, teacher, runs):
         job.epochs * job.seeds,
     )
     for seed, labels, labelled in runs:
+        done = job.record.result(method, seed)
+        if done is not None:  # finished before an interruption
+            accuracies.append(done["accuracy"])
+            seconds += done["seconds"]
+            continue
         student = job.student_factory(seed)
         optimizer = keras.optimizers.Adam(job.learning_rate)
         if method == "ce":
@@ -795,26 +1003,42 @@ def _train_method(method, args, job, teacher, runs):
             else:
                 model.compile(optimizer)
         tic = time.perf_counter()
+        backup = job.record.backups / f"{method}-seed{seed}"
         try:
-            model.fit(
+            gone_bad = _guarded_fit(
+                model,
                 x_fit,
                 y_fit,
+                backup,
                 batch_size=args.batch_size,
                 epochs=job.epochs,
-                verbose=0,
                 callbacks=[*bar, _student_checkpoint(checkpoint, student)],
             )
         except KeyboardInterrupt:
+            kept = (
+                f"the student after its last finished epoch is {checkpoint}"
+                if (backup / "latest.weights.h5").exists()
+                else "no epoch of it had finished, so there is no checkpoint of it yet"
+            )
             print(
-                f"\ninterrupted during {method}: the last checkpoint (end of the "
-                f"last finished epoch) is {checkpoint}",
+                f"\ninterrupted during {method} (seed {seed}): {kept}; run the same command "
+                "again (or add --resume) to continue from there",
                 file=sys.stderr,
             )
             raise _Interrupted from None
+        if gone_bad:
+            raise UsageError(
+                f"{method} (seed {seed}): the student's training went bad ({gone_bad}); its "
+                f"last good epoch is kept in {checkpoint}: lower --learning-rate or check the "
+                "data, then rerun with --overwrite"
+            )
         seconds += time.perf_counter() - tic
         accuracies.append(_accuracy(student, job.x_test, job.y_test))
         if seed == args.seed:
-            student.save(job.out / f"student_{method}.keras")
+            from keras_cskd._files import write_atomically
+
+            write_atomically(job.out / f"student_{method}.keras", student.save)
+        job.record.add(method, seed, accuracies[-1], time.perf_counter() - tic)
     checkpoint.unlink(missing_ok=True)
     return {
         "method": method,
