@@ -270,7 +270,7 @@ def class_temperatures(temperatures, teacher_logits, num_classes):
         counts = ops.sum(assigned, axis=0)
         per_class = ops.sum(assigned * temperatures, axis=0) / ops.maximum(counts, 1.0)
         return ops.where(counts > 0, per_class, ops.mean(temperatures))
-    return ops.full((num_classes,), 1.0, "float32") * temperatures
+    return ops.ones((num_classes,), "float32") * temperatures
 
 
 def similarity_transfer_distillation(
