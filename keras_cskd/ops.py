@@ -266,11 +266,11 @@ def class_temperatures(temperatures, teacher_logits, num_classes):
     if len(temperatures.shape) == 2 and temperatures.shape[0] == 1:
         return ops.reshape(temperatures, (num_classes,))
     if len(temperatures.shape) == 2:
-        assigned = ops.one_hot(ops.argmax(teacher_logits, axis=-1), num_classes, dtype="float32")
+        assigned = _one_hot(ops.argmax(teacher_logits, axis=-1), num_classes)
         counts = ops.sum(assigned, axis=0)
         per_class = ops.sum(assigned * temperatures, axis=0) / ops.maximum(counts, 1.0)
         return ops.where(counts > 0, per_class, ops.mean(temperatures))
-    return ops.full((num_classes,), 1.0, "float32") * temperatures
+    return ops.ones((num_classes,), "float32") * temperatures
 
 
 def similarity_transfer_distillation(
@@ -372,7 +372,9 @@ def min_max_temperatures(similarity, low, high, epsilon=1e-6):
     degenerate = spread <= epsilon
     safe_spread = ops.where(degenerate, ops.ones_like(spread), spread)
     scaled = low + (largest - similarity) / safe_spread * (high - low)
-    midpoint = ops.full_like(similarity, (low + high) / 2.0)
+    # `zeros_like + c`, not `full_like`: PyTorch's `full` reads a tensor
+    # fill value back to the host (a device sync on a GPU).
+    midpoint = ops.zeros_like(similarity) + (low + high) / 2.0
     return ops.where(degenerate, midpoint, scaled)
 
 
@@ -497,7 +499,16 @@ def _target_mask(labels, num_classes):
     if len(labels.shape) == 2 and labels.shape[-1] == num_classes:
         return _as_float32(labels)
     labels = ops.reshape(labels, (-1,))
-    return ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+    return _one_hot(labels, num_classes)
+
+
+def _one_hot(indices, num_classes):
+    """`ops.one_hot(indices, num_classes)` in float32 as a comparison with
+    `arange`: PyTorch's `one_hot` checks the index range on the host (two
+    device syncs per call on a GPU); this needs none. Indices outside
+    `[0, num_classes)` give a row of zeros."""
+    indices = ops.expand_dims(ops.cast(indices, "int32"), -1)
+    return ops.cast(ops.equal(indices, ops.arange(num_classes, dtype="int32")), "float32")
 
 
 _MASKED = -1e9
