@@ -165,8 +165,22 @@ for name, params, scores in rows:
 """
 Background pixels are most of the image, so pixel accuracy is high for
 every model; the ink accuracy (is each ink pixel given the right digit?)
-and the mean IoU separate them. As in the token example, margins at this
-scale are small and move with the seed.
+and the mean IoU separate them. One run with the default settings (6,000
+images, 8 epochs, JAX on CPU, one seed; about 3 minutes on two busy cores)
+printed:
+
+| model | params | pixel acc | ink acc | mean IoU | agreement |
+|---|---:|---:|---:|---:|---:|
+| teacher | 29,131 | 0.958 | 0.669 | 0.565 | - |
+| student, labels only (CE) | 2,107 | 0.919 | 0.351 | 0.290 | 0.924 |
+| student, CE + CSKD | 2,107 | 0.940 | 0.526 | 0.444 | 0.957 |
+| student, CE + KD | 2,107 | 0.906 | 0.242 | 0.220 | 0.920 |
+
+CSKD lifted the small student's ink accuracy from 0.35 to 0.53 (the
+teacher's is 0.67). KD at `tau = 4` with weight 1 next to the
+cross-entropy did worse than the labels alone on this run; its
+`tau^2`-scaled term dominates (lower `distillation_loss_weight` or `tau`
+for it). One seed: margins of a few points are within noise.
 """
 
 """

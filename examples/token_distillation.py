@@ -150,8 +150,9 @@ rows = [("teacher", teacher.count_params(), token_scores(teacher, x_test, y_test
 ## Students
 
 Every student starts from the same weights. The baseline learns from the
-text alone; the distilled students add CSKD or KD (both at `tau = 4`) to
-the cross-entropy, with the `Distiller`. Neither `fit` nor the losses are
+text alone; the distilled students add CSKD (`tau = 4`) or KD (`tau = 1`,
+usual for token-level KD of language models) to the cross-entropy, with
+the `Distiller`. Neither `fit` nor the losses are
 told about the padding: the mask of the student's output travels with it.
 """
 
@@ -181,7 +182,10 @@ rows.append(
     )
 )
 
-for label, loss in (("student, CE + CSKD", "cskd"), ("student, CE + KD", "kd")):
+for label, loss in (
+    ("student, CE + CSKD", "cskd"),
+    ("student, CE + KD (tau=1)", keras_cskd.losses.KLDivergenceDistillation(1.0)),
+):
     student = student_model()
     distiller = keras_cskd.Distiller(student, teacher, loss)
     distiller.compile(keras.optimizers.Adam(0.01))
@@ -206,11 +210,25 @@ for name, params, scores in rows:
     )
 
 """
-With the default settings (4,096 lines, 12 epochs; a few minutes on two CPU
-cores) the distilled students end closer to the teacher than the student
-trained on the text alone: see the agreement column. The margins are small
-at this scale and move with the seed; treat the numbers as a template for
-your own models, not as a benchmark.
+One run with the default settings (4,096 lines, 12 epochs, JAX on CPU, one
+seed; about 5 minutes on two busy cores) printed:
+
+| model | params | token acc | perplexity | agreement |
+|---|---:|---:|---:|---:|
+| teacher | 111,648 | 0.650 | 3.49 | - |
+| student, text only (CE) | 9,504 | 0.510 | 6.04 | 0.598 |
+| student, CE + CSKD | 9,504 | 0.491 | 6.11 | 0.578 |
+| student, CE + KD (tau=1) | 9,504 | 0.507 | 6.18 | 0.605 |
+
+Here distillation does **not** beat training on the text: the 32-unit
+student is limited by its size, not by its data, and 4,096 lines already
+tell it what the teacher knows about the next character. (KD at `tau = 4`
+with the same weights was worse still, 0.423 accuracy: its `tau^2`-scaled
+term outweighs the cross-entropy.) The pixel example
+(`examples/pixel_distillation.py`) shows a case where the teacher does
+help. The point of this one is the mechanics: per-token logits and
+padding go through `Distiller.fit` unchanged. Use it as a template, not a
+benchmark.
 """
 
 """

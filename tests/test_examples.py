@@ -202,7 +202,7 @@ def test_token_distillation(tmp_path):
         "student, untrained",
         "student, text only (CE)",
         "student, CE + CSKD",
-        "student, CE + KD",
+        "student, CE + KD (tau=1)",
     ):
         match = re.search(
             re.escape(name) + r"\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+|-)$", out, re.M
