@@ -3,7 +3,9 @@
 Times one compiled loss-and-gradient evaluation (with respect to the
 student logits) of cross-entropy, KD, CSKD and CSKD + CSWT on logits of
 shape `(positions, vocabulary)` and reports each relative to KD, plus the
-size of one `(positions, vocabulary)` float32 tensor. The losses' work is
+size of one `(positions, vocabulary)` float32 tensor and, under JAX, the
+temporary memory XLA allocates for the compiled step (its
+`memory_analysis()`). The losses' work is
 elementwise over that tensor plus reductions, so the time per element is
 what to compare; docs/methods.md quotes the numbers.
 
@@ -67,6 +69,10 @@ def main(argv=None):
         cells = [f"{1e3 * median[n]:7.1f} ms {median[n] / median['kd']:4.2f}x" for n in candidates]
         megabytes = args.positions * vocabulary * 4 / 1e6
         print(f"{vocabulary:>10} {megabytes:>10.1f} " + " ".join(f"{c:>14}" for c in cells))
+        temporary = {n: getattr(step, "temporary_bytes", None) for n, step in steps.items()}
+        if all(value is not None for value in temporary.values()):
+            cells = [f"{value / 1e6:9.1f} MB tmp" for value in temporary.values()]
+            print(f"{'':>10} {'':>10} " + " ".join(f"{c:>14}" for c in cells))
     return 0
 
 
@@ -77,8 +83,17 @@ def _value_and_grad(fn, backend):
     if backend == "jax":
         import jax
 
-        step = jax.jit(jax.value_and_grad(lambda s, t, y: fn(t, s, y), argnums=0))
-        return lambda t, s, y: jax.block_until_ready(step(s, t, y))
+        compiled = {}
+
+        def run(t, s, y):
+            if not compiled:
+                grad = jax.value_and_grad(lambda s, t, y: fn(t, s, y), argnums=0)
+                compiled["step"] = jax.jit(grad).lower(s, t, y).compile()
+                analysis = compiled["step"].memory_analysis()
+                run.temporary_bytes = getattr(analysis, "temp_size_in_bytes", None)
+            return jax.block_until_ready(compiled["step"](s, t, y))
+
+        return run
     if backend == "tensorflow":
         import tensorflow as tf
 

@@ -68,3 +68,23 @@ def test_step_time_smoke_prints_ratios():
     if backend != "torch":
         rows = [line for line in output.splitlines() if line.startswith("(")]
         assert rows and all(line.split()[-1] in ("0", "n/a") for line in rows), rows
+
+
+def test_vocabulary_cost_smoke_prints_one_row_per_vocabulary():
+    backend = keras.backend.backend()
+    script = os.path.join(ROOT, "benchmarks", "vocabulary_cost.py")
+    process = subprocess.run(
+        [sys.executable, script, "--backend", backend, "--positions", "8"]
+        + ["--vocabularies", "50", "70", "--rounds", "1"],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-6000:]
+    assert f"backend {backend}, 8 positions" in process.stdout
+    for vocabulary in (50, 70):
+        row = re.search(
+            rf"^\s+{vocabulary}\s+[0-9.]+((?:\s+[0-9.]+ ms [0-9.]+x){{4}})$", process.stdout, re.M
+        )
+        assert row, process.stdout
