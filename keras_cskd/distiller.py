@@ -453,14 +453,11 @@ class Distiller(keras.Model):
             sample_weight = lam * sample_weight + (1.0 - lam) * ops.take(
                 sample_weight, y_pred["mixup_index"], axis=0
             )
+        mask = y_pred.get("mask")
+        if mask is not None:  # 0/1 floats: gathered across replicas like the logits
+            mask = ops.cast(mask, "float32")
         teacher_logits, student_logits, sample_weight, labels, mask = _backend.gather_replicas(
-            (
-                y_pred["teacher_logits"],
-                y_pred["student_logits"],
-                sample_weight,
-                y,
-                y_pred.get("mask"),
-            )
+            (y_pred["teacher_logits"], y_pred["student_logits"], sample_weight, y, mask)
         )
         # The student's Keras mask (padding) drops positions from every loss;
         # losses are called without `mask` when there is none, so custom
