@@ -3,8 +3,9 @@
 Every loss is called as `loss(teacher_logits, student_logits)` (the teacher
 in the `y_true` slot) and returns a scalar. Logits are `(batch, classes)`,
 or `(batch, ..., classes)` where every leading axis is a position (tokens,
-pixels); `mask=` (the leading shape, bool or 0/1) drops positions, so the
-loss equals the loss on the kept positions alone whatever padding holds. Each one is also a
+pixels); `mask=` (the leading shape, bool or 0/1; by default the student
+logits' Keras mask, if any) drops positions, so the loss equals the loss on
+the kept positions alone whatever padding holds. Each one is also a
 `keras.distillation.DistillationLoss`, so it plugs into Keras' own
 `keras.distillation.Distiller` unchanged:
 
@@ -94,6 +95,8 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def __call__(self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None):
+        if mask is None:  # e.g. padding of a model with Embedding(mask_zero=True)
+            mask = _backend.keras_mask(student_logits)
         teacher_logits = ops.convert_to_tensor(teacher_logits)
         student_logits = ops.convert_to_tensor(student_logits)
         if mask is not None:

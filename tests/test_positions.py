@@ -358,3 +358,16 @@ def test_teacher_and_student_of_different_output_ranks():
     student = keras.Model(inputs, keras.layers.Dense(CLASSES)(pooled))
     with pytest.raises(ValueError, match="one row of logits per sample"):
         keras_cskd.Distiller(student, teacher, "kd")
+
+
+def test_losses_read_the_student_logits_keras_mask():
+    """Called directly (or by `keras.distillation.Distiller`), a loss uses
+    the Keras mask that travels with the student's logits."""
+    student = _token_model("student", 4, 1)
+    x, _ = _token_data()
+    s = student(x)
+    t = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=s.shape), "float32")
+    rows_t, rows_s, _, _ = reference.kept_positions(to_numpy(t), to_numpy(s), mask=x != 0)
+    for name, ref in (("cskd", reference.cskd_loss), ("kd", reference.kd_loss)):
+        value = to_numpy(losses.get(name)(t, s))
+        np.testing.assert_allclose(value, ref(rows_t, rows_s, 4.0), rtol=1e-5)
