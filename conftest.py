@@ -5,8 +5,10 @@
   no backend-specific code path, so `scripts/test.sh` runs them in its first
   backend's pass only: with `KERAS_CSKD_BACKEND_INDEPENDENT=skip` they are
   deselected (and reported as such), nothing else changes.
-- A doctest that needs TensorFlow (`tf.data` image loading) is skipped, with
-  the reason, where TensorFlow is not installed (e.g. a JAX-only install).
+- A doctest that needs an optional package (TensorFlow's `tf.data` and Pillow
+  for image folders, scikit-learn for the digits) is skipped, with the reason,
+  where that package is not installed, so that each extra installed alone
+  (`pip install "keras-cskd[jax]" pytest`) passes `pytest keras_cskd`.
 """
 
 import importlib.util
@@ -24,12 +26,17 @@ _BENCHMARK_TESTS = {
     "test_reproduce.py": ("backend_independent",),
     "test_reproduce.py::test_smoke_run_writes_table": ("slow",),
 }
-# Doctests that read data through tf.data.
-_DOCTESTS_NEEDING_TENSORFLOW = ("keras_cskd.data.load_image_folder",)
+# Doctests that need an optional package: doctest -> (module, the extra or package).
+_DOCTEST_REQUIREMENTS = {
+    "keras_cskd.data.load_image_folder": (
+        ("tensorflow", "TensorFlow (tf.data)"),
+        ("PIL", "Pillow (writes the example's images)"),
+    ),
+    "keras_cskd.data.load_digits": (("sklearn", "scikit-learn (the [demo] extra)"),),
+}
 
 
 def pytest_collection_modifyitems(config, items):
-    has_tensorflow = importlib.util.find_spec("tensorflow") is not None
     for item in items:
         for key in (
             item.path.name,
@@ -41,8 +48,10 @@ def pytest_collection_modifyitems(config, items):
             continue
         if item.path.name in _BACKEND_INDEPENDENT_DOCTEST_MODULES:
             item.add_marker(pytest.mark.backend_independent)
-        if item.name in _DOCTESTS_NEEDING_TENSORFLOW and not has_tensorflow:
-            item.add_marker(pytest.mark.skip(reason="needs TensorFlow (tf.data), not installed"))
+        for module, name in _DOCTEST_REQUIREMENTS.get(item.name, ()):
+            if importlib.util.find_spec(module) is None:
+                item.add_marker(pytest.mark.skip(reason=f"needs {name}, not installed"))
+                break
     if os.environ.get("KERAS_CSKD_BACKEND_INDEPENDENT") == "skip":
         kept = [item for item in items if item.get_closest_marker("backend_independent") is None]
         deselected = [item for item in items if item.get_closest_marker("backend_independent")]

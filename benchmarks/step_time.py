@@ -10,9 +10,12 @@ For one (teacher, student) pair this measures, in one process, interleaved
   (d) keras.distillation.Distiller with LogitsDistillation (its KL),
   (e) a keras_cskd.Distiller step with cached teacher logits
       (x={"x": x, "teacher_logits": logits}; the teacher is not run),
+  (p) the raw PyTorch peer: a plain eager KD step written in torch.nn with
+      the same layer shapes and parameter counts (benchmarks/torch_peer.py),
+      float32 and autocast bfloat16, on CUDA when PyTorch sees a GPU,
 
 and prints medians (ms per step), peak memory (RSS; device memory where the
-backend exposes it) and the ratios c/(a+b), d/(a+b), e/a and c/d.
+backend exposes it) and the ratios c/(a+b), d/(a+b), e/a, c/d and c/p.
 
 Timing. Every round times, for every config in turn, a block of `--steps`
 steps and one of `3 * --steps` steps; ms/step is the difference divided by
@@ -133,6 +136,18 @@ def parse_args(argv=None):
         default=None,
         help="intra-op CPU threads (torch.set_num_threads, TF intra-op "
         "threads, XLA's Eigen pool off for 1); default: the library's.",
+    )
+    parser.add_argument(
+        "--torch-peer",
+        choices=("both", "fp32", "bf16", "none"),
+        default="both",
+        help="(p) the raw PyTorch eager KD step: float32, autocast bfloat16 "
+        "(where supported), both, or none.",
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        help="also write the medians and ratios to this JSON file (see perf_table.py).",
     )
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -310,6 +325,19 @@ def device_memory():
     return None
 
 
+def torch_cuda_memory():
+    """(description, reset, peak bytes) of the PyTorch peer on CUDA; None on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return (
+        "torch.cuda.max_memory_allocated",
+        torch.cuda.reset_peak_memory_stats,
+        torch.cuda.max_memory_allocated,
+    )
+
+
 # -------------------------------------------------------------------- configs
 def make_configs(args, teacher_fn, student_fn):
     import keras
@@ -416,24 +444,81 @@ def make_configs(args, teacher_fn, student_fn):
             train_block(cached, {"x": x, "teacher_logits": logits}),
         )
     )
+    configs.extend(torch_peer_configs(args, teacher, student, x1, y1))
     return configs
 
 
+def torch_peer_configs(args, keras_teacher, keras_student, x1, y1):
+    """(p) configs: the raw PyTorch eager KD step on the same batch, after
+    checking that its models have the Keras models' parameter counts."""
+    if args.torch_peer == "none":
+        return []
+    import numpy as np
+    import torch
+    import torch_peer
+
+    from keras_cskd import models
+
+    teacher, student = torch_peer.build_pair(args.pair, args.num_classes)
+    for role, keras_model, torch_model in (
+        ("teacher", keras_teacher, teacher),
+        ("student", keras_student, student),
+    ):
+        counts = models.count_parameters(keras_model), torch_peer.count_parameters(torch_model)
+        if counts[0] != counts[1]:
+            raise SystemExit(f"torch peer {role}: {counts[1]} parameters, Keras {counts[0]}")
+        print(f"# (p) torch peer {role}: {counts[1]:,} parameters (= Keras)")
+    on = torch_peer.device()
+    x = torch.as_tensor(np.array(x1)).permute(0, 3, 1, 2).contiguous().to(on)  # NHWC -> NCHW
+    y = torch.as_tensor(np.array(y1)).long().to(on)
+    precisions = ("fp32", "bf16") if args.torch_peer == "both" else (args.torch_peer,)
+    configs = []
+    for precision in precisions:
+        if precision == "bf16" and not torch_peer.bf16_supported(on):
+            print(f"# (p) bf16 autocast not supported on {on}: skipped")
+            continue
+        step = torch_peer.KDStep(
+            teacher if precision == precisions[0] else copy_module(teacher),
+            student if precision == precisions[0] else copy_module(student),
+            x,
+            y,
+            precision=precision,
+        )
+        label = f"(p) PyTorch eager KD {precision} ({on.type})"
+        configs.append((f"p:{precision}", label, None, step.run))
+    return configs
+
+
+def copy_module(module):
+    import copy
+
+    return copy.deepcopy(module)
+
+
 # ----------------------------------------------------------------------- main
-def print_ratios(medians, clock):
-    """The issue's ratios from per-config median ms/step."""
+def ratios(medians):
+    """The issue's ratios from per-config median ms/step, as
+    {"c/(a+b) [kd]": value, ...}."""
     floor = medians["a"] + medians["b"]
-    tag = f"({clock})"
-    for key, value in medians.items():
-        if key.startswith("c:"):
-            print(f"RATIO c/(a+b) [{key[2:]}] = {value / floor:.3f} {tag}")
+    ours = {key[2:]: value for key, value in medians.items() if key.startswith("c:")}
+    out = {f"c/(a+b) [{name}]": value / floor for name, value in ours.items()}
     if "d" in medians:
-        print(f"RATIO d/(a+b) [keras.distillation] = {medians['d'] / floor:.3f} {tag}")
-    print(f"RATIO e/a [cached logits] = {medians['e'] / medians['a']:.3f} {tag}")
+        out["d/(a+b) [keras.distillation]"] = medians["d"] / floor
+    out["e/a [cached logits]"] = medians["e"] / medians["a"]
     if "d" in medians:
-        for key, value in medians.items():
-            if key.startswith("c:"):
-                print(f"RATIO c/d [{key[2:]}] = {value / medians['d']:.3f} {tag}")
+        out.update({f"c/d [{name}]": value / medians["d"] for name, value in ours.items()})
+    for peer in [key for key in medians if key.startswith("p:")]:
+        versus = f"vs torch {peer[2:]}"
+        out.update({f"c/p [{name} {versus}]": v / medians[peer] for name, v in ours.items()})
+        if "d" in medians:
+            out[f"d/p [keras.distillation {versus}]"] = medians["d"] / medians[peer]
+        out[f"e/p [cached logits {versus}]"] = medians["e"] / medians[peer]
+    return out
+
+
+def print_ratios(medians, clock):
+    for name, value in ratios(medians).items():
+        print(f"RATIO {name} = {value:.3f} ({clock})")
 
 
 def describe_hardware():
@@ -489,11 +574,11 @@ def main(argv=None):
     import numpy as np
 
     if args.threads:
-        if keras.backend.backend() == "torch":
+        if keras.backend.backend() == "torch" or args.torch_peer != "none":
             import torch
 
             torch.set_num_threads(args.threads)
-        elif keras.backend.backend() == "tensorflow":
+        if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
             tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -518,6 +603,7 @@ def main(argv=None):
     tracers = {key: TraceCounter(model) for key, _, model, _ in configs if model is not None}
     compiles = CompileEvents()
     device = device_memory()
+    peer_device = torch_cuda_memory() if any(k.startswith("p:") for k, *_ in configs) else None
 
     for _ in range(args.warmup):
         for _, _, _, run in configs:
@@ -542,8 +628,9 @@ def main(argv=None):
         for key, _, _, run in configs:
             if can_reset_rss:
                 reset_peak_rss()
-            if device is not None:
-                device[1]()
+            memory = peer_device if key.startswith("p:") else device
+            if memory is not None:
+                memory[1]()
             elapsed = {c: {} for c in clocks}
             for steps in (short, long):
                 starts = {c: clock() for c, clock in clocks.items()}
@@ -556,15 +643,16 @@ def main(argv=None):
                 per_call[c][key].append((elapsed[c][short] - short * step) * 1e3)
                 raw[c][key].append(elapsed[c][long] / long * 1e3)
             peak_rss[key] = max(peak_rss[key], peak_rss_mib())
-            if device is not None:
-                peak_device[key] = max(peak_device[key], device[2]())
+            if memory is not None:
+                peak_device[key] = max(peak_device[key], memory[2]())
 
     eager_torch = keras.backend.backend() == "torch" and args.jit != "true"
     header = (
         f"{'config':<36} {'ms/step':>8} {'(min':>7} {'max)':>7} {'incl. call':>10} "
         f"{'ms/call':>8} {'peak RSS MiB':>12}"
     )
-    if device is not None:
+    header += f" {'img/s':>8}"
+    if device is not None or peer_device is not None:
         header += f" {'device MiB':>10}"
     header += f" {'retraces':>8}"
     print(f"# clock: {args.clock}")
@@ -582,7 +670,8 @@ def main(argv=None):
             f"{statistics.median(per_call[args.clock][key]):>8.2f} "
             f"{peak_rss[key]:>12.1f}"
         )
-        if device is not None:
+        line += f" {args.batch_size / medians[key] * 1e3 if medians[key] > 0 else 0:>8.0f}"
+        if device is not None or peer_device is not None:
             line += f" {peak_device[key] / 2**20:>10.1f}"
         retraces = "n/a" if (eager_torch or key not in tracers) else str(tracers[key].count)
         line += f" {retraces:>8}"
@@ -596,8 +685,26 @@ def main(argv=None):
     else:
         print("# XLA compilation events: not exposed by this backend")
 
+    print(f"# load average at end: {os.getloadavg()}")
     for c in (args.clock, *(c for c in clocks if c != args.clock)):
         print_ratios({key: statistics.median(per_step[c][key]) for key in keys}, c)
+    if args.json:
+        import json
+
+        report = {
+            "backend": keras.backend.backend(),
+            "pair": args.pair,
+            "policy": keras.mixed_precision.global_policy().name,
+            "batch_size": args.batch_size,
+            "clock": args.clock,
+            "hardware": describe_hardware(),
+            "load_average_at_end": os.getloadavg(),
+            "labels": {key: label for key, label, _, _ in configs},
+            "ms_per_step": medians,
+            "ratios": ratios(medians),
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
     return 0
 
 

@@ -5,10 +5,12 @@ Public API:
 - `keras_cskd.Distiller`: a `keras.Model` that distils a teacher into a
   student with `fit`, on TensorFlow, JAX and PyTorch.
 - `keras_cskd.cache_teacher_logits`: run the teacher once, train from logits.
+- `keras_cskd.FeatureDistillation`: match intermediate layers by name
+  (FitNets, with a learned projection when the widths differ).
 - `keras_cskd.losses`: CSKD, CSWT-weighted CSKD, KD, logit MSE, STKD-style,
   DIST and DKD losses.
 - `keras_cskd.layers.CosineSimilarityWeightedTemperature`: CSWT.
-- `keras_cskd.callbacks`: temperature/cosine recorder, weight warm-up,
+- `keras_cskd.callbacks`: temperature/cosine recorder, weight warm-up, loss-scaler warning,
   atomic checkpoints.
 - `keras_cskd.ops`: the formulas as pure `keras.ops` functions.
 - `keras_cskd.data`, `keras_cskd.models`: loaders and model zoo.
@@ -26,9 +28,11 @@ ensure_installed_backend()
 
 from keras_cskd import callbacks, data, layers, losses, models, ops  # noqa: E402
 from keras_cskd.distiller import Distiller, cache_teacher_logits  # noqa: E402
+from keras_cskd.features import FeatureDistillation  # noqa: E402
 
 __all__ = [
     "Distiller",
+    "FeatureDistillation",
     "cache_teacher_logits",
     "callbacks",
     "data",

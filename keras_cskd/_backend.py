@@ -187,3 +187,46 @@ def fit_keeping_state(fit, arguments):
     except BaseException:
         guard.restore()
         raise
+
+
+def is_tf_dataset(data):
+    """True for a `tf.data.Dataset` (without importing TensorFlow when the
+    program has not)."""
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(data, tf.data.Dataset)
+
+
+def check_tf_dataset_batches(dataset, checks):
+    """`dataset.map` that hands each batch's labels and sample weights (not
+    `x`) to `checks` on the host (`tf.numpy_function`) before the batch goes
+    on, for `(x, y)` and `(x, y, sample_weight)` elements of plain tensors;
+    other datasets are returned unchanged. TensorFlow-specific because
+    Keras' TensorFlow trainer reads tf.data batches inside its compiled step
+    (`tf.function`), where a Python check cannot run; in the pipeline it
+    runs before the step that uses the batch, on every backend. An error
+    surfaces as a `tf.errors.InvalidArgumentError` carrying the message
+    (`Distiller.fit` re-raises it as the `ValueError`)."""
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if (
+        not isinstance(spec, tuple)
+        or len(spec) not in (2, 3)
+        or any(not isinstance(s, tf.TensorSpec) for s in spec[1:])
+    ):
+        return dataset
+
+    def check_on_host(index, *values):
+        checks((None, *values), int(index))
+        return np.zeros((), "int32")
+
+    def check(index, batch):
+        x, rest = batch[0], batch[1:]
+        done = tf.numpy_function(check_on_host, [index, *rest], tf.int32, stateful=True)
+        with tf.control_dependencies([done]):
+            rest = [tf.identity(value) for value in rest]
+        return (x, *rest)
+
+    return dataset.enumerate().map(check)

@@ -9,6 +9,8 @@ The table of the mapping is in docs/api.md ("Porting").
 
 import warnings
 
+import keras
+
 
 def resolve_arguments(
     student,
@@ -101,3 +103,15 @@ def warn_if_teacher_is_smaller(student, teacher):
                 UserWarning,
                 stacklevel=3,
             )
+
+
+def keras_feature_distillation(loss):
+    """A `keras.distillation.FeatureDistillation` as the equivalent
+    `keras_cskd.FeatureDistillation` (same layers and loss, no projection);
+    any other loss unchanged."""
+    keras_class = getattr(getattr(keras, "distillation", None), "FeatureDistillation", None)
+    if keras_class is None or not isinstance(loss, keras_class):
+        return loss
+    from keras_cskd.features import FeatureDistillation  # features imports losses
+
+    return FeatureDistillation.from_keras(loss)

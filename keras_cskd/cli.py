@@ -6,9 +6,13 @@
 
 Trains (or loads) a teacher, trains the student with cross-entropy only and
 with each method from the same seed, prints a results table, writes a PNG
-plot, `results.json`/`results.md` and the students as `.keras` files. Bad
-input ends with a one-line error and exit code 2; Ctrl-C keeps the last
-checkpoint and says where it is.
+plot, `results.json`/`results.md` and the students as `.keras` files. All
+the input (arguments, data, models, `--out`) is checked before anything
+trains: bad input ends with a one-line error and exit code 2, never a
+traceback (`--debug` shows one, for reporting a bug). Ctrl-C keeps the last
+checkpoint and says where it is; the same command run again (or with
+`--resume`) continues from the last finished epoch, and nothing of an
+interrupted run is deleted without `--overwrite`.
 """
 
 import argparse
@@ -36,6 +40,7 @@ DEFAULT_TEACHER = {"hidden": [256], "dropout": 0.2}
 DEFAULT_STUDENT = {"hidden": [32]}
 TEACHER_LEARNING_RATE = 1e-3
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -164,12 +169,29 @@ def _parser():
     distill.add_argument("--image-size", type=int, default=32, help="for image folders")
     distill.add_argument("--out", default="cskd-out", help="output folder")
     distill.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from its last finished epoch "
+        "(also what a rerun with the same options does); an error if there is none",
+    )
+    distill.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard an interrupted run in --out (its backups and checkpoints) "
+        "and start over; without it such a run is never deleted",
+    )
+    distill.add_argument(
         "--backend",
         choices=("jax", "tensorflow", "torch"),
         help="Keras backend (default: $KERAS_BACKEND, else ~/.keras/keras.json, "
         "else the first installed of jax, tensorflow, torch)",
     )
     distill.add_argument("--quiet", action="store_true", help="no progress bars")
+    distill.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (for reporting a bug) instead of one line",
+    )
     return parser
 
 
@@ -221,15 +243,35 @@ def main(argv=None):
                 *(sys.argv[1:] if argv is None else argv),
             ]
             return subprocess.call(command, env=env)
-        if backend in ("tensorflow",):
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # TensorFlow also reads image folders under the other backends.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         return run_distill(args)
     except KeyboardInterrupt:
         print("keras-cskd: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except UsageError as error:
-        print(f"keras-cskd: error: {error}", file=sys.stderr)
+        print(f"keras-cskd: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as error:
+        if args.debug:
+            raise
+        # Keras' and keras-cskd's input checks raise ValueError: bad input
+        # that the checks above did not foresee. Anything else is a bug.
+        bad_input = isinstance(error, ValueError)
+        print(
+            f"keras-cskd: {'error' if bad_input else 'internal error'}: "
+            f"{type(error).__name__}: {_one_line(error)} (--debug shows the traceback"
+            + ("" if bad_input else "; please report it")
+            + ")",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT if bad_input else EXIT_BUG
+
+
+def _one_line(error, limit=600):
+    """An exception's message on one line (Keras' messages span several)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def console_main():
@@ -307,7 +349,12 @@ def _load_model(spec, role):
             factory = getattr(module, function_name)
         except (ImportError, AttributeError) as error:
             raise UsageError(f"--{role} {spec}: cannot import it ({error})") from error
-        model = factory()
+        try:
+            model = factory()
+        except Exception as error:
+            raise UsageError(
+                f"--{role} {spec} raised {type(error).__name__}: {_one_line(error, 200)}"
+            ) from error
         if not isinstance(model, keras.Model):
             raise UsageError(f"--{role} {spec} returned {type(model).__name__}, not a keras.Model")
         return model
@@ -452,6 +499,11 @@ def _reusable_teacher(teacher_path, settings, digest):
     except (OSError, ValueError):
         return False, f"training teacher (no settings record next to {teacher_path})"
     if record.get("settings_sha256") == digest:
+        if record.get("file_sha256") != _sha256(teacher_path):
+            return False, (
+                f"training teacher ({teacher_path} does not match the checksum in "
+                f"{record_path}: it was cut short or replaced)"
+            )
         return True, f"reusing teacher {teacher_path} (settings match, sha256 {digest})"
     old = record.get("settings", {})
     changed = [
@@ -460,6 +512,27 @@ def _reusable_teacher(teacher_path, settings, digest):
         if old.get(key) != value
     ]
     return False, "training teacher (settings changed: " + (", ".join(changed) or "format") + ")"
+
+
+def _save_teacher(teacher, teacher_path, settings, digest):
+    """The teacher cache: the model, then its record (settings and the
+    file's checksum), each written atomically. A cache cut short or
+    replaced no longer matches its record, so it is retrained, not read."""
+    from keras_cskd._files import write_atomically, write_text_atomically
+
+    write_atomically(teacher_path, teacher.save)
+    record = {"settings": settings, "settings_sha256": digest, "file_sha256": _sha256(teacher_path)}
+    write_text_atomically(teacher_path.with_suffix(".json"), json.dumps(record, indent=2))
+
+
+def _sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _progress_bar(args, title, total):
@@ -525,6 +598,7 @@ def run_distill(args):
         f"data {job.name}: {len(job.x_train)} train / {len(job.x_test)} test, "
         f"{job.input_shape}, {job.num_classes} classes"
     )
+    job.record = _open_run_record(args, job, methods)
     try:
         teacher, teacher_source = _teacher_for(args, job)
         teacher_accuracy = _accuracy(teacher, job.x_test, job.y_test)
@@ -534,6 +608,7 @@ def run_distill(args):
     except _Interrupted:
         return EXIT_INTERRUPTED
     _write_report(args, job, results, teacher_accuracy, started)
+    job.record.finish()
     return 0
 
 
@@ -541,12 +616,157 @@ class _Interrupted(Exception):
     """Ctrl-C during training, after saying what was kept."""
 
 
+# ------------------------------------------------------------------- resume
+RUN_RECORD = "run.json"
+BACKUPS = "backup"
+
+
+class _RunRecord:
+    """`--out/run.json`: the settings of the run and the result of every
+    (method, seed) finished so far, rewritten atomically after each one, so
+    that an interrupted run (Ctrl-C, a kill) resumes where it stopped."""
+
+    def __init__(self, out, settings):
+        self.path = out / RUN_RECORD
+        self.backups = out / BACKUPS
+        self.settings = settings
+        self.digest = _digest(settings)
+        self.done = {}
+
+    def result(self, method, seed):
+        return self.done.get(f"{method}/{seed}")
+
+    def add(self, method, seed, accuracy, seconds):
+        self.done[f"{method}/{seed}"] = {"accuracy": accuracy, "seconds": seconds}
+        self.save()
+
+    def save(self, finished=False):
+        from keras_cskd._files import write_text_atomically
+
+        record = {
+            "settings": self.settings,
+            "settings_sha256": self.digest,
+            "done": self.done,
+            "finished": finished,
+        }
+        write_text_atomically(self.path, json.dumps(record, indent=2))
+
+    def finish(self):
+        import shutil
+
+        self.save(finished=True)
+        shutil.rmtree(self.backups, ignore_errors=True)
+
+
+def _digest(settings):
+    import hashlib
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _run_settings(args, job, methods):
+    """Everything that decides a run's results (not --quiet, --out, ...)."""
+    teacher_settings, _ = _teacher_settings(
+        args, job.name, job.x_train, job.y_train, job.teacher_epochs
+    )
+    return {
+        **teacher_settings,
+        "teacher": args.teacher,
+        "student": args.student,
+        "methods": methods,
+        "student_epochs": job.epochs,
+        "seeds": job.seeds,
+        "labels": job.budget,
+        "student_learning_rate": job.learning_rate,
+        "temperature": args.temperature,
+        "label_noise": args.label_noise,
+    }
+
+
+def _open_run_record(args, job, methods):
+    """The run record to train under: the interrupted run in --out when
+    its settings match (resumed), else a new one. An interrupted run with
+    other settings is kept unless --overwrite (exit 2 otherwise)."""
+    import shutil
+
+    record = _RunRecord(job.out, _run_settings(args, job, methods))
+    previous = None
+    if record.path.exists():
+        try:
+            previous = json.loads(record.path.read_text())
+            previous["done"], previous["settings_sha256"]  # noqa: B018 (the keys it needs)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            if not args.overwrite:
+                raise UsageError(
+                    f"{record.path} cannot be read ({type(error).__name__}): it is not a "
+                    "keras-cskd run record; rerun with --overwrite to start over"
+                ) from error
+            previous = None
+    interrupted = previous is not None and not previous.get("finished", False)
+    if interrupted and previous["settings_sha256"] == record.digest and not args.overwrite:
+        record.done = dict(previous["done"])
+        finished = ", ".join(sorted(record.done)) or "no student yet"
+        print(f"resuming the interrupted run in {job.out} (finished: {finished})")
+        return record
+    if args.resume:
+        why = "it finished" if previous is not None and not interrupted else "there is none"
+        if interrupted and not args.overwrite:
+            why = "it has other settings: " + _changes(previous.get("settings", {}), record)
+        raise UsageError(
+            f"--resume: no interrupted run with these settings in {job.out} ({why}); "
+            "run without --resume to start a new one"
+        )
+    if interrupted and not args.overwrite:
+        raise UsageError(
+            f"{job.out} holds an interrupted run with other settings "
+            f"({_changes(previous.get('settings', {}), record)}): rerun with its options to "
+            "resume it, add --overwrite to discard it, or choose another --out"
+        )
+    if args.overwrite:
+        shutil.rmtree(record.backups, ignore_errors=True)
+        for stale in job.out.glob("checkpoint_*.keras"):
+            stale.unlink()
+    elif record.backups.exists():
+        raise UsageError(
+            f"{record.backups} holds backups of a run without a record ({record.path}): "
+            "add --overwrite to discard them, or choose another --out"
+        )
+    record.save()
+    return record
+
+
+def _changes(old, record):
+    changed = [
+        f"{key} {old.get(key)!r} -> {value!r}"
+        for key, value in record.settings.items()
+        if old.get(key) != value
+    ]
+    return ", ".join(changed) or "format"
+
+
+def _guarded_fit(model, x, y, backup, **kwargs):
+    """`fit` with the run's safety net: a backup of every finished epoch
+    (resumed from when it exists) and a stop when the weights go NaN/inf.
+    Returns None, or why the model went bad."""
+    from keras_cskd import callbacks
+
+    backup_callback = callbacks.BackupAndRestore(str(backup))
+    kwargs["callbacks"] = [*kwargs.get("callbacks", []), callbacks.TerminateOnNaN()]
+    kwargs["callbacks"].insert(0, backup_callback)
+    try:
+        model.fit(x, y, verbose=0, **kwargs)
+    except callbacks.CorruptBackupError as error:
+        raise UsageError(f"{error} (or rerun with --overwrite)") from None
+    return callbacks.unsafe_to_save(model)
+
+
 def _plan_job(args, methods):
     """The data, the schedule and the student factory of a `distill` run."""
     import keras
 
+    out = _output_folder(args.out)
     name, (x_train, y_train), (x_test, y_test) = _load_data(args)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    num_classes = _check_data(args, methods, x_train, y_train, x_test, y_test)
     input_shape = x_train.shape[1:]
     embedded = args.data is None and (args.dataset in (None, "digits"))
     budget = args.labels or (MAIN_JOB["labels"] if embedded else None)
@@ -561,8 +781,6 @@ def _plan_job(args, methods):
             "dkd needs the label of every training sample; with --labels the "
             "students have labels for only some: drop dkd or --labels"
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     template = _load_model(args.student, "student") if args.student else None
 
     def student_factory(seed=args.seed):
@@ -591,6 +809,50 @@ def _plan_job(args, methods):
     )
 
 
+def _output_folder(path):
+    """`--out` as a folder that exists and can be written to."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot create the folder ({error.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out {out}: the folder is not writable")
+    return out
+
+
+def _check_data(args, methods, x_train, y_train, x_test, y_test):
+    """The checks of the loaded data that need the run's settings (the
+    loaders check each array: finite inputs, whole non-negative labels, one
+    label per input). Returns the number of classes."""
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise UsageError(
+            f"the training inputs have shape {x_train.shape[1:]} but the test inputs "
+            f"{x_test.shape[1:]}: give both splits the same shape"
+        )
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise UsageError(
+            f"the training labels hold one class only ({int(present[0])}"
+            + (f", of the first --limit {args.limit} samples" if args.limit else "")
+            + "): distillation compares at least 2 classes"
+        )
+    batchwise = [METHOD_LABELS[m] for m in methods if METHODS[m].loss_class.batchwise]
+    samples, batch_size = len(x_train), args.batch_size
+    if batchwise and (samples == 1 or samples % batch_size == 1):
+        sizes = range(batch_size + 1, samples + 2)
+        suggestion = next(size for size in sizes if samples % size != 1)
+        raise UsageError(
+            f"{samples} training sample(s) in batches of {batch_size} leave a last batch of "
+            f"one sample, which {', '.join(batchwise)} cannot use (it compares samples "
+            f"across a batch): use --batch-size {suggestion}, or one training sample less"
+        )
+    return num_classes
+
+
 def _teacher_for(args, job):
     """The teacher: given, reused from an earlier run with the same
     settings, or trained now. Returns `(teacher, where it came from)`."""
@@ -610,7 +872,14 @@ def _teacher_for(args, job):
         reuse, why = _reusable_teacher(teacher_path, settings, digest)
         print(why)
         if reuse:
-            teacher = keras.saving.load_model(teacher_path, compile=False)
+            try:
+                teacher = keras.saving.load_model(teacher_path, compile=False)
+            except Exception as error:
+                raise UsageError(
+                    f"the cached teacher {teacher_path} cannot be loaded "
+                    f"({type(error).__name__}: {str(error).splitlines()[0][:160]}): delete it "
+                    "to train a new one"
+                ) from error
             source = f"reused {teacher_path}"
         else:
             teacher = _default_teacher(job.input_shape, job.num_classes, args.seed)
@@ -621,27 +890,37 @@ def _teacher_for(args, job):
                 f"teacher ({teacher.count_params():,} parameters, {job.teacher_epochs} epochs)",
                 job.teacher_epochs,
             )
+            backup = job.record.backups / "teacher"
             try:
-                teacher.fit(
+                gone_bad = _guarded_fit(
+                    teacher,
                     job.x_train,
                     job.y_train,
+                    backup,
                     batch_size=args.batch_size,
                     epochs=job.teacher_epochs,
-                    verbose=0,
                     shuffle=True,
                     callbacks=bar,
                 )
             except KeyboardInterrupt:
-                teacher.save(job.out / "teacher.interrupted.keras")
+                kept = (
+                    f"its last finished epoch is backed up in {backup}"
+                    if (backup / "latest.weights.h5").exists()
+                    else "no epoch of it had finished"
+                )
                 print(
-                    f"\ninterrupted: teacher saved to {job.out / 'teacher.interrupted.keras'}",
+                    f"\ninterrupted while training the teacher: {kept}; run the same "
+                    "command again (or add --resume) to continue",
                     file=sys.stderr,
                 )
                 raise _Interrupted from None
-            teacher.save(teacher_path)
-            teacher_path.with_suffix(".json").write_text(
-                json.dumps({"settings": settings, "settings_sha256": digest}, indent=2)
-            )
+            if gone_bad:
+                raise UsageError(
+                    f"the teacher's training went bad ({gone_bad}); its last good epoch is "
+                    f"kept in {backup}: lower the learning rate or check the data, then "
+                    "rerun with --overwrite"
+                )
+            _save_teacher(teacher, teacher_path, settings, digest)
             source = f"trained, saved to {teacher_path}"
     probe = np.asarray(teacher.predict(job.x_test[: min(len(job.x_test), 64)], verbose=0))
     if probe.ndim == 2 and validation.looks_like_probabilities(probe):
@@ -698,6 +977,11 @@ def _train_method(method, args, job, teacher, runs):
         job.epochs * job.seeds,
     )
     for seed, labels, labelled in runs:
+        done = job.record.result(method, seed)
+        if done is not None:  # finished before an interruption
+            accuracies.append(done["accuracy"])
+            seconds += done["seconds"]
+            continue
         student = job.student_factory(seed)
         optimizer = keras.optimizers.Adam(job.learning_rate)
         if method == "ce":
@@ -719,26 +1003,42 @@ def _train_method(method, args, job, teacher, runs):
             else:
                 model.compile(optimizer)
         tic = time.perf_counter()
+        backup = job.record.backups / f"{method}-seed{seed}"
         try:
-            model.fit(
+            gone_bad = _guarded_fit(
+                model,
                 x_fit,
                 y_fit,
+                backup,
                 batch_size=args.batch_size,
                 epochs=job.epochs,
-                verbose=0,
                 callbacks=[*bar, _student_checkpoint(checkpoint, student)],
             )
         except KeyboardInterrupt:
+            kept = (
+                f"the student after its last finished epoch is {checkpoint}"
+                if (backup / "latest.weights.h5").exists()
+                else "no epoch of it had finished, so there is no checkpoint of it yet"
+            )
             print(
-                f"\ninterrupted during {method}: the last checkpoint (end of the "
-                f"last finished epoch) is {checkpoint}",
+                f"\ninterrupted during {method} (seed {seed}): {kept}; run the same command "
+                "again (or add --resume) to continue from there",
                 file=sys.stderr,
             )
             raise _Interrupted from None
+        if gone_bad:
+            raise UsageError(
+                f"{method} (seed {seed}): the student's training went bad ({gone_bad}); its "
+                f"last good epoch is kept in {checkpoint}: lower --learning-rate or check the "
+                "data, then rerun with --overwrite"
+            )
         seconds += time.perf_counter() - tic
         accuracies.append(_accuracy(student, job.x_test, job.y_test))
         if seed == args.seed:
-            student.save(job.out / f"student_{method}.keras")
+            from keras_cskd._files import write_atomically
+
+            write_atomically(job.out / f"student_{method}.keras", student.save)
+        job.record.add(method, seed, accuracies[-1], time.perf_counter() - tic)
     checkpoint.unlink(missing_ok=True)
     return {
         "method": method,

@@ -137,8 +137,8 @@ def load_idx_folder(folder, limit=None):
             raise DataError(f"{folder}: {split} images and labels differ in count.")
     if limit is not None:
         arrays = {key: value[:limit] for key, value in arrays.items()}
-    return _as_model_arrays(arrays["x_train"], arrays["y_train"]), _as_model_arrays(
-        arrays["x_test"], arrays["y_test"]
+    return _as_model_arrays(arrays["x_train"], arrays["y_train"], folder), _as_model_arrays(
+        arrays["x_test"], arrays["y_test"], folder, "test"
     )
 
 
@@ -184,8 +184,8 @@ def load_npz(path, test_fraction=0.2, seed=0):
     except (OSError, ValueError) as error:
         raise DataError(f"{path} is not a readable .npz file ({error}).") from error
     if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
-        return _as_model_arrays(arrays["x_train"], arrays["y_train"]), _as_model_arrays(
-            arrays["x_test"], arrays["y_test"]
+        return _as_model_arrays(arrays["x_train"], arrays["y_train"], path), _as_model_arrays(
+            arrays["x_test"], arrays["y_test"], path, "test"
         )
     if not {"x", "y"} <= set(arrays):
         raise DataError(
@@ -193,12 +193,13 @@ def load_npz(path, test_fraction=0.2, seed=0):
             "(or x_train/y_train/x_test/y_test)."
         )
     x, y = arrays["x"], arrays["y"]
-    if len(x) != len(y):
-        raise DataError(f"{path}: {len(x)} inputs but {len(y)} labels.")
+    _check_arrays(x, y, path, "")
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     n_test = max(1, int(round(len(x) * test_fraction)))
-    return _as_model_arrays(x[n_test:], y[n_test:]), _as_model_arrays(x[:n_test], y[:n_test])
+    return _as_model_arrays(x[n_test:], y[n_test:], path), _as_model_arrays(
+        x[:n_test], y[:n_test], path, "test"
+    )
 
 
 def load_image_folder(folder, image_size=(32, 32), test_fraction=0.2, seed=0):
@@ -227,23 +228,32 @@ def load_image_folder(folder, image_size=(32, 32), test_fraction=0.2, seed=0):
         raise DataError(f"Image folder {folder} does not exist.")
     splits = []
     for subset in ("training", "validation"):
-        dataset = keras.utils.image_dataset_from_directory(
-            folder,
-            image_size=tuple(image_size),
-            validation_split=test_fraction,
-            subset=subset,
-            seed=seed,
-            batch_size=None,
-            shuffle=True,  # with `seed`: both subsets split the same shuffled list
-            verbose=False,
-        )
+        try:
+            dataset = keras.utils.image_dataset_from_directory(
+                folder,
+                image_size=tuple(image_size),
+                validation_split=test_fraction,
+                subset=subset,
+                seed=seed,
+                batch_size=None,
+                shuffle=True,  # with `seed`: both subsets split the same shuffled list
+                verbose=False,
+            )
+        except ValueError as error:  # e.g. "No images found in directory ..."
+            raise DataError(
+                f"{_first_line(error).rstrip('.')}. An image folder holds one sub-folder of images "
+                f"per class, e.g. {folder / 'cat' / '1.png'}."
+            ) from None
         xs, ys = [], []
-        for image, label in dataset:
-            xs.append(np.asarray(image))
-            ys.append(np.asarray(label))
+        try:
+            for image, label in dataset:
+                xs.append(np.asarray(image))
+                ys.append(np.asarray(label))
+        except Exception as error:  # tf.errors.InvalidArgumentError: an undecodable file
+            raise DataError(_undecodable_images(dataset.file_paths, error)) from None
         if not xs:
             raise DataError(f"No images found in {folder} for the {subset} split.")
-        splits.append(_as_model_arrays(np.stack(xs), np.asarray(ys)))
+        splits.append(_as_model_arrays(np.stack(xs), np.asarray(ys), folder, subset))
     return splits[0], splits[1]
 
 
@@ -270,11 +280,87 @@ def load_keras_dataset(name):
             f"Could not load keras.datasets.{name} ({type(error).__name__}: {error}). "
             "It downloads on first use; without a network pass --data with local files."
         ) from error
-    return _as_model_arrays(x, y), _as_model_arrays(x_test, y_test)
+    return _as_model_arrays(x, y, name), _as_model_arrays(x_test, y_test, name, "test")
 
 
-def _as_model_arrays(x, y):
-    x = np.asarray(x)
+def _undecodable_images(paths, error):
+    """The message for an image folder with files that cannot be decoded,
+    naming them (found by decoding each file again, on this error path only)."""
+    import tensorflow as tf
+
+    bad = []
+    for path in paths:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        except Exception:  # noqa: BLE001 - any decoding failure marks the file
+            bad.append(path)
+    if not bad:
+        return f"Reading the images failed ({type(error).__name__}: {_first_line(error)})."
+    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    return (
+        f"{len(bad)} file(s) in the image folder cannot be decoded as images: {shown}. "
+        "Delete or replace them (PNG, JPEG, GIF or BMP)."
+    )
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+def _check_arrays(x, y, source, split):
+    """Raises a `DataError` unless `x` and `y` are numeric arrays of the
+    same length, `x` finite and `y` class indices (whole numbers >= 0) or
+    one-hot rows."""
+    where = f"{source}: the {split} " if split else f"{source}: "
+    if len(x) != len(y):
+        raise DataError(
+            f"{where}inputs and labels differ in count ({len(x)} inputs, {len(y)} "
+            "labels). Give one label per input."
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise DataError(f"{where}inputs have dtype {x.dtype}; expected numbers (e.g. float32).")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise DataError(
+            f"{where}labels have dtype {y.dtype} (e.g. {str(y.flat[0])!r}); expected class "
+            "indices 0..C-1. Map names to indices first, e.g. "
+            "np.unique(y, return_inverse=True)[1]."
+        )
+    if np.issubdtype(x.dtype, np.floating):
+        finite = np.concatenate(
+            [
+                np.isfinite(x[i : i + 4096].reshape(-1, x[0].size)).all(axis=1)
+                for i in range(0, len(x), 4096)
+            ]
+            or [np.ones(0, bool)]
+        )
+        if not finite.all():
+            raise DataError(
+                f"{where}inputs hold NaN or inf in {int(np.count_nonzero(~finite))} "
+                f"sample(s) (first: sample {int(np.argmin(finite))}). Drop or impute them "
+                "(e.g. np.nan_to_num) first."
+            )
+    labels = np.asarray(y, dtype="float64")
+    if not np.isfinite(labels).all():
+        raise DataError(f"{where}labels hold NaN or inf. Every sample needs a class index.")
+    if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1):
+        if not np.all(labels == np.round(labels)):
+            raise DataError(
+                f"{where}labels hold non-integer values (e.g. "
+                f"{labels.flat[np.argmax(labels != np.round(labels))]:g}); class indices "
+                "must be whole numbers 0..C-1."
+            )
+        if labels.size and labels.min() < 0:
+            raise DataError(
+                f"{where}labels hold {int(np.count_nonzero(labels < 0))} negative value(s) "
+                f"(min {labels.min():g}); class indices must be 0..C-1. Remap them, e.g. "
+                "np.unique(y, return_inverse=True)[1]."
+            )
+
+
+def _as_model_arrays(x, y, source="data", split="training"):
+    x, y = np.asarray(x), np.asarray(y)
+    _check_arrays(x, y, source, split)
     if x.dtype == np.uint8:  # 8-bit images
         x = x.astype("float32") / 255.0
     x = x.astype("float32")

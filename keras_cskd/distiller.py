@@ -18,6 +18,8 @@ from keras import ops
 from keras_cskd import _backend, _porting, validation
 from keras_cskd import losses as kd_losses
 from keras_cskd import ops as kd_ops
+from keras_cskd.callbacks import SkippedStepWarning
+from keras_cskd.features import FeatureDistillation, FeatureTaps
 from keras_cskd.losses import StudentCrossEntropy  # (also its old import path)
 from keras_cskd.metrics import ClassStatistics
 
@@ -51,7 +53,7 @@ def _normalise_distillation_losses(distillation_loss):
             loss, weight = item
         else:
             loss, weight = item, 1.0
-        loss = kd_losses.get(loss)
+        loss = kd_losses.get(_porting.keras_feature_distillation(loss))
         if getattr(loss, "reduction", "sum_over_batch_size") in (None, "none"):
             raise ValueError(
                 f"{type(loss).__name__}(reduction={loss.reduction!r}) returns one "
@@ -91,6 +93,9 @@ class Distiller(keras.Model):
         distillation_loss: a `keras_cskd.losses` loss or its name (`"kd"`,
             `"mse"`, `"cskd"`, `"cskd_cswt"`, `"stkd"`, `"dist"`, `"dkd"`), or
             a list of losses or `(loss, weight)` pairs. Default `"cskd"`.
+            A `keras_cskd.FeatureDistillation` in the list matches
+            intermediate layers (FitNets); its projection is trained with
+            the student and not part of `distiller.student`.
         student_loss_weight: weight of the supervised loss (a `keras.Variable`
             afterwards, so callbacks can schedule it). Default 1.0.
         distillation_loss_weight: weight of the distillation term (likewise).
@@ -183,6 +188,18 @@ class Distiller(keras.Model):
             teacher.trainable = False
 
         self.distillation_losses = _normalise_distillation_losses(distillation_loss)
+        # Read features of named layers (FeatureDistillation); the taps are
+        # not tracked (no weights of their own), the projections are.
+        object.__setattr__(
+            self,
+            "_feature_taps",
+            FeatureTaps.connect([l for l, _ in self.distillation_losses], student, teacher),
+        )
+        self.feature_projections = [
+            l.projection_layer
+            for l, _ in self.distillation_losses
+            if isinstance(l, FeatureDistillation) and l.projection_layer is not None
+        ]
         self._student_loss_weight_value = float(student_loss_weight)
         self._distillation_loss_weight_value = float(distillation_loss_weight)
         for label, value in (
@@ -286,16 +303,31 @@ class Distiller(keras.Model):
         inputs are checked once per call: not empty, no NaN/inf, labels are
         class indices in `[0, classes)` (or one-hot of width `classes`), no
         batch of one sample for batch-wise losses, and the models output one
-        logits tensor each (not probabilities). Datasets and generators are
-        not read ahead: their batches get the static shape checks when the
-        training step is traced.
+        logits tensor each (not probabilities); `sample_weight` is finite and
+        >= 0; the student has trainable weights. Datasets, generators and
+        `PyDataset`s are not read ahead: their batches get the static shape
+        checks when the training step is traced, and the label and
+        sample-weight checks as each batch is read, before the step that
+        would train on it. With a `LossScaleOptimizer`, a
+        `callbacks.SkippedStepWarning` is added.
         """
         arguments = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
         arguments = {k: v for k, v in arguments.items() if k != "self"}
         self._freeze_teacher()
         validation.check_fit_arguments(self, arguments)
         self._mark_built()
-        return _backend.fit_keeping_state(super().fit, arguments)
+        checks = validation.BatchChecks.of(self)
+        arguments["x"] = validation.check_each_batch(arguments.get("x"), checks)
+        if isinstance(getattr(self, "optimizer", None), keras.optimizers.LossScaleOptimizer):
+            arguments["callbacks"] = SkippedStepWarning.add_to(arguments.get("callbacks"))
+        try:
+            return _backend.fit_keeping_state(super().fit, arguments)
+        except Exception as error:
+            # A batch refused inside a tf.data pipeline arrives wrapped in a
+            # TensorFlow error: give the user the check's own message.
+            if checks.message is not None and not isinstance(error, ValueError):
+                raise ValueError(checks.message) from None
+            raise
 
     def _freeze_teacher(self):
         if self.teacher is None:
@@ -360,6 +392,8 @@ class Distiller(keras.Model):
             x, mix_lambda, mix_index = self._mixup(x)
             outputs["mixup_lambda"] = mix_lambda
             outputs["mixup_index"] = mix_index
+        if self._feature_taps is not None:
+            return self._call_with_features(x, cached_logits, outputs)
         student_logits = self.student(x, training=True)
         if cached_logits is not None:
             teacher_logits = ops.convert_to_tensor(cached_logits)
@@ -377,6 +411,23 @@ class Distiller(keras.Model):
         mask = _backend.keras_mask(student_logits)
         if mask is not None:  # e.g. padding, from Embedding(mask_zero=True)
             outputs["mask"] = mask
+        return outputs
+
+    def _call_with_features(self, x, cached_logits, outputs):
+        """`call(training=True)` with `FeatureDistillation` losses: one
+        forward pass of each model returns its logits and features."""
+        if cached_logits is not None:
+            raise ValueError(
+                "FeatureDistillation needs the live teacher's layers; cached teacher "
+                "logits cannot replace them. Pass x without 'teacher_logits'."
+            )
+        student_logits, student_features, teacher_logits, teacher_features = self._feature_taps.run(
+            x, training=True
+        )
+        outputs["student_logits"] = student_logits
+        outputs["teacher_logits"] = ops.stop_gradient(teacher_logits)
+        outputs["student_features"] = student_features
+        outputs["teacher_features"] = [ops.stop_gradient(f) for f in teacher_features]
         return outputs
 
     def _mixup(self, x):
@@ -459,13 +510,19 @@ class Distiller(keras.Model):
         teacher_logits, student_logits, sample_weight, labels, mask = _backend.gather_replicas(
             (y_pred["teacher_logits"], y_pred["student_logits"], sample_weight, y, mask)
         )
-        # The student's Keras mask (padding) drops positions from every loss;
-        # losses are called without `mask` when there is none, so custom
+        features = _backend.gather_replicas(
+            list(zip(y_pred.get("teacher_features", []), y_pred.get("student_features", [])))
+        )
+        # The student's Keras mask (padding) drops positions from every logit
+        # loss; losses are called without `mask` when there is none, so custom
         # losses written before masks existed keep working.
         masking = {} if mask is None else {"mask": mask}
         total = ops.zeros((), "float32")
         for loss, weight in self.distillation_losses:
-            if loss is self._statistics_loss:
+            if isinstance(loss, FeatureDistillation):
+                teacher_features, student_features = features.pop(0)
+                value = loss.compute(teacher_features, student_features, sample_weight)
+            elif loss is self._statistics_loss:
                 value, statistics = loss.compute_with_statistics(
                     teacher_logits, student_logits, sample_weight, labels=labels, **masking
                 )

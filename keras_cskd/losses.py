@@ -90,19 +90,21 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
 
     batchwise = False
     requires_labels = False
+    # `call` returns one value per position of `(batch, ..., classes)`
+    # logits: sample weights are spread over the positions, and the student
+    # logits' Keras mask (if any) drops positions.
+    per_position = True
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def __call__(self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None):
-        if mask is None:  # e.g. padding of a model with Embedding(mask_zero=True)
+        if mask is None and self.per_position:  # e.g. Embedding(mask_zero=True)
             mask = _backend.keras_mask(student_logits)
         teacher_logits = ops.convert_to_tensor(teacher_logits)
         student_logits = ops.convert_to_tensor(student_logits)
-        if mask is not None:
-            mask = ops.convert_to_tensor(mask)
-        self.check_inputs(teacher_logits, student_logits, labels, mask)
-        masking = {} if mask is None else {"mask": mask}
+        masking = {} if mask is None else {"mask": ops.convert_to_tensor(mask)}
+        self.check_inputs(teacher_logits, student_logits, labels, **masking)
         return self.compute(
             teacher_logits, student_logits, sample_weight=sample_weight, labels=labels, **masking
         )
@@ -142,7 +144,7 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
             sample_weight = _masked_sample_weight(
                 sample_weight, mask, student_logits, self.reduction
             )
-        elif sample_weight is not None and len(student_logits.shape) > 2:
+        elif sample_weight is not None and self.per_position and len(student_logits.shape) > 2:
             # One weight per sample, spread over its positions (Keras'
             # reduction broadcasts only weights that differ by one axis).
             sample_weight = ops.reshape(
@@ -700,44 +702,85 @@ class StudentCrossEntropy(keras.losses.Loss):
 
 _CROSS_ENTROPY_NAMES = {
     "sparse_categorical_crossentropy": "sparse",
+    "sparsecategoricalcrossentropy": "sparse",
     "categorical_crossentropy": "categorical",
+    "categoricalcrossentropy": "categorical",
     "crossentropy": "auto",
     "auto": "auto",
+}
+_CROSS_ENTROPY_FUNCTIONS = {
+    keras.losses.sparse_categorical_crossentropy: "sparse",
+    keras.losses.categorical_crossentropy: "categorical",
+}
+# Keras losses that read probabilities unless built with from_logits=True.
+_PROBABILITY_LOSSES = {
+    keras.losses.SparseCategoricalCrossentropy: keras.losses.sparse_categorical_crossentropy,
+    keras.losses.CategoricalCrossentropy: keras.losses.categorical_crossentropy,
+    keras.losses.CategoricalFocalCrossentropy: keras.losses.categorical_focal_crossentropy,
+    keras.losses.BinaryCrossentropy: keras.losses.binary_crossentropy,
+    keras.losses.BinaryFocalCrossentropy: keras.losses.binary_focal_crossentropy,
 }
 
 
 def student_loss(identifier):
-    """Resolves the `Distiller`'s `compile(loss=...)`: cross-entropy names
-    become a `StudentCrossEntropy` (`from_logits=True`), other names go to
-    `keras.losses.get`, and a Keras cross-entropy with `from_logits=False`
-    is refused, as it would read the student's logits as probabilities.
+    """Resolves the `Distiller`'s `compile(loss=...)`, so that no way of
+    naming a cross-entropy reads the student's logits as probabilities.
+
+    The names of the categorical cross-entropies (`"auto"`,
+    `"sparse_categorical_crossentropy"`, `"SparseCategoricalCrossentropy"`,
+    `"categorical_crossentropy"`, `"CategoricalCrossentropy"`) and the
+    functions `keras.losses.sparse_categorical_crossentropy` /
+    `categorical_crossentropy` (whose default is `from_logits=False`) become a
+    `StudentCrossEntropy` (`from_logits=True`). A Keras cross-entropy that
+    would read probabilities -- an instance built with `from_logits=False`,
+    or the name or function of the binary and focal cross-entropies -- is
+    refused with the fix. Other losses go to `keras.losses.get` unchanged.
 
     Example:
 
+    >>> import keras
     >>> from keras_cskd.losses import student_loss
     >>> student_loss("sparse_categorical_crossentropy").kind
     'sparse'
+    >>> student_loss(keras.losses.categorical_crossentropy).kind
+    'categorical'
+    >>> student_loss("binary_crossentropy")
+    Traceback (most recent call last):
+    ...
+    ValueError: compile(loss='binary_crossentropy') would read the student's logits as
+    probabilities (from_logits=False). ...
     """
     if identifier is None:
         return None
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key in _CROSS_ENTROPY_NAMES:
-            return StudentCrossEntropy(_CROSS_ENTROPY_NAMES[key])
-        return keras.losses.get(identifier)
-    probability_losses = (
-        keras.losses.SparseCategoricalCrossentropy,
-        keras.losses.CategoricalCrossentropy,
-        keras.losses.BinaryCrossentropy,
+    if isinstance(identifier, str) and identifier.lower() in _CROSS_ENTROPY_NAMES:
+        return StudentCrossEntropy(_CROSS_ENTROPY_NAMES[identifier.lower()])
+    if callable(identifier) and identifier in _CROSS_ENTROPY_FUNCTIONS:
+        return StudentCrossEntropy(_CROSS_ENTROPY_FUNCTIONS[identifier])
+    loss = keras.losses.get(identifier) if isinstance(identifier, (str, dict)) else identifier
+    probability_functions = {function: cls for cls, function in _PROBABILITY_LOSSES.items()}
+    if isinstance(loss, tuple(_PROBABILITY_LOSSES)):
+        reads_probabilities = not getattr(loss, "from_logits", True)
+        cls = next(c for c in _PROBABILITY_LOSSES if isinstance(loss, c))
+        named = f"{type(loss).__name__}(from_logits=False)"
+    elif callable(loss) and loss in probability_functions:
+        reads_probabilities = True
+        cls = probability_functions[loss]
+        named = f"keras.losses.{loss.__name__}"
+    else:
+        return loss
+    if not reads_probabilities:
+        return loss
+    named = repr(identifier) if isinstance(identifier, str) else named
+    fix = (
+        "'sparse_categorical_crossentropy' (resolved with from_logits=True)"
+        if cls in (keras.losses.SparseCategoricalCrossentropy, keras.losses.CategoricalCrossentropy)
+        else f"keras.losses.{cls.__name__}(from_logits=True)"
     )
-    if isinstance(identifier, probability_losses) and not getattr(identifier, "from_logits", True):
-        raise ValueError(
-            f"compile(loss={type(identifier).__name__}(from_logits=False)) would "
-            "read the student's logits as probabilities. Distiller students "
-            "output logits: pass `from_logits=True`, or the string "
-            "'sparse_categorical_crossentropy' (resolved with from_logits=True)."
-        )
-    return identifier
+    why = "" if "from_logits=False" in named else " (from_logits=False)"
+    raise ValueError(
+        f"compile(loss={named}) would read the student's logits as probabilities{why}. "
+        f"Distiller students output logits: pass `from_logits=True`, e.g. {fix}."
+    )
 
 
 # ------------------------------------------------------------------ registry

@@ -389,13 +389,13 @@ def class_temperatures(temperatures, teacher_logits, num_classes, mask=None):
         if mask is not None:
             keep = ops.cast(to_positions(_keep(mask), teacher_logits), "float32")
         teacher_logits = flatten_positions(teacher_logits)
-        assigned = ops.one_hot(ops.argmax(teacher_logits, axis=-1), num_classes, dtype="float32")
+        assigned = _one_hot(ops.argmax(teacher_logits, axis=-1), num_classes)
         if keep is not None:
             assigned = assigned * ops.expand_dims(keep, axis=-1)
         counts = ops.sum(assigned, axis=0)
         per_class = ops.sum(assigned * temperatures, axis=0) / ops.maximum(counts, 1.0)
         return ops.where(counts > 0, per_class, _mean_temperature(temperatures, keep))
-    return ops.full((num_classes,), 1.0, "float32") * temperatures
+    return ops.ones((num_classes,), "float32") * temperatures
 
 
 def similarity_transfer_distillation(
@@ -516,7 +516,9 @@ def min_max_temperatures(similarity, low, high, epsilon=1e-6, keep=None):
     degenerate = spread <= epsilon
     safe_spread = ops.where(degenerate, ops.ones_like(spread), spread)
     scaled = low + (largest - similarity) / safe_spread * (high - low)
-    midpoint = ops.full_like(similarity, (low + high) / 2.0)
+    # `zeros_like + c`, not `full_like`: PyTorch's `full` reads a tensor
+    # fill value back to the host (a device sync on a GPU).
+    midpoint = ops.zeros_like(similarity) + (low + high) / 2.0
     if keep is not None:
         degenerate = ops.logical_or(degenerate, ops.logical_not(kept))
     return ops.where(degenerate, midpoint, scaled)
@@ -654,7 +656,16 @@ def _target_mask(labels, logits):
         labels = ops.reshape(labels, (-1,))
     elif len(labels.shape) == rank:
         labels = ops.squeeze(labels, axis=-1)
-    return ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+    return _one_hot(labels, num_classes)
+
+
+def _one_hot(indices, num_classes):
+    """`ops.one_hot(indices, num_classes)` in float32 as a comparison with
+    `arange`: PyTorch's `one_hot` checks the index range on the host (two
+    device syncs per call on a GPU); this needs none. Indices outside
+    `[0, num_classes)` give a row of zeros."""
+    indices = ops.expand_dims(ops.cast(indices, "int32"), -1)
+    return ops.cast(ops.equal(indices, ops.arange(num_classes, dtype="int32")), "float32")
 
 
 _MASKED = -1e9

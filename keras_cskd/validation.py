@@ -5,8 +5,11 @@ Shape checks are static (they run at trace time, at no cost per step);
 value checks (NaN/inf, probabilities passed as logits) run only on concrete
 tensors, i.e. in eager calls, never inside a compiled training step. The
 checks of the models given to a `Distiller` and of the arrays given to its
-`fit` are at the end.
+`fit` follow; last, the checks of each batch of a dataset, generator or
+`PyDataset`, run as the batch is read (on the host, outside the step).
 """
+
+import types
 
 import keras
 import numpy as np
@@ -353,6 +356,68 @@ def check_class_labels(labels, num_classes, owner, what="y", position_axes=0):
         )
 
 
+def check_sample_weight(weights, owner, what="sample_weight"):
+    """Raises unless `weights` are finite, non-negative numbers: one NaN
+    weight makes the loss, and then the student's weights, NaN.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.validation import check_sample_weight
+    >>> check_sample_weight(np.array([1.0, 0.5, 0.0]), "Distiller.fit")
+    >>> check_sample_weight(np.array([1.0, -2.0, 1.0]), "Distiller.fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit: `sample_weight` holds 1 negative weight(s) (first in sample 1,
+    -2.0). A negative weight trains the student away from its labels: use weights >= 0 ...
+    """
+    weights = np.asarray(weights)
+    if not (np.issubdtype(weights.dtype, np.integer) or np.issubdtype(weights.dtype, np.floating)):
+        raise ValueError(
+            f"{owner}: `{what}` has dtype {weights.dtype}; expected one number per "
+            "sample (e.g. np.ones(len(y), 'float32'))."
+        )
+    check_finite_array(weights, f"`{what}`", owner)
+    negative = np.flatnonzero(weights.reshape(len(weights), -1).min(axis=1) < 0)
+    if len(negative):
+        first = int(negative[0])
+        raise ValueError(
+            f"{owner}: `{what}` holds {len(negative)} negative weight(s) (first in "
+            f"sample {first}, {weights.reshape(len(weights), -1)[first].min()}). A "
+            "negative weight trains the student away from its labels: use weights >= 0 "
+            "(0 leaves a sample out)."
+        )
+
+
+def check_trainable_student(student, owner):
+    """Raises when the student has no trainable weights (e.g. it was the
+    teacher of an earlier `Distiller`, which froze it): `fit` would train
+    nothing.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_cskd.validation import check_trainable_student
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> check_trainable_student(student, "Distiller.fit")
+    >>> student.trainable = False
+    >>> check_trainable_student(student, "Distiller.fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit: the student has no trainable weights (student.trainable is
+    False), so training would change nothing. ...
+    """
+    if not student.built or student.trainable_weights or not student.weights:
+        return
+    raise ValueError(
+        f"{owner}: the student has no trainable weights (student.trainable is "
+        f"{student.trainable}), so training would change nothing. A Distiller freezes "
+        "its teacher: if this model was the teacher of another Distiller (a "
+        "teacher-assistant chain), set `student.trainable = True` and compile this "
+        "Distiller again before fit."
+    )
+
+
 def check_hard_labels(labels, owner, what="labels", logits_rank=2, mask=None):
     """Eager-only: raises unless one-hot labels (`(n, C)`, or
     `(n, ..., C)` for logits of rank `logits_rank`) are exactly one-hot
@@ -583,6 +648,7 @@ def check_fit_arguments(distiller, arguments):
     Datasets and generators are not read ahead."""
     owner = "Distiller.fit"
     x, y = arguments.get("x"), arguments.get("y")
+    check_trainable_student(distiller.student, owner)
     if isinstance(x, keras.utils.PyDataset):
         _check_empty_pydataset(x, owner)
         return
@@ -598,6 +664,8 @@ def check_fit_arguments(distiller, arguments):
     inputs, cached = distiller.split_inputs(x)
     for path, leaf in _named_leaves(inputs, "x"):
         check_finite_array(leaf, path, owner)
+    if isinstance(arguments.get("sample_weight"), np.ndarray):
+        check_sample_weight(arguments["sample_weight"], owner)
     if cached is not None:
         check_values(np.asarray(cached, "float32"), "cached teacher logits", owner)
     labels_are_classes = distiller.labels_are_classes()
@@ -651,3 +719,138 @@ def check_fit_arguments(distiller, arguments):
             owner,
             position_axes=len(student_logits.shape) - 2,
         )
+
+
+# --------------------------------------------------------------------------
+# Datasets, generators and `PyDataset`s are not read ahead: their labels and
+# sample weights get the checks above batch by batch, as each batch leaves
+# the pipeline, before the training step that would use it (a min/max over a
+# batch's labels on the host; nothing is added to the compiled step).
+
+
+class BatchChecks:
+    """Checks the labels (class indices in `[0, num_classes)`, whole numbers,
+    or one-hot rows of width `num_classes`; hard ones for the losses named
+    in `hard_labels_for`) and sample weights (finite, non-negative) of each
+    batch `(x, y)` / `(x, y, sample_weight)` it is called with; returns the
+    batch. `message` keeps the last error, so that `Distiller.fit` can
+    report it as it was raised when a pipeline (tf.data) wraps it.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.validation import BatchChecks
+    >>> checks = BatchChecks(num_classes=3)
+    >>> x = np.zeros((4, 2), "float32")
+    >>> _ = checks((x, np.array([0, 1, 2, 0])))
+    >>> checks((x, np.array([0, 1, 2, 3])))
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit (batch 1 of the data): the labels `y` must be class indices in
+    [0, 3) (the student predicts 3 classes), but 1 label(s) lie outside (min 0, max 3). ...
+    """
+
+    def __init__(self, num_classes, hard_labels_for=(), owner="Distiller.fit", position_axes=0):
+        self.num_classes = num_classes
+        self.hard_labels_for = tuple(hard_labels_for)
+        self.owner = owner
+        self.position_axes = position_axes  # of per-position logits (batch, ..., classes)
+        self.batches_read = 0
+        self.message = None
+
+    @classmethod
+    def of(cls, distiller):
+        """The checks of the batches given to `distiller.fit`: labels only
+        when they are class labels (see `Distiller.labels_are_classes`)."""
+        return cls(
+            distiller.num_classes if distiller.labels_are_classes() else None,
+            [type(l).__name__ for l, _ in distiller.distillation_losses if l.requires_labels],
+            position_axes=max((output_rank(distiller.student) or 2) - 2, 0),
+        )
+
+    def __call__(self, batch, index=None):
+        index = self.batches_read if index is None else index
+        self.batches_read += 1
+        if not isinstance(batch, tuple):
+            return batch
+        _, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        owner = f"{self.owner} (batch {index} of the data)"
+        try:
+            if y is not None and self.num_classes is not None and not keras.tree.is_nested(y):
+                labels = _on_host(y)
+                check_class_labels(
+                    labels, self.num_classes, owner, position_axes=self.position_axes
+                )
+                for name in self.hard_labels_for:
+                    check_hard_labels(
+                        labels,
+                        f"{owner}: {name}",
+                        "labels `y`",
+                        logits_rank=2 + self.position_axes,
+                    )
+            if sample_weight is not None and not keras.tree.is_nested(sample_weight):
+                check_sample_weight(_on_host(sample_weight), owner)
+        except ValueError as error:
+            self.message = str(error)
+            raise
+        return batch
+
+
+def _on_host(value):
+    return value if isinstance(value, np.ndarray) else np.asarray(ops.convert_to_numpy(value))
+
+
+class _CheckedPyDataset(keras.utils.PyDataset):
+    """A `PyDataset` whose batches pass through `checks` as they are read."""
+
+    def __init__(self, dataset, checks):
+        super().__init__(
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self.dataset, self.checks = dataset, checks
+
+    @property
+    def num_batches(self):
+        return self.dataset.num_batches
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.checks(self.dataset[index], index)
+
+    def on_epoch_begin(self):
+        self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
+
+
+def check_each_batch(data, checks):
+    """`data` (a `PyDataset`, a Python generator or a `tf.data.Dataset`)
+    wrapped so that `checks` sees each batch as it is read; other data
+    (arrays, checked ahead; a torch `DataLoader`) is returned unchanged.
+
+    Example:
+
+    >>> import itertools
+    >>> import numpy as np
+    >>> from keras_cskd.validation import BatchChecks, check_each_batch
+    >>> batches = ((np.zeros((2, 4)), np.array([0, k])) for k in (1, 2, 5))
+    >>> checked = check_each_batch(batches, BatchChecks(num_classes=3))
+    >>> [int(y.max()) for _, y in itertools.islice(checked, 2)]
+    [1, 2]
+    >>> next(checked)
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit (batch 2 of the data): the labels `y` must be class indices ...
+    """
+    if isinstance(data, keras.utils.PyDataset):
+        return _CheckedPyDataset(data, checks)
+    if isinstance(data, types.GeneratorType):
+        return (checks(batch) for batch in data)
+    if _backend.is_tf_dataset(data):
+        return _backend.check_tf_dataset_batches(data, checks)
+    return data

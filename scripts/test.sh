@@ -2,10 +2,14 @@
 # Installs the test dependencies, checks style (ruff lint and format) and
 # runs the suite under the TensorFlow, JAX and PyTorch backends, one process
 # per backend. Backend-independent tests (CLI, examples, docs, pure-Python
-# doctests; marker `backend_independent`) run in the first backend's pass
-# only; everything else, slow end-to-end tests included, runs on every backend.
+# doctests; marker `backend_independent`) run in one pass only: the JAX one
+# when jax is among the backends (the README's main job and the examples'
+# documented backend, and the quickest for their many small fits), else the
+# first. Everything else, slow end-to-end tests included, runs on every
+# backend. Each pass spreads its tests over WORKERS pytest-xdist processes.
 # Usage: bash scripts/test.sh [extra pytest args]
 #   BACKENDS="jax torch"  pick backends      SKIP_INSTALL=1  skip the pip installs
+#   WORKERS=1             no parallel workers (default 2)
 #   e.g. BACKENDS=jax bash scripts/test.sh -m "not slow"   (the development loop)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,14 +33,19 @@ rc=$?
 summary+="ruff: exit $rc in $(( $(date +%s) - start )) s"$'\n'
 [ $rc -ne 0 ] && status=1
 
-first=1
-for backend in ${BACKENDS:-tensorflow jax torch}; do
+BACKENDS=${BACKENDS:-tensorflow jax torch}
+case " $BACKENDS " in
+  *" jax "*) independent_backend=jax ;;
+  *) independent_backend=${BACKENDS%% *} ;;
+esac
+WORKERS=${WORKERS:-2}
+if [ "$WORKERS" -gt 1 ]; then parallel=(-n "$WORKERS" --dist loadfile); else parallel=(); fi
+for backend in $BACKENDS; do
   echo "=============================== KERAS_BACKEND=$backend ==============================="
-  if [ $first -eq 1 ]; then independent=run; else independent=skip; fi
-  first=0
+  if [ "$backend" = "$independent_backend" ]; then independent=run; else independent=skip; fi
   start=$(date +%s)
   KERAS_BACKEND=$backend KERAS_CSKD_BACKEND_INDEPENDENT=$independent \
-    "$PYTHON" -m pytest tests keras_cskd -q -p no:cacheprovider "$@"
+    "$PYTHON" -m pytest tests keras_cskd -q -p no:cacheprovider "${parallel[@]}" "$@"
   rc=$?
   summary+="$backend: exit $rc in $(( $(date +%s) - start )) s"$'\n'
   [ $rc -ne 0 ] && status=1

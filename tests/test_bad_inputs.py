@@ -30,8 +30,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import reference
 
-from keras_cskd import Distiller
+from keras_cskd import Distiller, FeatureDistillation, cli
 
 BACKEND = keras.backend.backend()
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
@@ -161,9 +162,13 @@ class Case:
         self.key = key
         self.title = title
         self.setup = setup
-        self.error = error  # expected exception type, or None for a behaviour
+        # expected exception type; None for a behaviour; CLI for a command line
+        self.error = error
         self.needles = needles  # substrings the message must contain
         self.hint = hint  # what to do, for messages that come from Keras
+
+
+CLI = "exit 2"
 
 
 def bad_input(key, title, error, needles, hint=None):
@@ -171,6 +176,18 @@ def bad_input(key, title, error, needles, hint=None):
 
     def register(setup):
         CASES[key] = Case(key, title, setup, error, needles, hint)
+        return setup
+
+    return register
+
+
+def cli_error(key, title, needles):
+    """A case whose `setup(lab)` returns `keras-cskd distill` arguments that
+    must end, before anything trains, with exit code 2 and one line on
+    stderr."""
+
+    def register(setup):
+        CASES[key] = Case(key, title, setup, CLI, needles)
         return setup
 
     return register
@@ -398,6 +415,94 @@ def _(lab):
     return lambda: distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy())
 
 
+def _student_loss_reads_logits(lab, loss, labels):
+    """Compiles with `loss` and returns the student loss of one batch and
+    NumPy's cross-entropy of the student's logits on it."""
+    distiller = lab.distiller(distillation_loss_weight=0.0)
+    distiller.compile(optimizer="adam", loss=loss)
+    x = lab.x[:8]
+    value = distiller.compute_loss(x=x, y=labels, y_pred=distiller(x, training=True))
+    logits = to_numpy(distiller.student(x))
+    classes = labels if labels.ndim == 1 else labels.argmax(axis=1)
+    expected = -np.mean([reference.log_softmax_row(row)[c] for row, c in zip(logits, classes)])
+    np.testing.assert_allclose(float(to_numpy(value)), expected, rtol=1e-5)
+    return distiller, expected
+
+
+@behaviour(
+    "cross_entropy_function",
+    "`compile(loss=keras.losses.sparse_categorical_crossentropy)` (the function, whose "
+    "default is `from_logits=False`)",
+)
+def _(lab):
+    distiller, _ = _student_loss_reads_logits(
+        lab, keras.losses.sparse_categorical_crossentropy, lab.y[:8]
+    )
+    assert type(distiller.loss).__name__ == "StudentCrossEntropy"
+    return (
+        "Accepted and resolved with `from_logits=True` (a `StudentCrossEntropy`): the "
+        "student loss of a batch equals NumPy's cross-entropy of the logits.",
+        "Trains on the right loss; its labels are checked like the default loss's (next row).",
+    )
+
+
+@bad_input(
+    "cross_entropy_function_labels_out_of_range",
+    "`compile(loss=keras.losses.sparse_categorical_crossentropy)` with labels >= the number "
+    "of classes",
+    ValueError,
+    ["class indices in [0, 3)", "max 3"],
+)
+def _(lab):
+    distiller = lab.distiller()
+    distiller.compile(optimizer="adam", loss=keras.losses.sparse_categorical_crossentropy)
+    y = lab.y.copy()
+    y[5] = CLASSES
+    return lambda: lab.fit(distiller, y=y)
+
+
+@behaviour(
+    "cross_entropy_class_name",
+    "`compile(loss='CategoricalCrossentropy')` (the class name: Keras builds it with "
+    "`from_logits=False`), one-hot labels",
+)
+def _(lab):
+    one_hot = np.eye(CLASSES, dtype="float32")[lab.y[:8]]
+    distiller, _ = _student_loss_reads_logits(lab, "CategoricalCrossentropy", one_hot)
+    assert distiller.loss.kind == "categorical"
+    return (
+        "Accepted and resolved with `from_logits=True`: the student loss equals NumPy's "
+        "cross-entropy of the logits (so does `'SparseCategoricalCrossentropy'`).",
+        "Trains on the right loss.",
+    )
+
+
+@bad_input(
+    "binary_cross_entropy_name",
+    "`compile(loss='binary_crossentropy')` (reads probabilities; no way to say "
+    "`from_logits` in a name)",
+    ValueError,
+    ["would read the student's logits as probabilities", "BinaryCrossentropy(from_logits=True)"],
+)
+def _(lab):
+    distiller = Distiller(lab.model("student"), lab.model("teacher"), "kd")
+    return lambda: distiller.compile(loss="binary_crossentropy")
+
+
+@bad_input(
+    "student_without_trainable_weights",
+    "A student with no trainable weights (frozen as the teacher of another `Distiller`: a "
+    "teacher-assistant chain)",
+    ValueError,
+    ["no trainable weights", "student.trainable = True", "compile this Distiller again"],
+)
+def _(lab):
+    assistant = lab.model("assistant")
+    first = lab.distiller(student=assistant)
+    lab.distiller(student=lab.model("student"), teacher=assistant)  # freezes the assistant
+    return lambda: lab.fit(first)
+
+
 @behaviour(
     "trainable_teacher",
     "A trainable teacher (`teacher.trainable = True`, the Keras default)",
@@ -484,6 +589,31 @@ def _(lab):
         "Works: the losses (and the student's cross-entropy) upcast the float16 "
         "logits and compute in float32.",
         "Trains normally.",
+    )
+
+
+@behaviour(
+    "loss_scaler_skips_every_step",
+    "`LossScaleOptimizer` (mixed precision) whose every gradient is non-finite (NaN in a "
+    "`PyDataset`)",
+)
+def _(lab):
+    distiller = lab.distiller()
+    distiller.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()))
+    x = lab.x.copy()
+    x[:, 0] = np.nan
+    snapshot = lab.snapshot()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distiller.fit(Batches(x, lab.y, 8), verbose=0, shuffle=False)
+    messages = [str(w.message) for w in caught if "loss scaler" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "skipped 4 of 4 training steps" in messages[0]
+    assert float(to_numpy(distiller.optimizer.dynamic_scale)) == 2.0**15 / 2**4
+    lab.assert_unchanged(snapshot)
+    return (
+        f"`RuntimeWarning` at the end of the epoch: {messages[0]}",
+        "Unchanged (every step skipped): every model's weights bit-identical, still predicts.",
     )
 
 
@@ -594,6 +724,95 @@ def _(lab):
 def _(lab):
     distiller = lab.distiller()
     return lambda: lab.fit(distiller, validation_data=(lab.x, lab.y + 10))
+
+
+@bad_input(
+    "sample_weight_nan",
+    "NaN in `sample_weight`",
+    ValueError,
+    ["`sample_weight` contains NaN or inf", "sample 6"],
+)
+def _(lab):
+    distiller = lab.distiller()
+    weights = np.ones(32, "float32")
+    weights[6] = np.nan
+    return lambda: lab.fit(distiller, sample_weight=weights)
+
+
+@bad_input(
+    "sample_weight_negative",
+    "Negative `sample_weight`",
+    ValueError,
+    ["`sample_weight` holds 1 negative weight(s)", "weights >= 0"],
+)
+def _(lab):
+    distiller = lab.distiller()
+    weights = np.ones(32, "float32")
+    weights[2] = -1.0
+    return lambda: lab.fit(distiller, sample_weight=weights)
+
+
+def _tf_dataset(*arrays):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(arrays).batch(8)
+
+
+@bad_input(
+    "labels_negative_tf_dataset",
+    "Label -1 inside a `tf.data.Dataset` (not read ahead)",
+    ValueError,
+    ["batch 0 of the data", "class indices in [0, 3)", "min -1"],
+)
+def _(lab):
+    distiller = lab.distiller()
+    y = lab.y.copy()
+    y[3] = -1
+    return lambda: distiller.fit(_tf_dataset(lab.x, y), verbose=0, shuffle=False)
+
+
+@bad_input(
+    "labels_out_of_range_pydataset",
+    "Label 3 (= the number of classes) inside a `PyDataset`",
+    ValueError,
+    ["batch 0 of the data", "class indices in [0, 3)", "max 3"],
+)
+def _(lab):
+    distiller = lab.distiller()
+    y = lab.y.copy()
+    y[1] = CLASSES
+    return lambda: distiller.fit(Batches(lab.x, y, 8), verbose=0, shuffle=False)
+
+
+@bad_input(
+    "labels_fractional_generator",
+    "Fractional labels (`1.5`) from a Python generator",
+    ValueError,
+    ["batch 0 of the data", "non-integer values"],
+)
+def _(lab):
+    distiller = lab.distiller()
+    y = lab.y.astype("float32")
+    y[0] = 1.5
+
+    def batches():
+        for start in range(0, 32, 8):
+            yield lab.x[start : start + 8], y[start : start + 8]
+
+    return lambda: distiller.fit(batches(), verbose=0, shuffle=False)
+
+
+@bad_input(
+    "sample_weight_nan_tf_dataset",
+    "NaN in the sample weights of a `tf.data.Dataset` of `(x, y, sample_weight)`",
+    ValueError,
+    ["batch 0 of the data", "`sample_weight` contains NaN or inf"],
+)
+def _(lab):
+    distiller = lab.distiller()
+    weights = np.ones(32, "float32")
+    weights[4] = np.nan
+    return lambda: distiller.fit(_tf_dataset(lab.x, lab.y, weights), verbose=0, shuffle=False)
 
 
 @bad_input(
@@ -917,6 +1136,165 @@ def _(lab):
     return load_elsewhere
 
 
+# Command line ---------------------------------------------------------
+def _npz(lab, name, **arrays):
+    path = lab.tmp / f"{name}.npz"
+    np.savez(path, **arrays)
+    return ["--data", str(path)]
+
+
+@cli_error(
+    "cli_last_batch_of_one",
+    "`keras-cskd distill --method cskd --batch-size 16` on 33 training samples (a last batch of 1)",
+    ["33 training sample(s) in batches of 16", "CSKD", "--batch-size 17"],
+)
+def _(lab):
+    x, y = lab.x, lab.y
+    data = _npz(lab, "data", x_train=np.concatenate([x, x[:1]]), y_train=np.r_[y, y[:1]],
+                x_test=x[:8], y_test=y[:8])  # fmt: skip
+    return [*data, "--method", "cskd", "--batch-size", "16"]
+
+
+@cli_error("cli_limit_1", "`keras-cskd distill --limit 1`", ["--limit must be at least 2"])
+def _(lab):
+    return ["--limit", "1"]
+
+
+@cli_error(
+    "cli_negative_labels",
+    "`keras-cskd distill --data` with a label -1 in the `.npz`",
+    ["labels hold 1 negative value(s)", "np.unique"],
+)
+def _(lab):
+    y = lab.y.copy()
+    y[7] = -1
+    return _npz(lab, "data", x=lab.x, y=y)
+
+
+@cli_error(
+    "cli_string_labels",
+    "`keras-cskd distill --data` with string labels (`'cat'`, `'dog'`, ...)",
+    ["labels have dtype <U3", "np.unique(y, return_inverse=True)"],
+)
+def _(lab):
+    names = np.array(["cat", "dog", "owl"])[lab.y]
+    return _npz(lab, "data", x=lab.x, y=names)
+
+
+@cli_error(
+    "cli_fractional_labels",
+    "`keras-cskd distill --data` with a fractional label (`1.5`)",
+    ["non-integer values", "whole numbers"],
+)
+def _(lab):
+    y = lab.y.astype("float32")
+    y[4] = 1.5
+    return _npz(lab, "data", x=lab.x, y=y)
+
+
+@cli_error(
+    "cli_nan_in_x",
+    "`keras-cskd distill --data` with NaN in `x` (trained a NaN teacher before)",
+    ["inputs hold NaN or inf in 1 sample(s) (first: sample 3)", "nan_to_num"],
+)
+def _(lab):
+    x = lab.x.copy()
+    x[3, 2] = np.nan
+    return _npz(lab, "data", x=x, y=lab.y)
+
+
+@cli_error(
+    "cli_one_class",
+    "`keras-cskd distill --data` whose labels are all one class",
+    ["one class only", "at least 2 classes"],
+)
+def _(lab):
+    return _npz(lab, "data", x=lab.x, y=np.zeros(32, "int32"))
+
+
+@cli_error(
+    "cli_mismatched_lengths",
+    "`keras-cskd distill --data` with 32 training inputs but 31 labels",
+    ["differ in count (32 inputs, 31 labels)"],
+)
+def _(lab):
+    return _npz(lab, "data", x_train=lab.x, y_train=lab.y[:31], x_test=lab.x, y_test=lab.y)
+
+
+def _image_folder(lab, corrupt=None):
+    for label in ("cat", "dog"):
+        (lab.tmp / "images" / label).mkdir(parents=True)
+        for index in range(4):
+            image = (lab.x[index, :6].reshape(2, 3, 1) * 255).astype("uint8").repeat(3, axis=2)
+            keras.utils.save_img(lab.tmp / "images" / label / f"{index}.png", image, scale=False)
+    if corrupt:
+        (lab.tmp / "images" / corrupt).write_bytes(b"not an image")
+    return ["--data", str(lab.tmp / "images"), "--image-size", "4"]
+
+
+@cli_error(
+    "cli_corrupt_image",
+    "`keras-cskd distill --data` on an image folder holding a file that is not an image",
+    ["cannot be decoded as images", "cat/broken.png", "Delete or replace"],
+)
+def _(lab):
+    return _image_folder(lab, corrupt="cat/broken.png")
+
+
+@cli_error(
+    "cli_empty_folder",
+    "`keras-cskd distill --data` on an empty folder",
+    ["No images found", "one sub-folder of images per class"],
+)
+def _(lab):
+    (lab.tmp / "empty").mkdir()
+    return ["--data", str(lab.tmp / "empty")]
+
+
+@cli_error(
+    "cli_out_is_a_file",
+    "`keras-cskd distill --out` naming an existing file",
+    ["is a file, not a folder"],
+)
+def _(lab):
+    (lab.tmp / "results.txt").write_text("keep me")
+    return ["--out", str(lab.tmp / "results.txt")]
+
+
+@cli_error(
+    "cli_temperature_nan",
+    "`keras-cskd distill --temperature nan`",
+    ["--temperature must be positive, got nan"],
+)
+def _(lab):
+    return ["--temperature", "nan"]
+
+
+# Feature distillation -------------------------------------------------
+@bad_input(
+    "feature_unknown_layer",
+    "`FeatureDistillation` naming a layer the teacher does not have",
+    ValueError,
+    ["no layer named 'teacher_hidden'", "'teacher_logits'", "teacher_layer_name="],
+)
+def _(lab):
+    teacher, student = lab.model("teacher"), lab.model("student")
+    loss = FeatureDistillation("mse", "teacher_hidden", "student_logits")
+    return lambda: Distiller(student, teacher, loss)
+
+
+@bad_input(
+    "feature_width_mismatch",
+    "`keras.distillation.FeatureDistillation` between layers of different widths",
+    ValueError,
+    ["width 8", "student's 3", "projection='auto'"],
+)
+def _(lab):
+    teacher, student = lab.model("teacher"), lab.model("student")
+    loss = keras.distillation.FeatureDistillation("mse", "teacher_input", "student_logits")
+    return lambda: Distiller(student, teacher, loss)
+
+
 # ------------------------------------------------------------------ harness
 def normalise(message, tmp):
     """The message a user reads, without what varies between runs and
@@ -955,6 +1333,8 @@ def outcome(key, tmp_path_factory):
     if case.error is None:
         sees, model = case.setup(lab)
         result = Outcome(case, sees, model)
+    elif case.error is CLI:
+        result = Outcome(case, *_run_cli(case, lab))
     else:
         action = case.setup(lab)
         snapshot = lab.snapshot()
@@ -976,6 +1356,33 @@ def outcome(key, tmp_path_factory):
         result = Outcome(case, sees, model)
     _OUTCOMES[key] = result
     return result
+
+
+def _run_cli(case, lab):
+    """Runs `keras-cskd distill` in this process with the case's arguments
+    (and `--out` in the case's folder unless given); returns what the user
+    sees and what was trained."""
+    arguments = case.setup(lab)
+    if "--out" not in arguments:
+        arguments = [*arguments, "--out", str(lab.tmp / "out")]
+    out = Path(arguments[arguments.index("--out") + 1])
+    stdout, stderr = io.StringIO(), io.StringIO()
+    command = ["distill", "--backend", BACKEND, "--quiet", "--epochs", "1", *arguments]
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli.main(command)
+    assert code == 2, (code, stdout.getvalue()[-2000:], stderr.getvalue()[-2000:])
+    assert "Traceback" not in stderr.getvalue()
+    lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("keras-cskd: error: "), lines
+    message = normalise(lines[0], lab.tmp)
+    for needle in case.needles:
+        assert needle in message, (needle, message)
+    assert "teacher" not in stdout.getvalue(), stdout.getvalue()
+    assert not out.is_dir() or not any(out.iterdir()), sorted(out.iterdir())
+    return (
+        f"Exit code 2 and one line on stderr: `{message}`",
+        "Nothing trained, nothing written: the check runs before the teacher.",
+    )
 
 
 @pytest.mark.parametrize("key", list(CASES))

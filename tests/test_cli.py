@@ -110,6 +110,7 @@ def _readme_main_job():
 
 
 @once
+@pytest.mark.slow
 def test_readme_quick_start_main_job_verbatim(tmp_path):
     """The README's main job as written (installation is CI's job): one
     progress bar per model plus the table, and distillation visibly helps."""
@@ -438,3 +439,229 @@ def test_labelled_cross_entropy_averages_over_labelled_samples_only():
     labelled = labels >= 0
     expected = -np.mean(log_p[labelled, labels[labelled]])
     np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+def _main_in_process(monkeypatch, capsys, failure, *flags):
+    """`keras-cskd distill` in this process with `run_distill` replaced by
+    one that raises `failure`: returns (exit code, stderr)."""
+    from keras_cskd import cli
+
+    def run_distill(args):
+        raise failure
+
+    monkeypatch.setattr(cli, "run_distill", run_distill)
+    code = cli.main(["distill", "--backend", BACKEND, *flags])
+    return code, capsys.readouterr().err
+
+
+@once
+def test_a_bug_is_one_line_and_exit_1_and_debug_shows_the_traceback(monkeypatch, capsys):
+    code, err = _main_in_process(monkeypatch, capsys, KeyError("surprise"))
+    assert code == 1
+    assert err.splitlines() == [
+        "keras-cskd: internal error: KeyError: 'surprise' (--debug shows the traceback; "
+        "please report it)"
+    ]
+    with pytest.raises(KeyError, match="surprise"):
+        _main_in_process(monkeypatch, capsys, KeyError("surprise"), "--debug")
+
+
+@once
+def test_an_unforeseen_value_error_is_bad_input_on_one_line(monkeypatch, capsys):
+    """Keras' and keras-cskd's checks raise ValueError: exit 2, one line even
+    for a message that spans several."""
+    code, err = _main_in_process(monkeypatch, capsys, ValueError("first\n  second line"))
+    assert code == 2
+    assert err.splitlines() == [
+        "keras-cskd: error: ValueError: first second line (--debug shows the traceback)"
+    ]
+
+
+# Rows of the "Faults" table of docs/reliability.md (rendered by
+# test_faults.py); what they state is what the tests below assert.
+FAULT_ROWS = [
+    (
+        "`keras-cskd distill` killed with SIGKILL at 5 random moments in a row (teacher "
+        "training and its cache, students and their checkpoints, the run record), the same "
+        "command run again each time",
+        "Every rerun prints `resuming the interrupted run in out (finished: ...)` and "
+        "continues from the last finished epoch, 5 of 5; the last one finishes the run.",
+        "The teacher cache, the students and the results; the per-epoch backups are removed "
+        "once the run has finished.",
+    ),
+    (
+        "Ctrl-C before a student's first epoch ended",
+        "Exit 130 and `interrupted during ce (seed 0): no epoch of it had finished, so there "
+        "is no checkpoint of it yet; run the same command again (or add --resume) to continue "
+        "from there`",
+        "The run record; the rerun resumes it.",
+    ),
+    (
+        "A rerun with other options while `--out` holds an interrupted run",
+        "Exit 2, one line: `keras-cskd: error: out holds an interrupted run with other settings "
+        "(...): rerun with its options to resume it, add --overwrite to discard it, or choose "
+        "another --out`",
+        "The interrupted run, untouched (`--overwrite` discards it).",
+    ),
+    (
+        "A `run.json` that is not a run record",
+        "Exit 2, one line: `keras-cskd: error: out/run.json cannot be read (JSONDecodeError): "
+        "it is not a keras-cskd run record; rerun with --overwrite to start over`",
+        "Untouched.",
+    ),
+    (
+        "A teacher cache (`out/teacher.keras`) cut short",
+        "Retrained, and said: `training teacher (out/teacher.keras does not match the checksum "
+        "in out/teacher.json: it was cut short or replaced)`",
+        "A new, complete teacher cache.",
+    ),
+]
+
+_RESUME_ARGS = [
+    "distill",
+    "--method",
+    "kd",
+    "--seeds",
+    "1",
+    "--limit",
+    "300",
+    "--teacher-epochs",
+    "3",
+    "--quiet",
+    "--out",
+    "out",
+]
+CLI_KILLS = 5
+
+
+@once
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_rerun_resumes(tmp_path):
+    """The command killed with SIGKILL CLI_KILLS times in a row, each time at
+    a random moment after one of the lines it prints as it goes (teacher
+    training and its cache, the CE student, the KD student: their backups,
+    checkpoints and the run record being written); each rerun of the same
+    command resumes, and the last one finishes the run. Once, not per
+    backend: the writes that the kills cut (`_files.write_atomically`, the
+    checkpoint callbacks) are killed on every backend in test_kill.py."""
+    import random
+
+    rng = random.Random(0)
+    args = [a for a in _RESUME_ARGS if a != "--quiet"] + ["--epochs", "30"]
+    record = tmp_path / "out" / "run.json"
+    # Kill k happens at a random moment after this output of its process.
+    after = ["training teacher", "teacher:", "CE only (", "KD (", "KD ("]
+    resumed, phases = 0, []
+    for kill in range(CLI_KILLS):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keras_cskd", *args],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = []
+        while not lines or after[kill] not in lines[-1]:
+            lines.append(process.stdout.readline())
+            assert lines[-1], ("".join(lines), process.communicate(timeout=60)[1][-3000:])
+        time.sleep(rng.uniform(0.0, 2.0))
+        process.send_signal(signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=60)
+        stdout = "".join(lines) + stdout
+        assert process.returncode == -signal.SIGKILL, (process.returncode, stderr[-2000:])
+        if kill:
+            assert "resuming the interrupted run in out" in stdout, (stdout, stderr[-2000:])
+            resumed += 1
+        phases.append(sorted(json.loads(record.read_text())["done"]))
+    final = _run(args, cwd=tmp_path)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "resuming the interrupted run in out" in final.stdout
+    resumed += 1
+    assert resumed == CLI_KILLS
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["method"] for row in summary["results"]] == ["ce", "kd"]
+    assert json.loads(record.read_text())["finished"] is True
+    assert not (tmp_path / "out" / "backup").exists()
+    for name in ("teacher.keras", "student_kd.keras", "student.keras"):
+        keras.saving.load_model(tmp_path / "out" / name)
+    print(f"\nCLI: {CLI_KILLS} kills, {resumed} resumed; finished students at each kill: {phases}")
+
+
+@once
+@pytest.mark.slow
+def test_an_interrupted_run_is_resumed_or_kept(tmp_path):
+    """A run record left by an interrupted run: the same options resume it,
+    other options are refused (exit 2, one line) rather than deleting it,
+    --overwrite discards it, --resume with nothing to resume is refused."""
+    out = tmp_path / "out"
+    out.mkdir()
+    backup = out / "backup" / "kd-seed0"
+    backup.mkdir(parents=True)
+    (backup / "latest.weights.h5").write_bytes(b"a backup")
+    record = out / "run.json"
+    record.write_text(
+        json.dumps(
+            {"settings": {"epochs": 7}, "settings_sha256": "0", "done": {}, "finished": False}
+        )
+    )
+    refused = _run([*_RESUME_ARGS, "--epochs", "1"], cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("keras-cskd:")]
+    assert len(errors) == 1 and "holds an interrupted run with other settings" in errors[0]
+    assert "--overwrite" in errors[0] and "Traceback" not in refused.stderr
+    assert (backup / "latest.weights.h5").read_bytes() == b"a backup"  # kept
+
+    resume = _run([*_RESUME_ARGS, "--epochs", "1", "--resume"], cwd=tmp_path)
+    assert resume.returncode == 2 and "--resume: no interrupted run" in resume.stderr
+
+    overwrite = _run([*_RESUME_ARGS, "--epochs", "1", "--overwrite"], cwd=tmp_path)
+    assert overwrite.returncode == 0, overwrite.stderr[-2000:]
+    assert json.loads(record.read_text())["finished"] is True
+    assert not (out / "backup").exists()
+
+    nothing = _run([*_RESUME_ARGS, "--epochs", "1", "--resume"], cwd=tmp_path)
+    assert nothing.returncode == 2 and "(it finished)" in nothing.stderr
+
+    record.write_text("{not json")
+    corrupt = _run([*_RESUME_ARGS, "--epochs", "1"], cwd=tmp_path)
+    assert corrupt.returncode == 2
+    assert f"{Path('out') / 'run.json'} cannot be read" in corrupt.stderr
+
+    # A teacher cache cut short (a kill while it was copied): retrained, said so.
+    teacher = out / "teacher.keras"
+    record.unlink()
+    teacher.write_bytes(teacher.read_bytes()[:1000])
+    cut = _run([*_RESUME_ARGS, "--epochs", "1"], cwd=tmp_path)
+    assert cut.returncode == 0, cut.stderr[-2000:]
+    assert "does not match the checksum in" in cut.stdout and "cut short" in cut.stdout
+    keras.saving.load_model(teacher)
+
+
+@once
+@pytest.mark.slow
+def test_ctrl_c_before_the_first_epoch_says_so_and_the_rerun_resumes(tmp_path):
+    teacher = _save(_mlp((8, 8, 1), 10), tmp_path / "teacher.keras")
+    args = [*_RESUME_ARGS, "--teacher", teacher, "--epochs", "2"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_cskd", *args],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not process.stdout.readline().startswith("teacher:"):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+    time.sleep(0.5)  # inside the first student's first epoch (its step compiles)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert (
+        "interrupted during ce (seed 0): no epoch of it had finished, so there is no "
+        "checkpoint of it yet; run the same command again (or add --resume) to continue"
+    ) in stderr
+    assert not (tmp_path / "out" / "checkpoint_ce.keras").exists()
+    rerun = _run([*args, "--resume"], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming the interrupted run in out (finished: no student yet)" in rerun.stdout

@@ -149,12 +149,33 @@ def test_npz_errors(tmp_path):
     with pytest.raises(data.DataError, match="expected arrays 'x' and 'y'"):
         data.load_npz(path)
     np.savez(path, x=np.zeros((3, 2, 2)), y=np.zeros(2))
-    with pytest.raises(data.DataError, match="3 inputs but 2 labels"):
+    with pytest.raises(data.DataError, match=r"differ in count \(3 inputs, 2 labels\)"):
         data.load_npz(path)
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip")
     with pytest.raises(data.DataError, match="not a readable"):
         data.load_npz(garbage)
+
+
+@pytest.mark.parametrize(
+    "x, y, message",
+    [
+        (np.zeros((4, 2)), np.array([0, 1, -1, 1]), r"1 negative value\(s\) \(min -1\)"),
+        (np.zeros((4, 2)), np.array([0, 1, 0.5, 1]), r"non-integer values \(e.g. 0.5\)"),
+        (np.zeros((4, 2)), np.array(["a", "b", "a", "b"]), r"dtype <U1 \(e.g. 'a'\)"),
+        (np.zeros((4, 2)), np.array([0, 1, np.nan, 1]), "labels hold NaN or inf"),
+        (np.array([[0, 1], [0, np.inf], [0, 0], [1, 1]]), np.array([0, 1, 0, 1]), "sample 1"),
+        (np.array([["a", "b"]] * 4), np.array([0, 1, 0, 1]), "inputs have dtype <U1"),
+    ],
+    ids=["negative", "fractional", "strings", "nan_label", "inf_input", "string_input"],
+)
+def test_npz_arrays_are_checked(tmp_path, x, y, message):
+    """Every loader checks its arrays (here through load_npz, before the
+    split, so a sample index is the file's)."""
+    path = tmp_path / "data.npz"
+    np.savez(path, x=x, y=y)
+    with pytest.raises(data.DataError, match=message):
+        data.load_npz(path)
 
 
 # ------------------------------------------------------ synthetic image folder
@@ -183,6 +204,15 @@ def test_image_folder_round_trip(tmp_path):
 def test_image_folder_errors(tmp_path):
     with pytest.raises(data.DataError, match="does not exist"):
         data.load_image_folder(tmp_path / "missing")
+    pytest.importorskip("tensorflow")
+    with pytest.raises(data.DataError, match="one sub-folder of images per class"):
+        data.load_image_folder(tmp_path)  # empty
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for index in range(3):
+            (tmp_path / name / f"{index}.png").write_bytes(b"not a png")
+    with pytest.raises(data.DataError, match=r"file\(s\) in the image folder cannot be decoded"):
+        data.load_image_folder(tmp_path, image_size=(4, 4))
 
 
 def test_keras_dataset_name_check():

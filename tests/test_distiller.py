@@ -137,6 +137,56 @@ def test_string_cross_entropy_is_read_from_logits():
         distiller.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy())
 
 
+@pytest.mark.parametrize(
+    "loss, one_hot",
+    [
+        ("sparse_categorical_crossentropy", False),
+        ("SparseCategoricalCrossentropy", False),
+        (keras.losses.sparse_categorical_crossentropy, False),
+        (keras.metrics.sparse_categorical_crossentropy, False),
+        ({"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}}, False),
+        ("categorical_crossentropy", True),
+        ("CategoricalCrossentropy", True),
+        (keras.losses.categorical_crossentropy, True),
+        (keras.losses.CategoricalCrossentropy(from_logits=True), True),
+    ],
+    ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", type(v).__name__),
+)
+def test_every_cross_entropy_name_reads_logits(loss, one_hot):
+    """Names, class names, functions and configs of a cross-entropy all give
+    the cross-entropy of the student's logits (NumPy reference)."""
+    teacher, student = _pair()
+    distiller = keras_cskd.Distiller(student, teacher, "kd", distillation_loss_weight=0.0)
+    distiller.compile(optimizer="sgd", loss=loss)
+    assert distiller.labels_are_classes()
+    x, y = _batch()
+    labels = np.eye(4, dtype="float32")[y] if one_hot else y
+    total = distiller.compute_loss(x, labels, distiller(x, training=True), training=True)
+    s = np.asarray(ops.convert_to_numpy(student(x)))
+    np.testing.assert_allclose(float(_np(total)), _np_cross_entropy(y, s), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "loss, named",
+    [
+        (keras.losses.SparseCategoricalCrossentropy(), "SparseCategoricalCrossentropy("),
+        (keras.losses.CategoricalFocalCrossentropy(), "CategoricalFocalCrossentropy("),
+        ("binary_crossentropy", "'binary_crossentropy'"),
+        ("BinaryCrossentropy", "'BinaryCrossentropy'"),
+        (keras.losses.binary_crossentropy, "keras.losses.binary_crossentropy"),
+        (keras.losses.categorical_focal_crossentropy, "categorical_focal_crossentropy"),
+        ({"class_name": "CategoricalCrossentropy", "config": {}}, "CategoricalCrossentropy("),
+    ],
+    ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", type(v).__name__),
+)
+def test_cross_entropy_reading_probabilities_is_refused(loss, named):
+    teacher, student = _pair()
+    distiller = keras_cskd.Distiller(student, teacher, "kd")
+    with pytest.raises(ValueError, match="from_logits=True") as error:
+        distiller.compile(optimizer="sgd", loss=loss)
+    assert named in str(error.value) and "as probabilities" in str(error.value)
+
+
 def test_one_hot_labels_and_logs(digits):
     (x, y), (x_test, y_test) = digits
     teacher, student = (

@@ -233,3 +233,106 @@ def test_distiller_refuses_a_per_sample_reduction():
 
     with pytest.raises(ValueError, match=r"reduction='none'.*scalar"):
         Distiller(model(), model(), losses.KLDivergenceDistillation(reduction="none"))
+
+
+# ------------------------------------------------- batch checks of datasets
+def _tiny_distiller(loss="kd", seed=0):
+    from keras_cskd import Distiller
+
+    def model(name):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(3, name=f"{name}_logits")(inputs))
+
+    distiller = Distiller(model("student"), model("teacher"), loss)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    return distiller
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, batch_size):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.epochs_ended = 0
+
+    def __len__(self):
+        return len(self.x) // self.batch_size
+
+    def __getitem__(self, index):
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[part], self.y[part]
+
+    def on_epoch_end(self):
+        self.epochs_ended += 1
+
+
+@pytest.mark.parametrize("source", ["tf_data", "pydataset", "generator"])
+@pytest.mark.parametrize("one_hot", [False, True], ids=["sparse", "one_hot"])
+def test_checked_batches_train_exactly_like_arrays(source, one_hot):
+    """The batch checks pass valid batches through unchanged: the same
+    batches as arrays, a tf.data.Dataset, a PyDataset or a generator give
+    the same weights."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    y = np.arange(16) % 3
+    labels = np.eye(3, dtype="float32")[y] if one_hot else y
+    reference = _tiny_distiller()
+    reference.fit(x, labels, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    distiller = _tiny_distiller()
+    if source == "tf_data":
+        import tensorflow as tf
+
+        data = tf.data.Dataset.from_tensor_slices((x, labels)).batch(4)
+    elif source == "pydataset":
+        data = _Batches(x, labels, 4)
+    else:
+        data = ((x[i : i + 4], labels[i : i + 4]) for i in list(range(0, 16, 4)) * 2)
+    steps = {"steps_per_epoch": 4} if source == "generator" else {}
+    distiller.fit(data, epochs=2, shuffle=False, verbose=0, **steps)
+    for a, b in zip(distiller.student.weights, reference.student.weights, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7
+        )
+    if source == "pydataset":  # the wrapper passes on_epoch_end on, as often as Keras calls it
+        plain = _Batches(x, labels, 4)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile("sgd", loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
+        model.fit(plain, epochs=2, verbose=0)
+        assert data.epochs_ended == plain.epochs_ended > 0
+
+
+def test_batch_checks_of_hard_labels_and_unknown_class_count():
+    from keras_cskd.validation import BatchChecks
+
+    x = np.zeros((3, 4), "float32")
+    soft = np.full((3, 3), 1.0 / 3.0, "float32")
+    BatchChecks(num_classes=3)((x, soft))  # soft labels are fine for CE
+    with pytest.raises(ValueError, match=r"batch 5 of the data.*needs hard labels"):
+        BatchChecks(3, hard_labels_for=["DecoupledKDDistillation"])((x, soft), 5)
+    BatchChecks(num_classes=None)((x, np.array([7, 8, 9])))  # labels not class indices
+    BatchChecks(num_classes=3)(x)  # no labels
+    with pytest.raises(ValueError, match="5 columns"):
+        BatchChecks(num_classes=3)((x, np.eye(5)[:3]))
+
+
+def test_sample_weight_checks():
+    from keras_cskd.validation import check_sample_weight
+
+    check_sample_weight(np.array([0, 1, 2]), "fit")
+    with pytest.raises(ValueError, match=r"contains NaN or inf \(first in sample 1\)"):
+        check_sample_weight(np.array([1.0, np.inf]), "fit")
+    with pytest.raises(ValueError, match="dtype <U1"):
+        check_sample_weight(np.array(["a", "b"]), "fit")
+
+
+def test_no_warning_when_the_loss_scaler_skips_nothing():
+    import warnings
+
+    distiller = _tiny_distiller()
+    distiller.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)))
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distiller.fit(x, np.arange(16) % 3, batch_size=4, verbose=0)
+    assert not [w for w in caught if "loss scaler" in str(w.message)]
+    assert int(keras.ops.convert_to_numpy(distiller.optimizer.iterations)) == 4
