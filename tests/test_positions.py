@@ -371,3 +371,17 @@ def test_losses_read_the_student_logits_keras_mask():
     for name, ref in (("cskd", reference.cskd_loss), ("kd", reference.kd_loss)):
         value = to_numpy(losses.get(name)(t, s))
         np.testing.assert_allclose(value, ref(rows_t, rows_s, 4.0), rtol=1e-5)
+
+
+def test_per_batch_label_checks_read_labels_of_the_leading_shape():
+    """Datasets and generators are checked batch by batch: token labels
+    `(batch, length)` are class ids, one per position."""
+    from keras_cskd.validation import BatchChecks
+
+    distiller = keras_cskd.Distiller(_token_model("student", 4, 1), _token_model("t", 8, 0), "kd")
+    distiller.compile(optimizer="sgd")
+    checks = BatchChecks.of(distiller)
+    x, y = _token_data()
+    assert checks((x, y)) == (x, y)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 5\)"):
+        checks((x, y + CLASSES))
