@@ -1,6 +1,7 @@
 """The only backend-specific code in keras-cskd, each piece with the Keras
 behaviour it works around: telling a concrete tensor (whose values can be
-checked eagerly) from a symbolic or traced one; `tf.distribute` replica
+checked eagerly) from a symbolic or traced one; reading a tensor's Keras
+mask; `tf.distribute` replica
 scaling and gathering; restoring the variables JAX's `fit` empties when a
 step fails."""
 
@@ -31,6 +32,19 @@ def is_concrete(x):
             return False
         return x.device.type != "meta"
     return True
+
+
+def keras_mask(x):
+    """The Keras mask of a model output (e.g. from `Embedding(mask_zero=True)`
+    upstream), or None. Keras 3 keeps masks as a `_keras_mask` attribute,
+    or, for tensors that refuse attributes (JAX arrays), in a table keyed by
+    the tensor; only its private `keras.src.backend.get_keras_mask` reads
+    both, and Keras exports no public getter."""
+    try:
+        from keras.src.backend import get_keras_mask
+    except ImportError:  # pragma: no cover - a Keras that moved it
+        return getattr(x, "_keras_mask", None)
+    return get_keras_mask(x)
 
 
 def _tf_replica_context():

@@ -79,6 +79,12 @@ class Distiller(keras.Model):
     `val_loss` is the student's supervised loss. `distiller.student` is the
     model to keep; `export_student(path)` saves it alone.
 
+    Logits may be per position, `(batch, ..., classes)` (tokens, pixels):
+    the losses then run over positions (see `keras_cskd.losses`), labels
+    have the leading shape `(batch, ...)`, and the student's Keras mask
+    (e.g. from `Embedding(mask_zero=True)`) drops padded positions from the
+    supervised loss, as in Keras, and from every distillation loss.
+
     Args:
         student: a `keras.Model` returning class logits (no softmax).
         teacher: a trained `keras.Model` returning logits for the same
@@ -402,6 +408,9 @@ class Distiller(keras.Model):
         validation.check_single_output(teacher_logits, "teacher", "Distiller")
         outputs["student_logits"] = student_logits
         outputs["teacher_logits"] = ops.stop_gradient(teacher_logits)
+        mask = _backend.keras_mask(student_logits)
+        if mask is not None:  # e.g. padding, from Embedding(mask_zero=True)
+            outputs["mask"] = mask
         return outputs
 
     def _call_with_features(self, x, cached_logits, outputs):
@@ -453,6 +462,7 @@ class Distiller(keras.Model):
                 type(loss).__name__,
                 min_batch_size=2 if loss.batchwise else 1,
                 values=False,
+                mask=y_pred.get("mask"),
             )
         student_loss = self._student_loss(y, student_logits, sample_weight, y_pred)
         distillation_loss = self._distillation_loss(y, y_pred, sample_weight)
@@ -494,12 +504,19 @@ class Distiller(keras.Model):
             sample_weight = lam * sample_weight + (1.0 - lam) * ops.take(
                 sample_weight, y_pred["mixup_index"], axis=0
             )
-        teacher_logits, student_logits, sample_weight, labels = _backend.gather_replicas(
-            (y_pred["teacher_logits"], y_pred["student_logits"], sample_weight, y)
+        mask = y_pred.get("mask")
+        if mask is not None:  # 0/1 floats: gathered across replicas like the logits
+            mask = ops.cast(mask, "float32")
+        teacher_logits, student_logits, sample_weight, labels, mask = _backend.gather_replicas(
+            (y_pred["teacher_logits"], y_pred["student_logits"], sample_weight, y, mask)
         )
         features = _backend.gather_replicas(
             list(zip(y_pred.get("teacher_features", []), y_pred.get("student_features", [])))
         )
+        # The student's Keras mask (padding) drops positions from every logit
+        # loss; losses are called without `mask` when there is none, so custom
+        # losses written before masks existed keep working.
+        masking = {} if mask is None else {"mask": mask}
         total = ops.zeros((), "float32")
         for loss, weight in self.distillation_losses:
             if isinstance(loss, FeatureDistillation):
@@ -507,20 +524,22 @@ class Distiller(keras.Model):
                 value = loss.compute(teacher_features, student_features, sample_weight)
             elif loss is self._statistics_loss:
                 value, statistics = loss.compute_with_statistics(
-                    teacher_logits, student_logits, sample_weight, labels=labels
+                    teacher_logits, student_logits, sample_weight, labels=labels, **masking
                 )
-                self._update_statistics(statistics, teacher_logits)
+                self._update_statistics(statistics, teacher_logits, mask)
             else:
-                value = loss.compute(teacher_logits, student_logits, sample_weight, labels=labels)
+                value = loss.compute(
+                    teacher_logits, student_logits, sample_weight, labels=labels, **masking
+                )
             total = total + weight * value
         return total
 
-    def _update_statistics(self, statistics, teacher_logits):
+    def _update_statistics(self, statistics, teacher_logits, mask=None):
         self.cosine_tracker.update_state(statistics["cosine_similarity"])
         self.temperature_tracker.update_state(statistics["temperature"])
         if self.class_statistics is not None:
             class_temperature = kd_ops.class_temperatures(
-                statistics["temperatures"], teacher_logits, self.num_classes
+                statistics["temperatures"], teacher_logits, self.num_classes, mask
             )
             self.class_statistics.update_state(
                 statistics["class_cosine_similarity"], class_temperature

@@ -196,6 +196,10 @@ class FeatureDistillation(kd_losses.DistillationLoss):
             self.projection == "auto" and tuple(teacher_shape)[-1] != tuple(student_shape)[-1]
         )
 
+    # `call` averages the features over their positions itself: one value
+    # per sample, no mask.
+    per_position = False
+
     # The features are not logits: the checks of the logit losses do not apply.
     def check_inputs(self, teacher_features, student_features, labels=None):
         self.validate_outputs(teacher_features, student_features)

@@ -1,6 +1,7 @@
 """CSWT: the cosine-similarity weighted temperature layer."""
 
 import keras
+import numpy as np
 
 from keras_cskd import ops as kd_ops
 from keras_cskd import validation
@@ -21,6 +22,11 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
     - `granularity="class"` (a keras-cskd extension): `sim_c` is the cosine
       of class `c`'s columns across the batch; returns `(1, C)`, and class
       `c`'s logits are divided by `T_c` before the softmax over classes.
+
+    Per-position logits `(B, ..., C)` are flattened to `N` rows first (one
+    per position; per-sample temperatures are then `(N, 1)`), and `mask`
+    (the leading shape, bool or 0/1) leaves positions out of the
+    similarities and of the min and max (they get the midpoint).
 
     When all similarities are equal (within `epsilon`), e.g. a batch of one
     sample, every temperature is `(low + high) / 2`: the authors' formula
@@ -54,12 +60,15 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
                 f"the authors' CSWT) or 'class' (one per class), got "
                 f"{granularity!r}."
             )
+        # The `mask` argument is the positions to use; the temperatures
+        # themselves carry no Keras mask (see `compute_mask`).
+        self.supports_masking = True
         self.low = float(low)
         self.high = float(high)
         self.granularity = granularity
         self.epsilon = float(epsilon)
 
-    def call(self, teacher_logits, student_logits):
+    def call(self, teacher_logits, student_logits, mask=None):
         return kd_ops.cswt_temperatures(
             teacher_logits,
             student_logits,
@@ -67,18 +76,28 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
             self.high,
             self.granularity,
             self.epsilon,
+            mask,
         )
 
-    def __call__(self, teacher_logits, student_logits, **kwargs):
+    def __call__(self, teacher_logits, student_logits, mask=None, **kwargs):
         teacher_logits = keras.ops.convert_to_tensor(teacher_logits)
         student_logits = keras.ops.convert_to_tensor(student_logits)
-        validation.check_logits(teacher_logits, student_logits, type(self).__name__)
-        return super().__call__(teacher_logits, student_logits, **kwargs)
+        if mask is not None:
+            mask = keras.ops.convert_to_tensor(mask)
+        validation.check_logits(teacher_logits, student_logits, type(self).__name__, mask=mask)
+        return super().__call__(teacher_logits, student_logits, mask=mask, **kwargs)
 
-    def compute_output_shape(self, teacher_shape, student_shape):
-        if self.granularity == "sample":
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+    def compute_output_shape(self, teacher_shape, student_shape, mask_shape=None):
+        if self.granularity == "class":
+            return (1, teacher_shape[-1])
+        if len(teacher_shape) == 2:
             return (teacher_shape[0], 1)
-        return (1, teacher_shape[-1])
+        leading = teacher_shape[:-1]
+        positions = None if None in leading else int(np.prod(leading))
+        return (positions, 1)
 
     def get_config(self):
         return {

@@ -1,7 +1,11 @@
 """Distillation losses: thin `keras.losses.Loss` wrappers over `keras_cskd.ops`.
 
 Every loss is called as `loss(teacher_logits, student_logits)` (the teacher
-in the `y_true` slot) and returns a scalar. Each one is also a
+in the `y_true` slot) and returns a scalar. Logits are `(batch, classes)`,
+or `(batch, ..., classes)` where every leading axis is a position (tokens,
+pixels); `mask=` (the leading shape, bool or 0/1; by default the student
+logits' Keras mask, if any) drops positions, so the loss equals the loss on
+the kept positions alone whatever padding holds. Each one is also a
 `keras.distillation.DistillationLoss`, so it plugs into Keras' own
 `keras.distillation.Distiller` unchanged:
 
@@ -17,9 +21,12 @@ The formulas live in `keras_cskd.ops`; the classes here add the input checks
 and Keras' reduction. Per-sample losses (KD, MSE, DKD) follow Keras'
 `Loss` contract: `call` returns one value per sample and `reduction`
 (`"sum_over_batch_size"`, `"sum"`, `"none"`, ...) and `sample_weight` work as
-in `keras.losses`. Batch-wise losses (CSKD, STKD, DIST) compare each class
-across the batch, so there is no per-sample value to reduce: they reduce
-themselves and weight samples inside the batch statistics.
+in `keras.losses`; over positions, `call` returns one value per position
+and the reduction averages over the (kept) positions. Batch-wise losses
+(CSKD, STKD, DIST) compare each class across the batch (over positions:
+across all positions of the batch), so there is no per-sample value to
+reduce: they reduce themselves and weight samples inside the batch
+statistics.
 
 `get(name)` builds a loss from the one registry of named methods
 (`METHODS`), which the `Distiller` and the command line use too.
@@ -83,19 +90,26 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
 
     batchwise = False
     requires_labels = False
+    # `call` returns one value per position of `(batch, ..., classes)`
+    # logits: sample weights are spread over the positions, and the student
+    # logits' Keras mask (if any) drops positions.
+    per_position = True
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
-    def __call__(self, teacher_logits, student_logits, sample_weight=None, labels=None):
+    def __call__(self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None):
+        if mask is None and self.per_position:  # e.g. Embedding(mask_zero=True)
+            mask = _backend.keras_mask(student_logits)
         teacher_logits = ops.convert_to_tensor(teacher_logits)
         student_logits = ops.convert_to_tensor(student_logits)
-        self.check_inputs(teacher_logits, student_logits, labels)
+        masking = {} if mask is None else {"mask": ops.convert_to_tensor(mask)}
+        self.check_inputs(teacher_logits, student_logits, labels, **masking)
         return self.compute(
-            teacher_logits, student_logits, sample_weight=sample_weight, labels=labels
+            teacher_logits, student_logits, sample_weight=sample_weight, labels=labels, **masking
         )
 
-    def check_inputs(self, teacher_logits, student_logits, labels=None):
+    def check_inputs(self, teacher_logits, student_logits, labels=None, mask=None):
         """Raises a `ValueError` naming the problem with these inputs."""
         owner = type(self).__name__
         validation.check_logits(
@@ -103,6 +117,7 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
             student_logits,
             owner,
             min_batch_size=2 if self.batchwise else 1,
+            mask=mask,
         )
         if self.requires_labels and labels is None:
             raise ValueError(
@@ -111,23 +126,42 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
                 "`keras_cskd.Distiller` passes them for you."
             )
         if self.requires_labels:
-            validation.check_hard_labels(labels, owner)
+            validation.check_hard_labels(
+                labels, owner, logits_rank=len(student_logits.shape), mask=mask
+            )
 
-    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
+    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None):
         """The loss, without input checks: Keras' `Loss.__call__` (dtype
         conversion, `call`, `sample_weight`, `reduction`), as the value of
         the whole batch on every `tf.distribute` replica (see
-        `_backend.unscale_loss_for_distribution`)."""
+        `_backend.unscale_loss_for_distribution`). A `mask` zeroes the
+        masked positions' logits (and integer labels) and weights, and
+        rescales the weights so that the means run over kept positions."""
+        if mask is not None:
+            teacher_logits = kd_ops.mask_logits(teacher_logits, mask)
+            student_logits = kd_ops.mask_logits(student_logits, mask)
+            labels = _mask_class_ids(labels, mask, student_logits)
+            sample_weight = _masked_sample_weight(
+                sample_weight, mask, student_logits, self.reduction
+            )
+        elif sample_weight is not None and self.per_position and len(student_logits.shape) > 2:
+            # One weight per sample, spread over its positions (Keras'
+            # reduction broadcasts only weights that differ by one axis).
+            sample_weight = ops.reshape(
+                kd_ops.to_positions(sample_weight, student_logits),
+                ops.shape(student_logits)[:-1],
+            )
         y_true = (teacher_logits, labels) if self.requires_labels else teacher_logits
         value = keras.losses.Loss.__call__(self, y_true, student_logits, sample_weight)
         return _backend.unscale_loss_for_distribution(value, self.reduction)
 
     def compute_with_statistics(
-        self, teacher_logits, student_logits, sample_weight=None, labels=None
+        self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None
     ):
         """`(loss, statistics)`; statistics is a dict of tensors that the
         `Distiller` logs (e.g. mean cosine similarity and temperature)."""
-        loss = self.compute(teacher_logits, student_logits, sample_weight, labels)
+        masking = {} if mask is None else {"mask": mask}
+        loss = self.compute(teacher_logits, student_logits, sample_weight, labels, **masking)
         return loss, {}
 
     def call(self, y_true, y_pred):
@@ -179,8 +213,40 @@ class _BatchwiseLoss(DistillationLoss):
     def __init__(self, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
 
-    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
+    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None):
         raise NotImplementedError
+
+
+def _masked_sample_weight(sample_weight, mask, logits, reduction):
+    """Per-position weights `(B, ...)` for a per-sample loss: the sample
+    weights (per sample or per position) times the mask, scaled for the
+    averaging reductions by `positions / kept positions` (as Keras does for
+    its own masks), so that `"sum_over_batch_size"` is the mean over the
+    kept positions."""
+    leading = ops.shape(logits)[:-1]
+    keep = ops.reshape(ops.cast(kd_ops.to_positions(mask, logits), "float32"), leading)
+    weight = keep
+    if sample_weight is not None:
+        weight = keep * ops.reshape(
+            ops.cast(kd_ops.to_positions(sample_weight, logits), "float32"), leading
+        )
+    if reduction in ("sum_over_batch_size", "mean"):
+        total = ops.cast(ops.size(keep), "float32")
+        weight = weight * ops.divide_no_nan(total, ops.sum(keep))
+    return weight
+
+
+def _mask_class_ids(labels, mask, logits):
+    """Integer labels of the leading shape with masked positions set to
+    class 0, so padding labels (e.g. -1) cannot reach `one_hot`; one-hot
+    labels are returned as they are."""
+    if labels is None:
+        return None
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == len(logits.shape) and labels.shape[-1] == logits.shape[-1]:
+        return labels
+    keep = ops.reshape(ops.cast(kd_ops.to_positions(mask, logits), "bool"), ops.shape(labels))
+    return ops.where(keep, labels, ops.zeros_like(labels))
 
 
 def _warn_if_student_loss_reads_probabilities(loss, distiller):
@@ -337,27 +403,30 @@ class CosineSimilarityDistillation(_BatchwiseLoss):
         self.cswt = cswt
         self.epsilon = float(epsilon)
 
-    def _temperatures(self, teacher_logits, student_logits):
+    def _temperatures(self, teacher_logits, student_logits, mask=None):
         if self.cswt is None:
             return ops.convert_to_tensor(self.temperature, "float32")
         # `compute` runs inside the training step, after the inputs were
         # checked: the layer's `call` skips `Layer.__call__`'s bookkeeping,
         # which eager PyTorch would otherwise pay on every step.
-        return self.cswt.call(teacher_logits, student_logits)
+        return self.cswt.call(teacher_logits, student_logits, mask=mask)
 
     def compute_with_statistics(
-        self, teacher_logits, student_logits, sample_weight=None, labels=None
+        self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None
     ):
         return kd_ops.cosine_similarity_distillation_with_statistics(
             teacher_logits,
             student_logits,
-            self._temperatures(teacher_logits, student_logits),
+            self._temperatures(teacher_logits, student_logits, mask),
             sample_weight,
             self.epsilon,
+            mask,
         )
 
-    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
-        loss, _ = self.compute_with_statistics(teacher_logits, student_logits, sample_weight)
+    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None):
+        loss, _ = self.compute_with_statistics(
+            teacher_logits, student_logits, sample_weight, mask=mask
+        )
         return loss
 
     def get_config(self):
@@ -413,7 +482,7 @@ class SimilarityTransferDistillation(_BatchwiseLoss):
         self.batch_weight = float(batch_weight)
         self.mixup_alpha = None if mixup_alpha is None else float(mixup_alpha)
 
-    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
+    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None):
         return kd_ops.similarity_transfer_distillation(
             teacher_logits,
             student_logits,
@@ -421,6 +490,7 @@ class SimilarityTransferDistillation(_BatchwiseLoss):
             self.kl_weight,
             self.batch_weight,
             sample_weight,
+            mask,
         )
 
     def get_config(self):
@@ -474,7 +544,7 @@ class DISTDistillation(_BatchwiseLoss):
         self.inter_weight = float(inter_weight)
         self.intra_weight = float(intra_weight)
 
-    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None):
+    def compute(self, teacher_logits, student_logits, sample_weight=None, labels=None, mask=None):
         return kd_ops.dist_distillation(
             teacher_logits,
             student_logits,
@@ -482,6 +552,7 @@ class DISTDistillation(_BatchwiseLoss):
             self.inter_weight,
             self.intra_weight,
             sample_weight,
+            mask,
         )
 
     def get_config(self):
@@ -586,7 +657,10 @@ class StudentCrossEntropy(keras.losses.Loss):
     """Cross-entropy on the student's logits, sparse or one-hot labels.
 
     Picks sparse or categorical cross-entropy from the labels' shape:
-    integer labels `(B,)`/`(B, 1)` or one-hot/soft labels `(B, C)`. Always
+    integer labels `(B,)`/`(B, 1)` or one-hot/soft labels `(B, C)`; for
+    per-position logits `(B, ..., C)`, labels `(B, ...)` or `(B, ..., C)`
+    (a Keras mask on the logits, e.g. from `Embedding(mask_zero=True)`,
+    drops padded positions, as in any Keras loss). Always
     `from_logits=True`: `Distiller` students output logits. The `Distiller`'s
     default supervised loss (`compile(loss="auto")`).
 

@@ -1,15 +1,26 @@
 """The math of keras-cskd: small pure functions of `keras.ops`.
 
 This module is the one place to check a formula against the papers. Every
-function takes teacher and student *logits* of shape `(batch, classes)` and
-computes in float32 whatever the input dtype (float16/bfloat16 logits are
-upcast before the softmax), so the same code is used under mixed precision,
-on every backend, inside or outside a compiled step.
+function takes teacher and student *logits* of shape `(batch, classes)`, or
+`(batch, ..., classes)` where every leading axis is a position (tokens of a
+sequence, pixels of an image), and computes in float32 whatever the input
+dtype (float16/bfloat16 logits are upcast before the softmax), so the same
+code is used under mixed precision, on every backend, inside or outside a
+compiled step.
 
 Notation used in the docstrings: `t`, `s` are teacher and student logits,
 `B` the batch size, `C` the number of classes, `p = softmax(z / tau)` over
 classes. "Columns" are the `C` vectors of length `B` (one per class, across
 the batch); "rows" are the `B` vectors of length `C` (one per sample).
+
+Positions: per-sample functions (KD, logit MSE, DKD) return one value per
+position, shape `(batch, ...)`. Batch-wise functions (CSKD, STKD, DIST,
+CSWT) first flatten all leading axes into `N` rows (`flatten_positions`),
+so a class column holds the class's probability at every position of the
+batch. Their `mask` (shape `(batch, ...)`, bool or 0/1) drops positions:
+the result equals the function on the kept rows alone, whatever the masked
+logits hold (they are replaced by zeros with `where` before any softmax, so
+NaN or huge padding values cannot reach the result or the gradient).
 
 Example:
 
@@ -32,6 +43,101 @@ def _as_float32(x):
     if x.dtype != "float32":
         x = ops.cast(x, "float32")
     return x
+
+
+def flatten_positions(logits):
+    """`(..., C)` logits as `(N, C)` rows, one per position (`N` is the
+    product of the leading axes), in float32. `(B, C)` is returned as is.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> tuple(kd_ops.flatten_positions(np.zeros((2, 5, 3), "float32")).shape)
+    (10, 3)
+    """
+    logits = _as_float32(logits)
+    if len(logits.shape) == 2:
+        return logits
+    return ops.reshape(logits, (-1, logits.shape[-1]))
+
+
+def to_positions(values, logits):
+    """Per-sample or per-position `values` (a sample weight or a mask:
+    shape `(B,)`, the leading axes `(B, ...)`, or either with a trailing 1)
+    broadcast over the positions of `logits` `(B, ..., C)` and flattened to
+    `(N,)`, matching `flatten_positions(logits)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> w = np.array([1.0, 2.0], "float32")  # one weight per sequence
+    >>> np.asarray(kd_ops.to_positions(w, np.zeros((2, 3, 4))), "float64").tolist()
+    [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    """
+    values = ops.convert_to_tensor(values)
+    rank = len(logits.shape) - 1
+    if len(values.shape) == rank + 1 and values.shape[-1] == 1:
+        values = ops.squeeze(values, axis=-1)
+    if len(values.shape) == rank and rank == 1:
+        return values
+    while len(values.shape) < rank:
+        values = ops.expand_dims(values, axis=-1)
+    values = ops.broadcast_to(values, ops.shape(logits)[:-1])
+    return ops.reshape(values, (-1,))
+
+
+def _keep(mask):
+    """A mask (bool or 0/1, any shape) as booleans."""
+    mask = ops.convert_to_tensor(mask)
+    if mask.dtype == "bool":
+        return mask
+    return ops.cast(mask, "float32") > 0.5
+
+
+def mask_logits(logits, mask):
+    """`logits` `(..., C)` in float32, with the rows of masked positions
+    (`mask` of the leading shape, False/0) replaced by zeros: whatever
+    padding holds (huge values, NaN, inf), the masked rows are finite and
+    their gradient is zero. `mask=None` returns the logits unchanged.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> logits = np.array([[[1.0, 2.0], [np.nan, np.inf]]], "float32")
+    >>> np.asarray(kd_ops.mask_logits(logits, [[True, False]]), "float64").tolist()
+    [[[1.0, 2.0], [0.0, 0.0]]]
+    """
+    logits = _as_float32(logits)
+    if mask is None:
+        return logits
+    keep = ops.expand_dims(_keep(mask), axis=-1)
+    return ops.where(keep, logits, ops.zeros_like(logits))
+
+
+def _flat_positions(teacher_logits, student_logits, sample_weight=None, mask=None):
+    """`(t, s, weight, keep)` for the batch-wise functions: the logits as
+    `(N, C)` rows with masked rows zeroed, the sample weights over the
+    positions times the mask (`None` when there are neither), and the
+    mask as `(N,)` 0/1 floats (`None` without a mask)."""
+    t = mask_logits(teacher_logits, mask)
+    s = mask_logits(student_logits, mask)
+    weight = None if sample_weight is None else _as_float32(to_positions(sample_weight, t))
+    keep = None
+    if mask is not None:
+        keep = ops.cast(to_positions(_keep(mask), t), "float32")
+        weight = keep if weight is None else weight * keep
+    return flatten_positions(t), flatten_positions(s), weight, keep
+
+
+def _mean_temperature(temperature, keep=None):
+    """The mean of the temperatures; per-position ones `(N, 1)` over the
+    kept positions only."""
+    if keep is None or len(temperature.shape) != 2 or temperature.shape[1] != 1:
+        return ops.mean(temperature)
+    return ops.sum(ops.reshape(temperature, (-1,)) * keep) / ops.maximum(ops.sum(keep), 1.0)
 
 
 def softened_probabilities(logits, temperature=1.0):
@@ -136,7 +242,8 @@ def sample_cosine_similarity(teacher_probs, student_probs, epsilon=1e-8):
 
 
 def kl_divergence_distillation(teacher_logits, student_logits, temperature=4.0):
-    """Hinton et al.'s KD loss per sample: `tau^2 * KL(p_t || p_s)`, shape `(B,)`.
+    """Hinton et al.'s KD loss per sample: `tau^2 * KL(p_t || p_s)`, shape `(B,)`
+    (one value per position, `(B, ...)`, for logits `(B, ..., C)`).
 
     The batch mean of this is the usual "batchmean" KD loss. Computed with
     log-softmax, so it is exact (no `log(0)`) for one-hot-like teachers.
@@ -160,8 +267,8 @@ def kl_divergence_distillation(teacher_logits, student_logits, temperature=4.0):
 
 def logit_mse(teacher_logits, student_logits):
     """Kim et al.'s logit matching per sample: mean over classes of
-    `(s - t)^2`, shape `(B,)`. The batch mean is the element-wise MSE of the
-    authors' code.
+    `(s - t)^2`, shape `(B,)` (`(B, ...)` for logits `(B, ..., C)`). The
+    batch mean is the element-wise MSE of the authors' code.
 
     Example:
 
@@ -182,6 +289,7 @@ def cosine_similarity_distillation(
     temperature=4.0,
     sample_weight=None,
     epsilon=1e-8,
+    mask=None,
 ):
     """CSKD: `T^2 * (1 - mean_c cos_c)` on the batch predictions.
 
@@ -189,7 +297,9 @@ def cosine_similarity_distillation(
     `softmax(t / T)` across the batch (`class_cosine_similarity`). `T` is a
     number or a tensor of adaptive temperatures (`(B, 1)` per sample or
     `(1, C)` per class, from CSWT); the loss is then scaled by `mean(T)^2`.
-    Returns a scalar in `[0, mean(T)^2]`.
+    Returns a scalar in `[0, mean(T)^2]`. Logits `(B, ..., C)` are
+    flattened first: the columns then run over every position of the batch
+    (per-position temperatures are `(N, 1)`); `mask` drops positions.
 
     Example:
 
@@ -204,9 +314,13 @@ def cosine_similarity_distillation(
     >>> temperatures = np.array([[2.0], [6.0]], "float32")  # per sample, e.g. from CSWT
     >>> round(float(kd_ops.cosine_similarity_distillation(t, s, temperatures)), 4)
     3.7246
+    >>> padded = np.concatenate([t, np.full((1, 3), 1e30, "float32")])  # a padding row
+    >>> round(float(kd_ops.cosine_similarity_distillation(
+    ...     padded, padded[[1, 0, 2]], 1.0, mask=[True, True, False])), 4)
+    0.6004
     """
     loss, _ = cosine_similarity_distillation_with_statistics(
-        teacher_logits, student_logits, temperature, sample_weight, epsilon
+        teacher_logits, student_logits, temperature, sample_weight, epsilon, mask
     )
     return loss
 
@@ -217,6 +331,7 @@ def cosine_similarity_distillation_with_statistics(
     temperature=4.0,
     sample_weight=None,
     epsilon=1e-8,
+    mask=None,
 ):
     """`(loss, statistics)`: CSKD (`cosine_similarity_distillation`) and the
     quantities the `Distiller` logs, a dict of `cosine_similarity` (mean
@@ -232,26 +347,29 @@ def cosine_similarity_distillation_with_statistics(
     >>> sorted(stats), round(float(stats["cosine_similarity"]), 4)
     (['class_cosine_similarity', 'cosine_similarity', 'temperature', 'temperatures'], 1.0)
     """
+    t, s, weight, keep = _flat_positions(teacher_logits, student_logits, sample_weight, mask)
     temperature = _as_float32(temperature)
-    p_t = softened_probabilities(teacher_logits, temperature)
-    p_s = softened_probabilities(student_logits, temperature)
-    class_cosine = class_cosine_similarity(p_t, p_s, sample_weight, epsilon)
+    p_t = softened_probabilities(t, temperature)
+    p_s = softened_probabilities(s, temperature)
+    class_cosine = class_cosine_similarity(p_t, p_s, weight, epsilon)
     mean_cosine = ops.mean(class_cosine)
-    loss = ops.square(ops.mean(temperature)) * (1.0 - mean_cosine)
+    mean_temperature = _mean_temperature(temperature, keep)
+    loss = ops.square(mean_temperature) * (1.0 - mean_cosine)
     statistics = {
         "cosine_similarity": mean_cosine,
         "class_cosine_similarity": class_cosine,
-        "temperature": ops.mean(temperature),
+        "temperature": mean_temperature,
         "temperatures": temperature,
     }
     return loss, statistics
 
 
-def class_temperatures(temperatures, teacher_logits, num_classes):
+def class_temperatures(temperatures, teacher_logits, num_classes, mask=None):
     """One temperature per class, `(C,)`, from CSKD's temperatures: a scalar
     is repeated, per-class temperatures `(1, C)` are returned as they are,
     per-sample ones `(B, 1)` are averaged over the samples the teacher
-    assigns to each class (the overall mean for a class with none).
+    assigns to each class (the overall mean for a class with none). For
+    logits `(B, ..., C)` the samples are the positions (`mask` drops some).
 
     Example:
 
@@ -266,10 +384,17 @@ def class_temperatures(temperatures, teacher_logits, num_classes):
     if len(temperatures.shape) == 2 and temperatures.shape[0] == 1:
         return ops.reshape(temperatures, (num_classes,))
     if len(temperatures.shape) == 2:
+        teacher_logits = mask_logits(teacher_logits, mask)
+        keep = None
+        if mask is not None:
+            keep = ops.cast(to_positions(_keep(mask), teacher_logits), "float32")
+        teacher_logits = flatten_positions(teacher_logits)
         assigned = _one_hot(ops.argmax(teacher_logits, axis=-1), num_classes)
+        if keep is not None:
+            assigned = assigned * ops.expand_dims(keep, axis=-1)
         counts = ops.sum(assigned, axis=0)
         per_class = ops.sum(assigned * temperatures, axis=0) / ops.maximum(counts, 1.0)
-        return ops.where(counts > 0, per_class, ops.mean(temperatures))
+        return ops.where(counts > 0, per_class, _mean_temperature(temperatures, keep))
     return ops.ones((num_classes,), "float32") * temperatures
 
 
@@ -280,11 +405,13 @@ def similarity_transfer_distillation(
     kl_weight=1.0,
     batch_weight=1.0,
     sample_weight=None,
+    mask=None,
 ):
     """STKD-style similarity transfer: `kl_weight * mean_i w_i KD_i +
     batch_weight * CSKD`, a scalar (`KD_i` from `kl_divergence_distillation`,
     averaged like Keras' "sum_over_batch_size"; CSKD from
-    `cosine_similarity_distillation`, both at `temperature`).
+    `cosine_similarity_distillation`, both at `temperature`). Over
+    positions `(B, ..., C)`, `i` runs over the (kept) positions.
 
     Example:
 
@@ -294,13 +421,13 @@ def similarity_transfer_distillation(
     >>> float(kd_ops.similarity_transfer_distillation(t, t))
     0.0
     """
-    kl = kl_divergence_distillation(teacher_logits, student_logits, temperature)
-    if sample_weight is not None:
-        kl = kl * ops.reshape(_as_float32(sample_weight), (-1,))
-    batch = cosine_similarity_distillation(
-        teacher_logits, student_logits, temperature, sample_weight
-    )
-    return kl_weight * ops.mean(kl) + batch_weight * batch
+    t, s, weight, keep = _flat_positions(teacher_logits, student_logits, sample_weight, mask)
+    kl = kl_divergence_distillation(t, s, temperature)
+    if weight is not None:
+        kl = kl * weight
+    kl = ops.mean(kl) if keep is None else ops.sum(kl) / ops.maximum(ops.sum(keep), 1.0)
+    batch = cosine_similarity_distillation(t, s, temperature, weight)
+    return kl_weight * kl + batch_weight * batch
 
 
 def cswt_temperatures(
@@ -310,6 +437,7 @@ def cswt_temperatures(
     high=6.0,
     granularity="sample",
     epsilon=1e-6,
+    mask=None,
 ):
     """Cosine-similarity weighted temperatures (CSWT), without gradient.
 
@@ -322,7 +450,10 @@ def cswt_temperatures(
     the midpoint `(low + high) / 2` instead of the authors' division by zero.
 
     Returns shape `(B, 1)` for `granularity="sample"` and `(1, C)` for
-    `"class"`, ready to divide logits by.
+    `"class"`, ready to divide logits by. Logits `(B, ..., C)` are flattened
+    to `N` position rows first (per-position temperatures `(N, 1)`); masked
+    positions take no part in the similarities, the min or the max, and get
+    the midpoint.
 
     Example:
 
@@ -336,23 +467,31 @@ def cswt_temperatures(
     >>> tuple(kd_ops.cswt_temperatures(t, s, granularity="class").shape)
     (1, 2)
     """
-    p_t = softened_probabilities(ops.stop_gradient(_as_float32(teacher_logits)))
-    p_s = softened_probabilities(ops.stop_gradient(_as_float32(student_logits)))
+    t, s, _, keep = _flat_positions(
+        ops.stop_gradient(_as_float32(teacher_logits)),
+        ops.stop_gradient(_as_float32(student_logits)),
+        mask=mask,
+    )
+    p_t = softened_probabilities(t)
+    p_s = softened_probabilities(s)
     if granularity == "sample":
         similarity = sample_cosine_similarity(p_t, p_s)
         shape = (-1, 1)
     elif granularity == "class":
-        similarity = class_cosine_similarity(p_t, p_s)
+        similarity = class_cosine_similarity(p_t, p_s, keep)
         shape = (1, -1)
+        keep = None  # every class has a temperature
     else:
         raise ValueError(f"granularity must be 'sample' or 'class', got {granularity!r}.")
-    temperatures = min_max_temperatures(similarity, low, high, epsilon)
+    temperatures = min_max_temperatures(similarity, low, high, epsilon, keep)
     return ops.stop_gradient(ops.reshape(temperatures, shape))
 
 
-def min_max_temperatures(similarity, low, high, epsilon=1e-6):
+def min_max_temperatures(similarity, low, high, epsilon=1e-6, keep=None):
     """Maps similarities linearly to `[low, high]`, highest similarity to
     `low`; all `(low + high) / 2` when the similarities span `<= epsilon`.
+    With `keep` (0/1, the shape of `similarity`) the min and max are taken
+    over the kept entries only, and the others get the midpoint.
 
     Example:
 
@@ -366,8 +505,13 @@ def min_max_temperatures(similarity, low, high, epsilon=1e-6):
     [4.0, 4.0]
     """
     similarity = _as_float32(similarity)
-    smallest = ops.min(similarity)
-    largest = ops.max(similarity)
+    if keep is None:
+        smallest = ops.min(similarity)
+        largest = ops.max(similarity)
+    else:
+        kept = _keep(keep)
+        smallest = ops.min(ops.where(kept, similarity, ops.full_like(similarity, 2.0)))
+        largest = ops.max(ops.where(kept, similarity, ops.full_like(similarity, -2.0)))
     spread = largest - smallest
     degenerate = spread <= epsilon
     safe_spread = ops.where(degenerate, ops.ones_like(spread), spread)
@@ -375,6 +519,8 @@ def min_max_temperatures(similarity, low, high, epsilon=1e-6):
     # `zeros_like + c`, not `full_like`: PyTorch's `full` reads a tensor
     # fill value back to the host (a device sync on a GPU).
     midpoint = ops.zeros_like(similarity) + (low + high) / 2.0
+    if keep is not None:
+        degenerate = ops.logical_or(degenerate, ops.logical_not(kept))
     return ops.where(degenerate, midpoint, scaled)
 
 
@@ -414,12 +560,15 @@ def dist_distillation(
     inter_weight=1.0,
     intra_weight=1.0,
     sample_weight=None,
+    mask=None,
 ):
     """DIST (Huang et al. 2022): `tau^2 * [beta * (1 - mean_i pearson(rows))
     + gamma * (1 - mean_c pearson(columns))]`, a scalar.
 
     Rows compare each sample's class distribution (inter-class relation);
     columns compare each class across the batch (intra-class relation).
+    Logits `(B, ..., C)`: the rows are the positions, the columns run over
+    every position of the batch; `mask` drops positions.
 
     Example:
 
@@ -431,16 +580,16 @@ def dist_distillation(
     >>> float(kd_ops.dist_distillation(t, t[::-1], temperature=1.0)) > 0
     True
     """
+    t, s, weight, _ = _flat_positions(teacher_logits, student_logits, sample_weight, mask)
     temperature = _as_float32(temperature)
-    p_t = softened_probabilities(teacher_logits, temperature)
-    p_s = softened_probabilities(student_logits, temperature)
+    p_t = softened_probabilities(t, temperature)
+    p_s = softened_probabilities(s, temperature)
     inter = 1.0 - pearson_correlation(p_s, p_t, axis=1)
-    if sample_weight is None:
+    if weight is None:
         inter = ops.mean(inter)
     else:
-        w = _as_float32(sample_weight)
-        inter = ops.sum(w * inter) / ops.maximum(ops.sum(w), 1e-8)
-    intra = ops.mean(1.0 - pearson_correlation(p_s, p_t, 0, sample_weight))
+        inter = ops.sum(weight * inter) / ops.maximum(ops.sum(weight), 1e-8)
+    intra = ops.mean(1.0 - pearson_correlation(p_s, p_t, 0, weight))
     return ops.square(temperature) * (inter_weight * inter + intra_weight * intra)
 
 
@@ -453,9 +602,11 @@ def decoupled_kd(
     non_target_weight=8.0,
 ):
     """DKD (Zhao et al. 2022) per sample: `alpha * TCKD + beta * NCKD`,
-    shape `(B,)`, each term `tau^2`-scaled.
+    shape `(B,)` (`(B, ...)`: one value per position), each term
+    `tau^2`-scaled.
 
-    `labels` are integer class ids `(B,)` or one-hot `(B, C)`. TCKD is the
+    `labels` are integer class ids `(B,)` or one-hot `(B, C)` (for
+    positions: ids of the leading shape `(B, ...)` or one-hot `(B, ..., C)`). TCKD is the
     binary KL between the teacher's and student's probability of the target
     class versus all others; NCKD is the KL between the distributions over
     the non-target classes only (target logit masked out).
@@ -473,8 +624,7 @@ def decoupled_kd(
     """
     t = _as_float32(teacher_logits) / _as_float32(temperature)
     s = _as_float32(student_logits) / _as_float32(temperature)
-    num_classes = t.shape[-1]
-    target = _target_mask(labels, num_classes)
+    target = _target_mask(labels, t)
     p_t = ops.softmax(t, axis=-1)
     # Binary (target vs rest) probabilities, via log-sum-exp for stability.
     log_pt_target = _masked_logsumexp(t, target) - ops.logsumexp(t, axis=-1)
@@ -494,11 +644,18 @@ def decoupled_kd(
     return scale * (target_weight * tckd + non_target_weight * nckd)
 
 
-def _target_mask(labels, num_classes):
+def _target_mask(labels, logits):
+    """One-hot targets of the shape of `logits` `(..., C)`, from class ids
+    (the leading shape, optionally with a trailing 1) or one-hot labels."""
     labels = ops.convert_to_tensor(labels)
-    if len(labels.shape) == 2 and labels.shape[-1] == num_classes:
+    num_classes = logits.shape[-1]
+    rank = len(logits.shape)
+    if len(labels.shape) == rank and labels.shape[-1] == num_classes and num_classes != 1:
         return _as_float32(labels)
-    labels = ops.reshape(labels, (-1,))
+    if rank == 2:
+        labels = ops.reshape(labels, (-1,))
+    elif len(labels.shape) == rank:
+        labels = ops.squeeze(labels, axis=-1)
     return _one_hot(labels, num_classes)
 
 

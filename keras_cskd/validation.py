@@ -63,13 +63,15 @@ def check_temperature_range(low, high):
         )
 
 
-def check_logits(teacher_logits, student_logits, owner, min_batch_size=1, values=True):
+def check_logits(teacher_logits, student_logits, owner, min_batch_size=1, values=True, mask=None):
     """Checks a (teacher, student) logits pair before a loss sees it.
 
-    Static: both rank 2 `(batch, classes)`, same class count, same batch
-    size, at least `min_batch_size` rows (2 for batch-wise losses).
-    Eager only, and only with `values=True`: finite values, and that
-    neither looks like probabilities.
+    Static: both `(batch, classes)` or both `(batch, ..., classes)` with the
+    same leading (position) axes, same class count, at least
+    `min_batch_size` positions (2 for batch-wise losses), and a `mask` of
+    the leading shape. Eager only, and only with `values=True`: finite
+    values, and that neither looks like probabilities (at the positions
+    the mask keeps: padding may hold anything).
 
     Example:
 
@@ -84,14 +86,23 @@ def check_logits(teacher_logits, student_logits, owner, min_batch_size=1, values
     3-unit output layer (teacher and student must share the label space).
     """
     for role, x in (("teacher", teacher_logits), ("student", student_logits)):
-        if len(x.shape) != 2:
+        if len(x.shape) < 2:
             raise ValueError(
-                f"{owner} expects {role} logits of shape (batch, classes), "
+                f"{owner} expects {role} logits of shape (batch, classes), or "
+                f"(batch, ..., classes) with one row of logits per position, "
                 f"got rank {len(x.shape)} with shape {tuple(x.shape)}. "
-                "Flatten extra axes or pool them before the loss."
+                "Give the model a last axis of one logit per class."
             )
-    t_batch, t_classes = teacher_logits.shape
-    s_batch, s_classes = student_logits.shape
+    if len(teacher_logits.shape) != len(student_logits.shape):
+        raise ValueError(
+            f"{owner}: teacher logits of shape {tuple(teacher_logits.shape)} (rank "
+            f"{len(teacher_logits.shape)}) but student logits of shape "
+            f"{tuple(student_logits.shape)} (rank {len(student_logits.shape)}). Both "
+            "must have shape (batch, classes), or (batch, ..., classes) with the "
+            "same leading (position) axes: one prediction per position in both."
+        )
+    t_batch, *t_positions, t_classes = teacher_logits.shape
+    s_batch, *s_positions, s_classes = student_logits.shape
     if t_classes is not None and s_classes is not None and t_classes != s_classes:
         raise ValueError(
             f"{owner}: the teacher predicts {t_classes} classes but the "
@@ -103,12 +114,37 @@ def check_logits(teacher_logits, student_logits, owner, min_batch_size=1, values
             f"{owner}: teacher batch size {t_batch} != student batch size "
             f"{s_batch}. Both must see the same samples in the same order."
         )
+    for t_size, s_size in zip(t_positions, s_positions):
+        if t_size is not None and s_size is not None and t_size != s_size:
+            raise ValueError(
+                f"{owner}: the teacher predicts positions of shape "
+                f"{tuple(teacher_logits.shape[1:-1])} per sample but the student "
+                f"{tuple(student_logits.shape[1:-1])}. Both must predict the same "
+                "positions (e.g. the same sequence length or image size)."
+            )
     if s_classes is not None and s_classes < 2:
         raise ValueError(
             f"{owner} needs at least 2 classes, got {s_classes}. For a "
             "binary problem output 2 logits (one per class)."
         )
-    if min_batch_size > 1 and s_batch is not None and s_batch < min_batch_size:
+    positions = student_logits.shape[:-1]
+    if mask is not None and len(mask.shape) and tuple(mask.shape) != tuple(positions):
+        known = all(a is not None and b is not None for a, b in zip(mask.shape, positions))
+        if len(mask.shape) != len(positions) or known:
+            raise ValueError(
+                f"{owner}: the mask has shape {tuple(mask.shape)} but the logits "
+                f"{tuple(student_logits.shape)}: give one mask entry per position, "
+                f"shape {tuple(positions)} (the logits' shape without the class axis)."
+            )
+    count = None if None in positions else int(np.prod(positions))
+    if min_batch_size > 1 and len(positions) > 1 and count is not None and count < min_batch_size:
+        raise ValueError(
+            f"{owner} compares each class across all positions of the batch, so it "
+            f"needs at least {min_batch_size} positions; got logits of shape "
+            f"{tuple(student_logits.shape)}. Use a larger batch size."
+        )
+    one_axis = len(positions) == 1
+    if min_batch_size > 1 and one_axis and s_batch is not None and s_batch < min_batch_size:
         raise ValueError(
             f"{owner} compares each class across the batch, so it needs a "
             f"batch of at least {min_batch_size} samples; got {s_batch}. "
@@ -116,13 +152,14 @@ def check_logits(teacher_logits, student_logits, owner, min_batch_size=1, values
             "(e.g. `dataset.batch(n, drop_remainder=True)`)."
         )
     if values:
-        check_values(teacher_logits, "teacher logits", owner)
-        check_values(student_logits, "student logits", owner)
+        check_values(teacher_logits, "teacher logits", owner, mask)
+        check_values(student_logits, "student logits", owner, mask)
 
 
-def check_values(x, what, owner):
+def check_values(x, what, owner, mask=None):
     """Eager-only: raises on NaN/inf and on rows that look like
-    probabilities (all in [0, 1], each summing to 1).
+    probabilities (all in [0, 1], each summing to 1); with a `mask` (the
+    leading shape of `x`), at the kept positions only.
 
     Example:
 
@@ -135,9 +172,14 @@ def check_values(x, what, owner):
     ValueError: MyLoss: teacher logits look like probabilities (every row lies in [0, 1] and
     sums to 1), but logits are expected. ...
     """
-    if not is_concrete(x):
+    if not is_concrete(x) or (mask is not None and not is_concrete(mask)):
         return
     values = np.asarray(ops.convert_to_numpy(x), dtype="float64")
+    if mask is not None and values.ndim >= 2:
+        keep = np.asarray(ops.convert_to_numpy(mask)).astype(bool)
+        values = values[keep.reshape(values.shape[:-1])]
+        if values.size == 0:
+            return  # every position is masked: nothing to check
     if values.size == 0:
         raise ValueError(f"{owner} received empty {what} (shape {values.shape}).")
     if not np.all(np.isfinite(values)):
@@ -167,6 +209,8 @@ def looks_like_probabilities(values):
     (True, False)
     """
     values = np.asarray(values, dtype="float64")
+    if values.ndim > 2:
+        values = values.reshape(-1, values.shape[-1])
     if values.ndim != 2 or values.shape[-1] < 2:
         return False
     return bool(
@@ -237,9 +281,11 @@ def check_finite_array(values, what, owner, chunk_size=4096):
             )
 
 
-def check_class_labels(labels, num_classes, owner, what="y"):
+def check_class_labels(labels, num_classes, owner, what="y", position_axes=0):
     """Raises unless `labels` are class indices in `[0, num_classes)` of
-    shape `(n,)`/`(n, 1)`, or one-hot/soft labels of shape `(n, C)`.
+    shape `(n,)`/`(n, 1)`, or one-hot/soft labels of shape `(n, C)`; for a
+    model with `position_axes` position axes (`(n, ..., C)` logits), of
+    shape `(n, ...)`/`(n, ..., 1)` or `(n, ..., C)`.
 
     Example:
 
@@ -253,6 +299,20 @@ def check_class_labels(labels, num_classes, owner, what="y"):
     predicts 3 classes), but 1 label(s) lie outside (min 1, max 3). ...
     """
     labels = np.asarray(labels)
+    if position_axes:
+        if labels.ndim == 2 + position_axes and labels.shape[-1] == 1:
+            labels = labels[..., 0]
+        if labels.ndim == 1 + position_axes:  # class ids, one per position
+            labels = labels.reshape(-1)
+        elif labels.ndim == 2 + position_axes:
+            labels = labels.reshape(-1, labels.shape[-1])
+        else:
+            raise ValueError(
+                f"{owner}: the labels `{what}` have shape {labels.shape}, but the "
+                f"student predicts {position_axes} position ax(es) per sample: pass "
+                f"class indices of shape (n, ...) (one per position) or one-hot "
+                f"labels of shape (n, ..., {num_classes})."
+            )
     if labels.ndim == 2 and labels.shape[1] != 1:
         if labels.shape[1] != num_classes:
             raise ValueError(
@@ -358,11 +418,13 @@ def check_trainable_student(student, owner):
     )
 
 
-def check_hard_labels(labels, owner, what="labels"):
-    """Eager-only: raises unless 2-D labels `(n, C)` are exactly one-hot
-    (each row one 1 and zeros). For losses defined on hard labels (DKD):
-    smoothed or mixed labels would silently give a different loss. Integer
-    labels `(n,)` pass; their range is `check_class_labels`' business.
+def check_hard_labels(labels, owner, what="labels", logits_rank=2, mask=None):
+    """Eager-only: raises unless one-hot labels (`(n, C)`, or
+    `(n, ..., C)` for logits of rank `logits_rank`) are exactly one-hot
+    (each row one 1 and zeros; at the positions `mask` keeps). For losses
+    defined on hard labels (DKD): smoothed or mixed labels would silently
+    give a different loss. Integer labels `(n,)` (`(n, ...)`) pass; their
+    range is `check_class_labels`' business.
 
     Example:
 
@@ -379,8 +441,11 @@ def check_hard_labels(labels, owner, what="labels"):
     if not is_concrete(labels):
         return
     values = np.asarray(ops.convert_to_numpy(labels))
-    if values.ndim != 2 or values.shape[1] == 1:
+    if values.ndim != logits_rank or values.shape[-1] == 1:
         return
+    if mask is not None and is_concrete(mask):
+        values = values[np.asarray(ops.convert_to_numpy(mask)).astype(bool)]
+    values = values.reshape(-1, values.shape[-1])
     ones = values == 1
     hard = (ones | (values == 0)).all(axis=1) & (ones.sum(axis=1) == 1)
     if not hard.all():
@@ -474,9 +539,9 @@ def check_no_softmax_head(model, role):
 
 
 def output_classes(model, role):
-    """The class count of a model with one `(batch, classes)` output; None
-    when unknown (a subclassed model not yet called). Raises for several
-    outputs or another rank."""
+    """The class count of a model with one `(batch, classes)` (or
+    per-position `(batch, ..., classes)`) output; None when unknown (a
+    subclassed model not yet called). Raises for several outputs or rank 1."""
     outputs = getattr(model, "outputs", None)
     if not outputs:
         return None
@@ -487,12 +552,22 @@ def output_classes(model, role):
             f"class logits, e.g. keras.Model({role}.inputs, {role}.outputs[0])."
         )
     shape = outputs[0].shape
-    if len(shape) != 2:
+    if len(shape) < 2:
         raise ValueError(
             f"The {role} outputs shape {tuple(shape)}; Distiller expects "
-            "logits of shape (batch, classes)."
+            "logits of shape (batch, classes), or (batch, ..., classes) with "
+            "one row of logits per position."
         )
     return shape[-1]
+
+
+def output_rank(model):
+    """The rank of a model's one output (2 for `(batch, classes)`), or None
+    when unknown (a subclassed model not yet called)."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:
+        return None
+    return len(outputs[0].shape)
 
 
 def check_models(student, teacher):
@@ -529,6 +604,14 @@ def check_models(student, teacher):
         raise ValueError(
             f"The teacher predicts {t_classes} classes but the student "
             f"{s_classes}. Give the student a {t_classes}-unit output layer."
+        )
+    t_rank, s_rank = output_rank(teacher), output_rank(student)
+    if t_rank is not None and s_rank is not None and t_rank != s_rank:
+        raise ValueError(
+            f"The teacher outputs shape {tuple(teacher.outputs[0].shape)} but the "
+            f"student {tuple(student.outputs[0].shape)}: both must predict one row "
+            "of logits per sample (batch, classes), or per position "
+            "(batch, ..., classes) with the same position axes."
         )
 
 
@@ -587,18 +670,25 @@ def check_fit_arguments(distiller, arguments):
         check_values(np.asarray(cached, "float32"), "cached teacher logits", owner)
     labels_are_classes = distiller.labels_are_classes()
     num_classes = distiller.num_classes
+    position_axes = max((output_rank(distiller.student) or 2) - 2, 0)
     if y is not None and num_classes is not None and labels_are_classes:
-        check_class_labels(y, num_classes, owner)
+        check_class_labels(y, num_classes, owner, position_axes=position_axes)
         validation_data = arguments.get("validation_data")
         if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
             if isinstance(validation_data[1], np.ndarray):
-                check_class_labels(validation_data[1], num_classes, owner, "validation_data[1]")
+                check_class_labels(
+                    validation_data[1],
+                    num_classes,
+                    owner,
+                    "validation_data[1]",
+                    position_axes=position_axes,
+                )
     losses = [loss for loss, _ in distiller.distillation_losses]
     for loss in losses:
         if loss.requires_labels and isinstance(y, np.ndarray):
-            check_hard_labels(y, type(loss).__name__, "labels `y`")
+            check_hard_labels(y, type(loss).__name__, "labels `y`", logits_rank=2 + position_axes)
     batchwise = [type(loss).__name__ for loss in losses if loss.batchwise]
-    if batchwise and arguments.get("steps_per_epoch") is None:
+    if batchwise and arguments.get("steps_per_epoch") is None and not position_axes:
         check_batch_split(
             num_samples,
             arguments.get("batch_size") or 32,
@@ -620,10 +710,15 @@ def check_fit_arguments(distiller, arguments):
         check_single_output(teacher_logits, "teacher", owner)
     else:
         return
-    check_logits(teacher_logits, student_logits, owner)
+    check_logits(teacher_logits, student_logits, owner, mask=_backend.keras_mask(student_logits))
     if y is not None and num_classes is None and labels_are_classes:
         # A subclassed student: its class count is known only now.
-        check_class_labels(y, int(student_logits.shape[-1]), owner)
+        check_class_labels(
+            y,
+            int(student_logits.shape[-1]),
+            owner,
+            position_axes=len(student_logits.shape) - 2,
+        )
 
 
 # --------------------------------------------------------------------------
@@ -655,10 +750,11 @@ class BatchChecks:
     [0, 3) (the student predicts 3 classes), but 1 label(s) lie outside (min 0, max 3). ...
     """
 
-    def __init__(self, num_classes, hard_labels_for=(), owner="Distiller.fit"):
+    def __init__(self, num_classes, hard_labels_for=(), owner="Distiller.fit", position_axes=0):
         self.num_classes = num_classes
         self.hard_labels_for = tuple(hard_labels_for)
         self.owner = owner
+        self.position_axes = position_axes  # of per-position logits (batch, ..., classes)
         self.batches_read = 0
         self.message = None
 
@@ -669,6 +765,7 @@ class BatchChecks:
         return cls(
             distiller.num_classes if distiller.labels_are_classes() else None,
             [type(l).__name__ for l, _ in distiller.distillation_losses if l.requires_labels],
+            position_axes=max((output_rank(distiller.student) or 2) - 2, 0),
         )
 
     def __call__(self, batch, index=None):
@@ -681,9 +778,16 @@ class BatchChecks:
         try:
             if y is not None and self.num_classes is not None and not keras.tree.is_nested(y):
                 labels = _on_host(y)
-                check_class_labels(labels, self.num_classes, owner)
+                check_class_labels(
+                    labels, self.num_classes, owner, position_axes=self.position_axes
+                )
                 for name in self.hard_labels_for:
-                    check_hard_labels(labels, f"{owner}: {name}", "labels `y`")
+                    check_hard_labels(
+                        labels,
+                        f"{owner}: {name}",
+                        "labels `y`",
+                        logits_rank=2 + self.position_axes,
+                    )
             if sample_weight is not None and not keras.tree.is_nested(sample_weight):
                 check_sample_weight(_on_host(sample_weight), owner)
         except ValueError as error:

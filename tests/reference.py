@@ -259,3 +259,45 @@ def finite_difference(fn, x, step=1e-6):
         x[index] = original
         grad[index] = (up - down) / (2.0 * step)
     return grad
+
+
+# ----------------------------------------------------------------------------
+# Positions: logits (B, ..., C), every leading axis a position.
+
+
+def kept_positions(t, s, labels=None, sample_weight=None, mask=None):
+    """The (N, C) rows of per-position logits that a mask keeps, in
+    row-major order of the leading axes, with the labels and weights of
+    those positions: every loss on positions is defined as the loss of
+    these rows (the masked ones are simply absent).
+
+    `labels` hold one class id per position (the leading shape);
+    `sample_weight` one weight per sample (B,) or per position; `mask` the
+    leading shape, truthy where the position counts. Returns
+    `(t_rows, s_rows, label_rows, weight_rows)`, None where not given.
+    """
+    t, s = f64(t), f64(s)
+    leading = t.shape[:-1]
+    keep = np.ones(leading, bool) if mask is None else np.asarray(mask).astype(bool)
+    weights = None
+    if sample_weight is not None:
+        w = f64(sample_weight)
+        weights = np.empty(leading)
+        for index in np.ndindex(leading):
+            weights[index] = w[index[0]] if w.ndim == 1 else w[index]
+    rows_t, rows_s, rows_y, rows_w = [], [], [], []
+    for index in np.ndindex(leading):
+        if not keep[index]:
+            continue
+        rows_t.append(t[index])
+        rows_s.append(s[index])
+        if labels is not None:
+            rows_y.append(np.asarray(labels)[index])
+        if weights is not None:
+            rows_w.append(weights[index])
+    return (
+        np.array(rows_t),
+        np.array(rows_s),
+        None if labels is None else np.array(rows_y),
+        None if weights is None else np.array(rows_w),
+    )

@@ -342,9 +342,9 @@ def _(lab):
 
 @bad_input(
     "student_rank3_output",
-    "Student whose output has rank 3, `(batch, 2, classes)`",
+    "Student with per-position logits `(batch, 2, classes)`, teacher with `(batch, classes)`",
     ValueError,
-    ["outputs shape (None, 2, 3)", "(batch, classes)"],
+    ["student (None, 2, 3)", "(batch, classes)", "per position"],
 )
 def _(lab):
     inputs = keras.Input((8,), name="student_input")

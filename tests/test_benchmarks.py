@@ -190,3 +190,23 @@ def test_torch_peer_step_lowers_the_loss_on_a_fixed_batch(torch_peer):
     assert all(not p.requires_grad for p in teacher.parameters())
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
         torch_peer.KDStep(teacher, student, x, y, precision="fp16")
+
+
+def test_vocabulary_cost_smoke_prints_one_row_per_vocabulary():
+    backend = keras.backend.backend()
+    script = os.path.join(ROOT, "benchmarks", "vocabulary_cost.py")
+    process = subprocess.run(
+        [sys.executable, script, "--backend", backend, "--positions", "8"]
+        + ["--vocabularies", "50", "70", "--rounds", "1"],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-6000:]
+    assert f"backend {backend}, 8 positions" in process.stdout
+    for vocabulary in (50, 70):
+        row = re.search(
+            rf"^\s+{vocabulary}\s+[0-9.]+((?:\s+[0-9.]+ ms [0-9.]+x){{4}})$", process.stdout, re.M
+        )
+        assert row, process.stdout

@@ -30,6 +30,8 @@ ALL_EXAMPLES = (
     "keras_builtin_interop.py",
     "bring_your_own_models.py",
     "backend_agnostic.py",
+    "token_distillation.py",
+    "pixel_distillation.py",
 )
 HEADER_FIELDS = ("Title", "Author", "Date created", "Last modified", "Description", "Accelerator")
 pytestmark = pytest.mark.backend_independent
@@ -188,3 +190,42 @@ def test_backend_agnostic(tmp_path):
     assert max(initial) - min(initial) < 1e-4 * max(initial)
     assert all(0.0 <= r[3] <= 1.0 for r in rows.values())
     assert (tmp_path / "backend_agnostic.png").exists()
+
+
+@pytest.mark.slow
+def test_token_distillation(tmp_path):
+    out = run_example("token_distillation.py", tmp_path)
+    assert "% padding" in out
+    rows = {}
+    for name in (
+        "teacher",
+        "student, untrained",
+        "student, text only (CE)",
+        "student, CE + CSKD",
+        "student, CE + KD (tau=1)",
+    ):
+        match = re.search(
+            re.escape(name) + r"\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+|-)$", out, re.M
+        )
+        assert match, f"no row {name!r}:\n{out}"
+        rows[name] = match.groups()
+    vocabulary = 96
+    for _, accuracy, perplexity, _ in rows.values():
+        assert 0.0 <= float(accuracy) <= 1.0
+        # A perplexity is at least 1; an untrained model's is near the vocabulary size.
+        assert 1.0 <= float(perplexity) < 3 * vocabulary
+    assert int(rows["teacher"][0]) > 5 * int(rows["student, CE + CSKD"][0])
+    assert float(rows["student, text only (CE)"][2]) < float(rows["student, untrained"][2])
+    assert (tmp_path / "token_distillation.png").exists()
+
+
+@pytest.mark.slow
+def test_pixel_distillation(tmp_path):
+    out = run_example("pixel_distillation.py", tmp_path)
+    names = ("teacher", "student, labels only (CE)", "student, CE + CSKD", "student, CE + KD")
+    for name in names:
+        match = re.search(re.escape(name) + r"\s+(\d+)((?:\s+(?:[0-9.]+|-)){4})$", out, re.M)
+        assert match, f"no row {name!r}:\n{out}"
+        values = [float(v) for v in match.group(2).split() if v != "-"]
+        assert all(0.0 <= v <= 1.0 for v in values), values
+    assert (tmp_path / "pixel_distillation.png").exists()
