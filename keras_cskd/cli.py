@@ -982,29 +982,29 @@ def _train_method(method, args, job, teacher, runs):
             accuracies.append(done["accuracy"])
             seconds += done["seconds"]
             continue
-        student = job.student_factory(seed)
-        optimizer = keras.optimizers.Adam(job.learning_rate)
-        if method == "ce":
-            # Only the labelled samples, as many steps as the distillers.
-            order = np.resize(np.random.default_rng(seed).permutation(labelled), len(labels))
-            model, x_fit, y_fit = student, job.x_train[order], labels[order]
-            model.compile(optimizer, job.ce_loss)
-        else:
-            fixed = losses.METHODS[method].fixed_temperature
-            loss = losses.get(method, **({"temperature": args.temperature} if fixed else {}))
-            model = keras_cskd.Distiller(
-                student=student, teacher=teacher, distillation_loss=loss, seed=seed
-            )
-            x_fit, y_fit = job.x_train, labels
-            if job.budget is not None:  # unlabelled samples: -1, CE over the labelled only
-                y_fit = np.full_like(labels, -1)
-                y_fit[labelled] = labels[labelled]
-                model.compile(optimizer, loss=_labelled_cross_entropy)
-            else:
-                model.compile(optimizer)
-        tic = time.perf_counter()
         backup = job.record.backups / f"{method}-seed{seed}"
-        try:
+        try:  # from the student's construction: its first step compiles for a while
+            student = job.student_factory(seed)
+            optimizer = keras.optimizers.Adam(job.learning_rate)
+            if method == "ce":
+                # Only the labelled samples, as many steps as the distillers.
+                order = np.resize(np.random.default_rng(seed).permutation(labelled), len(labels))
+                model, x_fit, y_fit = student, job.x_train[order], labels[order]
+                model.compile(optimizer, job.ce_loss)
+            else:
+                fixed = losses.METHODS[method].fixed_temperature
+                loss = losses.get(method, **({"temperature": args.temperature} if fixed else {}))
+                model = keras_cskd.Distiller(
+                    student=student, teacher=teacher, distillation_loss=loss, seed=seed
+                )
+                x_fit, y_fit = job.x_train, labels
+                if job.budget is not None:  # unlabelled samples: -1, CE over the labelled only
+                    y_fit = np.full_like(labels, -1)
+                    y_fit[labelled] = labels[labelled]
+                    model.compile(optimizer, loss=_labelled_cross_entropy)
+                else:
+                    model.compile(optimizer)
+            tic = time.perf_counter()
             gone_bad = _guarded_fit(
                 model,
                 x_fit,
