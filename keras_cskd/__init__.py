@@ -27,7 +27,8 @@ from keras_cskd._backend_choice import ensure_installed_backend  # noqa: E402
 ensure_installed_backend()
 
 from keras_cskd import callbacks, data, layers, losses, models, ops  # noqa: E402
-from keras_cskd.distiller import Distiller, cache_teacher_logits  # noqa: E402
+from keras_cskd.caching import cache_teacher_logits  # noqa: E402
+from keras_cskd.distiller import Distiller  # noqa: E402
 from keras_cskd.features import FeatureDistillation  # noqa: E402
 
 __all__ = [

@@ -115,3 +115,40 @@ def keras_feature_distillation(loss):
     from keras_cskd.features import FeatureDistillation  # features imports losses
 
     return FeatureDistillation.from_keras(loss)
+
+
+def distillation_loss_pairs(distillation_loss):
+    """The Distiller's distillation loss(es) as `[(loss, weight), ...]`: one
+    loss, a list of losses, or (loss, weight) pairs; names are resolved with
+    `keras_cskd.losses.get`, `keras.distillation.FeatureDistillation`s
+    converted."""
+    from keras_cskd import losses as kd_losses
+
+    if distillation_loss is None:
+        raise ValueError(
+            "Distiller needs a distillation loss, e.g. "
+            "keras_cskd.losses.CosineSimilarityDistillation() or 'cskd'."
+        )
+    items = (
+        distillation_loss if isinstance(distillation_loss, (list, tuple)) else [distillation_loss]
+    )
+    pairs = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            if len(item) != 2:
+                raise ValueError(
+                    f"Each entry of a distillation loss list is a loss or a "
+                    f"(loss, weight) pair, got {item!r}."
+                )
+            loss, weight = item
+        else:
+            loss, weight = item, 1.0
+        loss = kd_losses.get(keras_feature_distillation(loss))
+        if getattr(loss, "reduction", "sum_over_batch_size") in (None, "none"):
+            raise ValueError(
+                f"{type(loss).__name__}(reduction={loss.reduction!r}) returns one "
+                "value per sample; the Distiller needs a scalar loss. Use the "
+                "default reduction."
+            )
+        pairs.append((loss, float(weight)))
+    return pairs

@@ -18,6 +18,7 @@ from keras import ops
 from keras_cskd import _backend, _porting, validation
 from keras_cskd import losses as kd_losses
 from keras_cskd import ops as kd_ops
+from keras_cskd.caching import cache_teacher_logits  # noqa: F401 (its old import path)
 from keras_cskd.callbacks import SkippedStepWarning
 from keras_cskd.features import FeatureDistillation, FeatureTaps
 from keras_cskd.losses import StudentCrossEntropy  # (also its old import path)
@@ -31,37 +32,6 @@ INPUTS_KEY = "x"
 _has_softmax_head = validation.has_softmax_head
 _output_classes = validation.output_classes
 _student_loss_from = kd_losses.student_loss
-
-
-def _normalise_distillation_losses(distillation_loss):
-    if distillation_loss is None:
-        raise ValueError(
-            "Distiller needs a distillation loss, e.g. "
-            "keras_cskd.losses.CosineSimilarityDistillation() or 'cskd'."
-        )
-    items = (
-        distillation_loss if isinstance(distillation_loss, (list, tuple)) else [distillation_loss]
-    )
-    pairs = []
-    for item in items:
-        if isinstance(item, (list, tuple)):
-            if len(item) != 2:
-                raise ValueError(
-                    f"Each entry of a distillation loss list is a loss or a "
-                    f"(loss, weight) pair, got {item!r}."
-                )
-            loss, weight = item
-        else:
-            loss, weight = item, 1.0
-        loss = kd_losses.get(_porting.keras_feature_distillation(loss))
-        if getattr(loss, "reduction", "sum_over_batch_size") in (None, "none"):
-            raise ValueError(
-                f"{type(loss).__name__}(reduction={loss.reduction!r}) returns one "
-                "value per sample; the Distiller needs a scalar loss. Use the "
-                "default reduction."
-            )
-        pairs.append((loss, float(weight)))
-    return pairs
 
 
 @keras.saving.register_keras_serializable(package="keras_cskd")
@@ -187,7 +157,7 @@ class Distiller(keras.Model):
         if teacher is not None:
             teacher.trainable = False
 
-        self.distillation_losses = _normalise_distillation_losses(distillation_loss)
+        self.distillation_losses = _porting.distillation_loss_pairs(distillation_loss)
         # Read features of named layers (FeatureDistillation); the taps are
         # not tracked (no weights of their own), the projections are.
         object.__setattr__(
@@ -621,35 +591,3 @@ class Distiller(keras.Model):
         teacher = config.pop("teacher")
         teacher = None if teacher is None else keras.saving.deserialize_keras_object(teacher)
         return cls(student=student, teacher=teacher, **config)
-
-
-def cache_teacher_logits(teacher, x, batch_size=256, verbose=0):
-    """Runs the teacher once over `x` and returns its logits (NumPy).
-
-    For a fixed data set (no random augmentation) this makes distillation
-    as cheap as training the student: pass the result with the inputs,
-
-    ```python
-    logits = keras_cskd.cache_teacher_logits(teacher, x_train)
-    distiller.fit({"x": x_train, "teacher_logits": logits}, y_train)
-    ```
-
-    `x` is anything `teacher.predict` accepts (arrays, a `tf.data.Dataset`
-    or `PyDataset` yielding inputs in a fixed order). The logits are checked
-    (finite, not probabilities).
-
-    Example:
-
-    >>> import keras, numpy as np
-    >>> from keras_cskd import cache_teacher_logits
-    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> cache_teacher_logits(teacher, np.zeros((5, 4), "float32")).shape
-    (5, 3)
-    """
-    validation.check_no_softmax_head(teacher, "teacher")
-    logits = teacher.predict(x, batch_size=batch_size, verbose=verbose)
-    if isinstance(logits, (list, tuple, dict)):
-        raise ValueError("The teacher returns several outputs; cache one logits tensor.")
-    logits = np.asarray(logits, dtype="float32")
-    validation.check_values(logits, "teacher logits", "cache_teacher_logits")
-    return logits

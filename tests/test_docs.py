@@ -40,7 +40,7 @@ def test_mkdocs_build_strict(tmp_path):
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
     for name in (
         "keras_cskd.distiller.Distiller",
-        "keras_cskd.distiller.cache_teacher_logits",
+        "keras_cskd.caching.cache_teacher_logits",
         "keras_cskd.losses.CosineSimilarityDistillation",
         "keras_cskd.layers.CosineSimilarityWeightedTemperature",
         "keras_cskd.callbacks.TemperatureRecorder",
