@@ -20,8 +20,10 @@ import importlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -274,11 +276,30 @@ def _one_line(error, limit=600):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# Set by the console script's Ctrl-C handler. A KeyboardInterrupt raised
+# inside backend code can be swallowed there (seen under load on JAX and
+# TensorFlow: training went on to the end), so every fit of a run also checks
+# this flag between batches and raises it again from Python code.
+_CTRL_C = threading.Event()
+
+
+def _on_ctrl_c(signum, frame):
+    _CTRL_C.set()
+    raise KeyboardInterrupt
+
+
+def _raise_if_ctrl_c(*_, **__):
+    if _CTRL_C.is_set():
+        raise KeyboardInterrupt
+
+
 def console_main():
-    """The `keras-cskd` console script: `main()`, then, after Ctrl-C, an
-    immediate exit once the message and the checkpoint are written, so that
-    no backend thread left running by an interrupted `fit` can hold the
-    interpreter's shutdown (seen intermittently under torch and JAX)."""
+    """The `keras-cskd` console script: `main()` with Ctrl-C remembered (see
+    `_CTRL_C`), then, after Ctrl-C, an immediate exit once the message and
+    the checkpoint are written, so that no backend thread left running by an
+    interrupted `fit` can hold the interpreter's shutdown (seen
+    intermittently under torch and JAX)."""
+    signal.signal(signal.SIGINT, _on_ctrl_c)
     code = main()
     if code == EXIT_INTERRUPTED:
         sys.stdout.flush()
@@ -748,10 +769,19 @@ def _guarded_fit(model, x, y, backup, **kwargs):
     """`fit` with the run's safety net: a backup of every finished epoch
     (resumed from when it exists) and a stop when the weights go NaN/inf.
     Returns None, or why the model went bad."""
+    import keras
+
     from keras_cskd import callbacks
 
     backup_callback = callbacks.BackupAndRestore(str(backup))
-    kwargs["callbacks"] = [*kwargs.get("callbacks", []), callbacks.TerminateOnNaN()]
+    stop_on_ctrl_c = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=_raise_if_ctrl_c, on_train_batch_end=_raise_if_ctrl_c
+    )
+    kwargs["callbacks"] = [
+        *kwargs.get("callbacks", []),
+        callbacks.TerminateOnNaN(),
+        stop_on_ctrl_c,
+    ]
     kwargs["callbacks"].insert(0, backup_callback)
     try:
         model.fit(x, y, verbose=0, **kwargs)

@@ -39,7 +39,7 @@ case " $BACKENDS " in
   *) independent_backend=${BACKENDS%% *} ;;
 esac
 WORKERS=${WORKERS:-2}
-if [ "$WORKERS" -gt 1 ]; then parallel=(-n "$WORKERS" --dist loadfile); else parallel=(); fi
+if [ "$WORKERS" -gt 1 ]; then parallel=(-n "$WORKERS" --dist "${DIST:-loadfile}"); else parallel=(); fi
 for backend in $BACKENDS; do
   echo "=============================== KERAS_BACKEND=$backend ==============================="
   if [ "$backend" = "$independent_backend" ]; then independent=run; else independent=skip; fi
