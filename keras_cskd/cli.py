@@ -619,9 +619,13 @@ def run_distill(args):
         f"data {job.name}: {len(job.x_train)} train / {len(job.x_test)} test, "
         f"{job.input_shape}, {job.num_classes} classes"
     )
+    # A given teacher is checked before the run record is written: a run
+    # refused for bad input leaves nothing in --out that would block the
+    # corrected command.
+    given = _given_teacher(args.teacher, job) if args.teacher else None
     job.record = _open_run_record(args, job, methods)
     try:
-        teacher, teacher_source = _teacher_for(args, job)
+        teacher, teacher_source = given or _teacher_for(args, job)
         teacher_accuracy = _accuracy(teacher, job.x_test, job.y_test)
         print(f"teacher: {teacher_accuracy:.2%} test accuracy ({teacher_source})")
         runs = _seed_runs(args, job)
@@ -883,81 +887,89 @@ def _check_data(args, methods, x_train, y_train, x_test, y_test):
     return num_classes
 
 
-def _teacher_for(args, job):
-    """The teacher: given, reused from an earlier run with the same
-    settings, or trained now. Returns `(teacher, where it came from)`."""
-    import keras
+def _given_teacher(path, job):
+    """`(teacher, path)` for `--teacher path`, checked against the data and
+    the student."""
+    teacher = _load_model(path, "teacher")
+    _check_pair(teacher, job.student_factory, job.input_shape, job.num_classes)
+    _check_outputs_logits(teacher, job)
+    return teacher, path
 
+
+def _check_outputs_logits(teacher, job):
     from keras_cskd import validation
 
-    teacher_path = job.out / "teacher.keras"
-    if args.teacher:
-        teacher = _load_model(args.teacher, "teacher")
-        _check_pair(teacher, job.student_factory, job.input_shape, job.num_classes)
-        source = args.teacher
-    else:
-        settings, digest = _teacher_settings(
-            args, job.name, job.x_train, job.y_train, job.teacher_epochs
-        )
-        reuse, why = _reusable_teacher(teacher_path, settings, digest)
-        print(why)
-        if reuse:
-            try:
-                teacher = keras.saving.load_model(teacher_path, compile=False)
-            except Exception as error:
-                raise UsageError(
-                    f"the cached teacher {teacher_path} cannot be loaded "
-                    f"({type(error).__name__}: {str(error).splitlines()[0][:160]}): delete it "
-                    "to train a new one"
-                ) from error
-            source = f"reused {teacher_path}"
-        else:
-            teacher = _default_teacher(job.input_shape, job.num_classes, args.seed)
-            _check_pair(teacher, job.student_factory, job.input_shape, job.num_classes)
-            teacher.compile(keras.optimizers.Adam(TEACHER_LEARNING_RATE), job.ce_loss)
-            bar = _progress_bar(
-                args,
-                f"teacher ({teacher.count_params():,} parameters, {job.teacher_epochs} epochs)",
-                job.teacher_epochs,
-            )
-            backup = job.record.backups / "teacher"
-            try:
-                gone_bad = _guarded_fit(
-                    teacher,
-                    job.x_train,
-                    job.y_train,
-                    backup,
-                    batch_size=args.batch_size,
-                    epochs=job.teacher_epochs,
-                    shuffle=True,
-                    callbacks=bar,
-                )
-            except KeyboardInterrupt:
-                kept = (
-                    f"its last finished epoch is backed up in {backup}"
-                    if (backup / "latest.weights.h5").exists()
-                    else "no epoch of it had finished"
-                )
-                print(
-                    f"\ninterrupted while training the teacher: {kept}; run the same "
-                    "command again (or add --resume) to continue",
-                    file=sys.stderr,
-                )
-                raise _Interrupted from None
-            if gone_bad:
-                raise UsageError(
-                    f"the teacher's training went bad ({gone_bad}); its last good epoch is "
-                    f"kept in {backup}: lower the learning rate or check the data, then "
-                    "rerun with --overwrite"
-                )
-            _save_teacher(teacher, teacher_path, settings, digest)
-            source = f"trained, saved to {teacher_path}"
     probe = np.asarray(teacher.predict(job.x_test[: min(len(job.x_test), 64)], verbose=0))
     if probe.ndim == 2 and validation.looks_like_probabilities(probe):
         raise UsageError(
             "the teacher outputs probabilities (rows in [0, 1] summing to 1); "
             "distillation needs logits: remove its final softmax"
         )
+
+
+def _teacher_for(args, job):
+    """The default teacher: reused from an earlier run with the same
+    settings, or trained now. Returns `(teacher, where it came from)`."""
+    import keras
+
+    teacher_path = job.out / "teacher.keras"
+    settings, digest = _teacher_settings(
+        args, job.name, job.x_train, job.y_train, job.teacher_epochs
+    )
+    reuse, why = _reusable_teacher(teacher_path, settings, digest)
+    print(why)
+    if reuse:
+        try:
+            teacher = keras.saving.load_model(teacher_path, compile=False)
+        except Exception as error:
+            raise UsageError(
+                f"the cached teacher {teacher_path} cannot be loaded "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:160]}): delete it "
+                "to train a new one"
+            ) from error
+        source = f"reused {teacher_path}"
+    else:
+        teacher = _default_teacher(job.input_shape, job.num_classes, args.seed)
+        _check_pair(teacher, job.student_factory, job.input_shape, job.num_classes)
+        teacher.compile(keras.optimizers.Adam(TEACHER_LEARNING_RATE), job.ce_loss)
+        bar = _progress_bar(
+            args,
+            f"teacher ({teacher.count_params():,} parameters, {job.teacher_epochs} epochs)",
+            job.teacher_epochs,
+        )
+        backup = job.record.backups / "teacher"
+        try:
+            gone_bad = _guarded_fit(
+                teacher,
+                job.x_train,
+                job.y_train,
+                backup,
+                batch_size=args.batch_size,
+                epochs=job.teacher_epochs,
+                shuffle=True,
+                callbacks=bar,
+            )
+        except KeyboardInterrupt:
+            kept = (
+                f"its last finished epoch is backed up in {backup}"
+                if (backup / "latest.weights.h5").exists()
+                else "no epoch of it had finished"
+            )
+            print(
+                f"\ninterrupted while training the teacher: {kept}; run the same "
+                "command again (or add --resume) to continue",
+                file=sys.stderr,
+            )
+            raise _Interrupted from None
+        if gone_bad:
+            raise UsageError(
+                f"the teacher's training went bad ({gone_bad}); its last good epoch is "
+                f"kept in {backup}: lower the learning rate or check the data, then "
+                "rerun with --overwrite"
+            )
+        _save_teacher(teacher, teacher_path, settings, digest)
+        source = f"trained, saved to {teacher_path}"
+    _check_outputs_logits(teacher, job)
     return teacher, source
 
 

@@ -467,11 +467,11 @@ def render_table(rows):
 
 def test_fault_table_is_current(tmp_path_factory):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import test_cli
+    import test_cli_resume
     import test_kill
 
     rows = [outcome(key, tmp_path_factory) for key in CASES] + test_kill.ROWS
-    rows += test_cli.FAULT_ROWS
+    rows += test_cli_resume.FAULT_ROWS
     section = f"{BEGIN}\n{render_table(rows)}\n{END}"
     current = DOC.read_text()
     assert BEGIN in current and END in current, f"{DOC} has no faults table markers"

@@ -1,0 +1,135 @@
+"""Whole `keras-cskd distill` runs, as a user runs them (subprocesses): the
+README's main job verbatim (once), and, under every backend, a short main
+job and Ctrl-C, as smoke tests that the whole command works there.
+"""
+
+import json
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from cli_helpers import BACKEND, ROOT, cli_env, mlp, once, run_cli, save_model
+
+
+@pytest.mark.slow
+def test_main_job_short(tmp_path):
+    result = run_cli(
+        [
+            "distill",
+            "--epochs",
+            "2",
+            "--teacher-epochs",
+            "2",
+            "--seeds",
+            "2",
+            "--method",
+            "kd,cskd_cswt",
+            "--quiet",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["method"] for r in summary["results"]] == ["ce", "kd", "cskd_cswt"]
+    assert summary["backend"] == BACKEND
+    assert summary["seeds"] == 2 and summary["labels"] == 50
+    for row in summary["results"]:
+        assert len(row["accuracies"]) == 2
+        assert all(0.0 <= a <= 1.0 for a in row["accuracies"])
+        np.testing.assert_allclose(row["accuracy"], np.mean(row["accuracies"]))
+        np.testing.assert_allclose(row["std"], np.std(row["accuracies"], ddof=1))
+    ce = np.asarray(summary["results"][0]["accuracies"])
+    for row in summary["results"][1:]:
+        differences = np.asarray(row["accuracies"]) - ce
+        np.testing.assert_allclose(row["difference"], differences.mean(), atol=1e-12)
+        np.testing.assert_allclose(row["difference_std"], differences.std(ddof=1), atol=1e-12)
+    assert "| CSKD + CSWT |" in result.stdout
+    assert (tmp_path / "out" / "results.png").stat().st_size > 1000
+    student = keras.saving.load_model(tmp_path / "out" / "student.keras")
+    assert student.output_shape == (None, 10)
+
+
+def _readme_main_job():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1]
+    first_block = re.search(r"```bash\n(.+?)\n```", quick_start, re.S).group(1)
+    install, _, main_job = first_block.partition("&&")
+    assert install.strip().startswith("pip install"), first_block
+    return shlex.split(main_job.strip())
+
+
+@once
+@pytest.mark.slow
+def test_readme_quick_start_main_job_verbatim(tmp_path):
+    """The README's main job as written (installation is CI's job): one
+    progress bar per model plus the table, and distillation visibly helps."""
+    command = _readme_main_job()
+    assert command[0] == "keras-cskd"
+    result = run_cli(command[1:], cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "cskd-out" / "student.keras").exists()
+    summary = json.loads((tmp_path / "cskd-out" / "results.json").read_text())
+    methods = ["ce", "kd", "mse", "cskd", "cskd_cswt"]
+    assert [r["method"] for r in summary["results"]] == methods
+    assert summary["teacher_accuracy"] > 0.9
+    assert summary["seeds"] >= 3 and all(
+        len(r["accuracies"]) == summary["seeds"] for r in summary["results"]
+    )
+    # What the main job is for: with 50 labels, a distilled student beats
+    # CE only by more than the seed-to-seed noise (2 standard errors).
+    ce = np.asarray(summary["results"][0]["accuracies"])
+    gains = [np.asarray(r["accuracies"]) - ce for r in summary["results"][1:]]
+    assert any(g.mean() > 2 * g.std(ddof=1) / np.sqrt(len(g)) for g in gains), gains
+    assert "Better than CE only beyond seed noise:" in result.stdout
+    # Output: a line per model title, one progress bar per model (teacher +
+    # 5 students), the table and its conclusion -- not per-epoch logs.
+    lines = result.stdout.split("\n")  # a progress bar redraws its line with "\r"
+    assert sum("━" in line for line in lines) == 1 + len(methods), result.stdout[-3000:]
+    assert len(lines) < 40, result.stdout[-3000:]
+    assert "| CE only |" in result.stdout and "± " in result.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
+    teacher = save_model(mlp((8, 8, 1), 10), tmp_path / "teacher.keras")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "keras_cskd",
+            "distill",
+            "--teacher",
+            teacher,
+            "--epochs",
+            "100000",
+            "--quiet",
+            "--out",
+            "out",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    checkpoint = tmp_path / "out" / "checkpoint_ce.keras"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert str(Path("out") / "checkpoint_ce.keras") in stderr
+    assert "Traceback" not in stderr
+    model = keras.saving.load_model(checkpoint)
+    assert model.output_shape == (None, 10)
