@@ -268,12 +268,30 @@ def kl_divergence_distillation(teacher_logits, student_logits, temperature=4.0):
     >>> np.round(np.asarray(per_sample, "float64"), 4).tolist()
     [1.3113, 0.0]
     """
-    t = _as_float32(teacher_logits) / _as_float32(temperature)
-    s = _as_float32(student_logits) / _as_float32(temperature)
-    log_p_t = ops.log_softmax(t, axis=-1)
-    log_p_s = ops.log_softmax(s, axis=-1)
+    temperature = _as_float32(temperature)
+    t = _as_float32(teacher_logits) / temperature
+    s = _as_float32(student_logits) / temperature
+    kl = _kl_divergence(t, s, ops.logsumexp(t, axis=-1), ops.logsumexp(s, axis=-1))
+    return kl * ops.square(temperature)
+
+
+def _kl_divergence(t, s, lse_t, lse_s):
+    """`KL(softmax(t) || softmax(s))` over the last axis, from the logits
+    and their log-sum-exps over it (shape `(...)`, without the last axis).
+
+    The value is `sum_c p_t (log p_t - log p_s)` with `log p = z - lse`,
+    `p_t = exp(log p_t)`, as precise as the log-softmax form; no `(B, C)`
+    log-probabilities or softmax of their own are needed. The gradient
+    with respect to `s` is the KL's, `softmax(s) - p_t`: `lse_s` is held
+    constant inside the sum and added back as `lse_s - stop_gradient(lse_s)`
+    (0 in value). Otherwise autodiff would sum `p_t` times the upstream
+    gradient over the classes (`d KL / d lse_s = sum_c p_t`, which is 1),
+    one more pass over a `(B, C)` array at large `C`."""
+    fixed_lse_s = ops.stop_gradient(lse_s)
+    log_p_t = t - ops.expand_dims(lse_t, -1)
+    log_p_s = s - ops.expand_dims(fixed_lse_s, -1)
     kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
-    return kl * ops.square(_as_float32(temperature))
+    return kl + (lse_s - fixed_lse_s)
 
 
 def logit_mse(teacher_logits, student_logits):
