@@ -651,25 +651,32 @@ def decoupled_kd(
     >>> tuple(kd_ops.decoupled_kd(t, np.zeros_like(t), labels).shape)
     (2,)
     """
-    t = _as_float32(teacher_logits) / _as_float32(temperature)
-    s = _as_float32(student_logits) / _as_float32(temperature)
-    target = _target_mask(labels, t)
-    p_t = ops.softmax(t, axis=-1)
-    # Binary (target vs rest) probabilities, via log-sum-exp for stability.
-    log_pt_target = _masked_logsumexp(t, target) - ops.logsumexp(t, axis=-1)
-    log_ps_target = _masked_logsumexp(s, target) - ops.logsumexp(s, axis=-1)
-    pt_target = ops.sum(p_t * target, axis=-1)
-    log_pt_rest = _masked_logsumexp(t, 1.0 - target) - ops.logsumexp(t, axis=-1)
-    log_ps_rest = _masked_logsumexp(s, 1.0 - target) - ops.logsumexp(s, axis=-1)
-    tckd = pt_target * (log_pt_target - log_ps_target) + (1.0 - pt_target) * (
-        log_pt_rest - log_ps_rest
+    temperature = _as_float32(temperature)
+    t = _as_float32(teacher_logits) / temperature
+    s = _as_float32(student_logits) / temperature
+    target = _target_mask(labels, t) > 0.5
+    # The target logit and the log-sum-exp of the others (the target pushed
+    # to -1e9) give everything: the full log-sum-exp is their `logaddexp`,
+    # and no softmax over all the classes is needed (each is a pass over a
+    # `(B, C)` array at large `C`).
+    t_target = ops.max(ops.where(target, t, _MASKED), axis=-1)
+    s_target = ops.max(ops.where(target, s, _MASKED), axis=-1)
+    t_rest = ops.where(target, _MASKED, t)
+    s_rest = ops.where(target, _MASKED, s)
+    lse_t_rest = ops.logsumexp(t_rest, axis=-1)
+    lse_s_rest = ops.logsumexp(s_rest, axis=-1)
+    lse_t = ops.logaddexp(t_target, lse_t_rest)
+    lse_s = ops.logaddexp(s_target, lse_s_rest)
+    # Binary (target vs rest) KL.
+    log_pt_target = t_target - lse_t
+    pt_target = ops.exp(log_pt_target)
+    tckd = pt_target * (log_pt_target - (s_target - lse_s)) + (1.0 - pt_target) * (
+        (lse_t_rest - lse_t) - (lse_s_rest - lse_s)
     )
-    # Non-target distribution: the target logit removed (pushed to -inf).
-    log_qt = _masked_log_softmax(t, 1.0 - target)
-    log_qs = _masked_log_softmax(s, 1.0 - target)
-    q_t = ops.exp(log_qt) * (1.0 - target)
-    nckd = ops.sum(q_t * (log_qt - log_qs) * (1.0 - target), axis=-1)
-    scale = ops.square(_as_float32(temperature))
+    # Non-target distribution: the KL of the softmaxes of the masked logits
+    # (the target's probability there is exp(-1e9 - lse) = 0).
+    nckd = _kl_divergence(t_rest, s_rest, lse_t_rest, lse_s_rest)
+    scale = ops.square(temperature)
     return scale * (target_weight * tckd + non_target_weight * nckd)
 
 
@@ -697,15 +704,9 @@ def _one_hot(indices, num_classes):
     return ops.cast(ops.equal(indices, ops.arange(num_classes, dtype="int32")), "float32")
 
 
+# Stands for a removed logit: finite, so that `0 * (masked - masked)` stays 0
+# in values and gradients, and far below any real logit.
 _MASKED = -1e9
-
-
-def _masked_logsumexp(logits, keep):
-    return ops.logsumexp(ops.where(keep > 0.5, logits, _MASKED), axis=-1)
-
-
-def _masked_log_softmax(logits, keep):
-    return ops.log_softmax(ops.where(keep > 0.5, logits, _MASKED), axis=-1)
 
 
 def sample_beta(alpha, seed, candidates=16):
