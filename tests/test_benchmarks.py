@@ -117,6 +117,47 @@ def test_scaling_smoke_reports_time_and_memory(tmp_path):
     assert plot.stat().st_size > 0
 
 
+def test_loss_passes_smoke_prints_one_row_per_loss():
+    output = run_script(
+        "loss_passes.py",
+        *("--classes", "12", "--batch-size", "4", "--losses", "kd,dkd"),
+        *("--steps", "1", "--rounds", "1"),
+        timeout=240,
+    )
+    rows = dict(
+        (m.group(1), (float(m.group(2)), int(m.group(3))))
+        for m in re.finditer(rf"^(\w+)\s+({NUMBER})\s+(\d+)\s+{NUMBER}$", output, re.M)
+    )
+    assert list(rows) == ["student", "kd", "dkd"], output
+    # Each step writes (B, C) arrays (the logits, their gradient); the
+    # Distiller's also reads the teacher's and computes the loss on them.
+    assert all(outputs >= 2 for _, outputs in rows.values())
+    assert rows["kd"][1] > rows["student"][1]
+
+
+def test_loss_passes_counts_the_entry_computations_outputs():
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import loss_passes
+    finally:
+        sys.path.remove(BENCHMARKS)
+    text = "\n".join(
+        [
+            "%fused_computation (p: f32[4,12]) -> f32[4,12] {",
+            "  ROOT %e = f32[4,12]{1,0} exponential(%p)",
+            "}",
+            "ENTRY %main (x: f32[4,12]) -> f32[4] {",
+            "  %x = f32[4,12]{1,0} parameter(0)",
+            "  %f = f32[4,12]{1,0} fusion(%x), kind=kLoop, calls=%fused_computation",
+            "  %m = (f32[4,12]{1,0}, f32[4]{0}, f32[4,12]{1,0}) fusion(%f), kind=kLoop",
+            "  %b = f32[48]{0} bitcast(%f)",
+            "  ROOT %r = f32[4]{0} reduce(%f), dimensions={1}",
+            "}",
+        ]
+    )
+    assert loss_passes.count_outputs(text, 4, 12) == 3
+
+
 def test_torch_overhead_smoke_prints_profile():
     output = run_script(
         "torch_overhead.py",
