@@ -16,8 +16,8 @@ import os
 
 import pytest
 
-# Doctests of modules without backend-specific code.
-_BACKEND_INDEPENDENT_DOCTEST_MODULES = ("cli.py", "data.py", "_backend_choice.py")
+# Doctests of modules without backend-specific code (a folder: all its modules).
+_BACKEND_INDEPENDENT_DOCTEST_MODULES = ("cli", "data.py", "_backend_choice.py")
 # Smoke tests of the benchmark drivers (benchmarks/): scripts, not library
 # code paths; marked here rather than in their modules, which another branch
 # edits. Test name -> extra markers.
@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(getattr(pytest.mark, marker))
         if not isinstance(item, pytest.DoctestItem):
             continue
-        if item.path.name in _BACKEND_INDEPENDENT_DOCTEST_MODULES:
+        if {item.path.name, item.path.parent.name} & set(_BACKEND_INDEPENDENT_DOCTEST_MODULES):
             item.add_marker(pytest.mark.backend_independent)
         for module, name in _DOCTEST_REQUIREMENTS.get(item.name, ()):
             if importlib.util.find_spec(module) is None:

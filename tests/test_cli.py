@@ -246,7 +246,7 @@ def test_best_can_be_ce_only_and_says_so(tmp_path, monkeypatch, capsys):
 def test_seed_noise_rule(ce, other, beyond):
     """Beyond noise = |mean paired difference| > 2 standard errors, checked
     against the hand-computed values above."""
-    from keras_cskd.cli import _compare_with_ce
+    from keras_cskd.cli.report import _compare_with_ce
 
     results = [{"method": "ce", "accuracies": ce}, {"method": "kd", "accuracies": other}]
     _compare_with_ce(results)
@@ -261,7 +261,7 @@ def test_plot_has_error_bars_an_axis_from_zero_and_a_labelled_teacher():
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    from keras_cskd.cli import _compare_with_ce, _figure
+    from keras_cskd.cli.report import _compare_with_ce, _figure
 
     results = [
         {"method": "ce", "accuracies": [0.84, 0.86, 0.85]},
@@ -297,7 +297,7 @@ def test_labelled_cross_entropy_averages_over_labelled_samples_only():
     """The students' supervised loss with --labels: label -1 = unlabelled;
     Keras' mean over the batch of the returned values must equal the NumPy
     cross-entropy averaged over the labelled samples."""
-    from keras_cskd.cli import _labelled_cross_entropy
+    from keras_cskd.cli.job import _labelled_cross_entropy
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 4)).astype("float32")

@@ -1,0 +1,210 @@
+"""The results of a run: the table, its verdict against seed noise, the
+plot, `results.json`/`results.md` and the best student.
+"""
+
+import json
+import time
+
+import numpy as np
+
+from keras_cskd.cli._common import METHOD_LABELS
+
+
+def _write_report(args, job, results, teacher_accuracy, started):
+    """Prints the table and verdict; writes results.json/.md/.png and the best student."""
+    import keras
+
+    out, budget = job.out, job.budget
+    _compare_with_ce(results)
+    best = max(results, key=lambda r: r["accuracy"])
+    _copy_best(best, out)
+    table = _table(results, teacher_accuracy, job.seeds)
+    verdict = _verdict(results, job.seeds, len(job.x_test))
+    n_train = len(job.x_train)
+    setting = (
+        f"Students: {n_train} training images, {budget} labelled. CE only learns from the "
+        f"{budget} labelled images; the distillation methods also learn from the teacher's "
+        f"outputs on the other {n_train - budget}."
+        if budget is not None
+        else f"Students: all {n_train} labelled training images."
+    )
+    print("\n" + table + "\n\n" + setting + "\n" + verdict)
+    summary = {
+        "backend": keras.backend.backend(),
+        "data": job.name,
+        "teacher_accuracy": teacher_accuracy,
+        "results": results,
+        "best": best["method"],
+        "epochs": job.epochs,
+        "seed": args.seed,
+        "seeds": job.seeds,
+        "labels": budget,
+        "temperature": args.temperature,
+        "label_noise": args.label_noise,
+        "test_samples": len(job.x_test),
+        "seconds": time.perf_counter() - started,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.md").write_text(table + "\n\n" + setting + "\n" + verdict + "\n")
+    plot = _plot(results, teacher_accuracy, job.seeds, out / "results.png")
+    print(
+        f"\nbest (highest mean): {METHOD_LABELS[best['method']]} -> {out / 'student.keras'}"
+        f" (seed {args.seed})"
+        + (f" | plot: {plot}" if plot else "")
+        + f" | total {summary['seconds']:.0f} s"
+    )
+
+
+def _accuracy(model, x, y):
+    logits = model.predict(x, batch_size=min(len(x), 2048), verbose=0)  # one compiled shape
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def _compare_with_ce(results):
+    """Adds each method's paired difference with CE only (same seeds, same
+    labelled subsets): mean, std and whether it exceeds seed noise, i.e.
+    |mean| > 2 standard errors of the mean (about a 95% interval)."""
+    baseline = np.asarray(results[0]["accuracies"])
+    for row in results[1:]:
+        differences = np.asarray(row["accuracies"]) - baseline
+        row["difference"] = float(differences.mean())
+        if len(differences) > 1:
+            std = float(differences.std(ddof=1))
+            row["difference_std"] = std
+            row["beyond_noise"] = bool(
+                abs(differences.mean()) > 2 * std / np.sqrt(len(differences))
+            )
+        else:
+            row["difference_std"] = None
+            row["beyond_noise"] = None
+
+
+def _copy_best(best, out):
+    import shutil
+
+    shutil.copyfile(best["student"], out / "student.keras")
+
+
+def _table(results, teacher_accuracy, seeds):
+    accuracy_title = f"test accuracy (mean ± std, {seeds} seeds)" if seeds > 1 else "test accuracy"
+    lines = [
+        f"| method | {accuracy_title} | vs CE only (paired) | beyond seed noise | train time (s) |",
+        "|---|---:|---:|:---:|---:|",
+        f"| teacher | {100 * teacher_accuracy:.1f} % | | | |",
+    ]
+    for row in results:
+        accuracy = f"{100 * row['accuracy']:.1f}"
+        accuracy += f" ± {100 * row['std']:.1f} %" if row["std"] is not None else " %"
+        if row["method"] == "ce":
+            delta, noise = "", ""
+        else:
+            delta = f"{100 * row['difference']:+.1f}"
+            if row["difference_std"] is not None:
+                delta += f" ± {100 * row['difference_std']:.1f}"
+            delta += " pt"
+            noise = {True: "yes", False: "no", None: "?"}[row["beyond_noise"]]
+        lines.append(
+            f"| {METHOD_LABELS[row['method']]} | {accuracy} | {delta} | {noise} "
+            f"| {row['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _verdict(results, seeds, test_samples):
+    """The table's conclusion in words."""
+    others = results[1:]
+    if not others:
+        return "Only CE was run."
+    if seeds < 2:
+        return (
+            f"One seed: the table cannot tell a method from noise (one test sample is "
+            f"{100 / test_samples:.2f} pt); run --seeds 3 or more."
+        )
+    better = [
+        METHOD_LABELS[r["method"]] for r in others if r["beyond_noise"] and r["difference"] > 0
+    ]
+    worse = [
+        METHOD_LABELS[r["method"]] for r in others if r["beyond_noise"] and r["difference"] < 0
+    ]
+    unclear = [METHOD_LABELS[r["method"]] for r in others if not r["beyond_noise"]]
+    words = []
+    if better:
+        words.append(f"Better than CE only beyond seed noise: {', '.join(better)}.")
+    else:
+        words.append("No method beats CE only beyond seed noise.")
+    if worse:
+        words.append(f"Worse than CE only beyond seed noise: {', '.join(worse)}.")
+    if unclear:
+        words.append(f"Within seed noise of CE only: {', '.join(unclear)}.")
+    words.append(
+        f"(Seed noise: a paired difference counts when its mean exceeds 2 standard errors "
+        f"over the {seeds} seeds; one test sample is {100 / test_samples:.2f} pt.)"
+    )
+    return " ".join(words)
+
+
+def _plot(results, teacher_accuracy, seeds, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no plot; pip install 'keras-cskd[plot]')")
+        return None
+    figure = _figure(results, teacher_accuracy, seeds)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return str(path)
+
+
+def _figure(results, teacher_accuracy, seeds):
+    """Accuracies (mean ± std, dots = seeds, the teacher's line) on a 0-100
+    axis, and the paired differences with CE only."""
+    import matplotlib.pyplot as plt
+
+    names = [METHOD_LABELS[r["method"]] for r in results]
+    positions = np.arange(len(results))
+    figure, (bars, deltas) = plt.subplots(
+        1, 2, figsize=(11, 0.5 * len(results) + 2.2), constrained_layout=True
+    )
+    means = [100 * r["accuracy"] for r in results]
+    errors = [100 * (r["std"] or 0.0) for r in results]
+    bars.barh(
+        positions, means, xerr=errors, capsize=4, color=["grey"] + ["tab:blue"] * (len(results) - 1)
+    )
+    for position, row in zip(positions, results):
+        bars.plot(
+            [100 * a for a in row["accuracies"]],
+            [position] * len(row["accuracies"]),
+            "k.",
+            markersize=4,
+        )
+    bars.axvline(
+        100 * teacher_accuracy,
+        color="black",
+        linestyle="--",
+        label=f"teacher ({100 * teacher_accuracy:.1f} %)",
+    )
+    bars.set_xlim(0, 100)
+    bars.set_yticks(positions, names)
+    bars.invert_yaxis()
+    bars.set_xlabel(f"test accuracy (%): mean ± std over {seeds} seed(s), dots = seeds")
+    bars.legend(loc="lower left", fontsize=8)
+    bars.set_title("students")
+    others = results[1:]
+    if others:
+        deltas.barh(
+            positions[1:],
+            [100 * r["difference"] for r in others],
+            xerr=[100 * (r["difference_std"] or 0.0) for r in others],
+            capsize=4,
+            color=["tab:green" if r["beyond_noise"] else "lightgrey" for r in others],
+        )
+        deltas.axvline(0, color="grey", linewidth=1, label="CE only")
+        deltas.set_yticks(positions, names)
+        deltas.invert_yaxis()
+        deltas.set_xlabel("paired difference with CE only (pt), mean ± std")
+        deltas.set_title("green: beyond seed noise")
+        deltas.legend(loc="lower right", fontsize=8)
+    return figure
