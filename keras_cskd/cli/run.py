@@ -40,6 +40,14 @@ def run_distill(args):
         )
     _check_numbers(args)
 
+    from keras_cskd import _backend
+
+    # The run fits a few architectures many times (seeds x methods).
+    with _backend.compile_identical_programs_once():
+        return _distill(args, methods, started)
+
+
+def _distill(args, methods, started):
     import keras
 
     import keras_cskd
