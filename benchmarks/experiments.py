@@ -954,7 +954,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "run":
-        run(args)
+        from keras_cskd import _backend
+
+        # Seeds x methods fits of the same student: each program compiles once (JAX).
+        with _backend.compile_identical_programs_once():
+            run(args)
     else:
         report(args)
 
