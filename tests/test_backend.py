@@ -24,6 +24,24 @@ def _fit_a_fresh_mlp(seed):
 
 
 @pytest.fixture
+def no_cache_configured():
+    """JAX's compilation cache as a user who never configured it has it
+    (scripts/test.sh configures one for the whole JAX pass)."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    configured = {name: getattr(jax.config, name) for name in names}
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    compilation_cache.reset_cache()
+    yield
+    for name, value in configured.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture
 def cache_hits():
     import jax
 
@@ -39,7 +57,9 @@ def cache_hits():
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX's compilation cache; a no-op elsewhere")
-def test_the_second_identical_model_is_loaded_not_compiled(cache_hits, tmp_path, monkeypatch):
+def test_the_second_identical_model_is_loaded_not_compiled(
+    no_cache_configured, cache_hits, tmp_path, monkeypatch
+):
     import jax
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
@@ -70,19 +90,13 @@ def test_the_second_identical_model_is_loaded_not_compiled(cache_hits, tmp_path,
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX's compilation cache; a no-op elsewhere")
-def test_a_cache_folder_of_the_users_own_is_left_as_it_is(tmp_path):
+def test_a_cache_folder_of_the_users_own_is_left_as_it_is(no_cache_configured, tmp_path):
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(tmp_path))
-    try:
-        with _backend.compile_identical_programs_once():
-            assert jax.config.jax_compilation_cache_dir == str(tmp_path)
-            assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0
-    finally:
-        jax.config.update("jax_compilation_cache_dir", None)
-        from jax.experimental.compilation_cache import compilation_cache
-
-        compilation_cache.reset_cache()
+    with _backend.compile_identical_programs_once():
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path)
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0
 
 
 @pytest.mark.skipif(BACKEND == "jax", reason="the other backends")
