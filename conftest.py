@@ -4,7 +4,11 @@
   examples, docs build and the doctests of the pure-Python modules) exercise
   no backend-specific code path, so `scripts/test.sh` runs them in its first
   backend's pass only: with `KERAS_CSKD_BACKEND_INDEPENDENT=skip` they are
-  deselected (and reported as such), nothing else changes.
+  deselected (and reported as such). Where they run
+  (`KERAS_CSKD_BACKEND_INDEPENDENT=run`), the tests marked
+  `covered_by_backend_independent` are deselected instead: a
+  backend-independent test checks the same on the whole (the README's main
+  job covers the short main job).
 - A doctest that needs an optional package (TensorFlow's `tf.data` and Pillow
   for image folders, scikit-learn for the digits) is skipped, with the reason,
   where that package is not installed, so that each extra installed alone
@@ -52,9 +56,15 @@ def pytest_collection_modifyitems(config, items):
             if importlib.util.find_spec(module) is None:
                 item.add_marker(pytest.mark.skip(reason=f"needs {name}, not installed"))
                 break
-    if os.environ.get("KERAS_CSKD_BACKEND_INDEPENDENT") == "skip":
-        kept = [item for item in items if item.get_closest_marker("backend_independent") is None]
-        deselected = [item for item in items if item.get_closest_marker("backend_independent")]
+    # In the pass that runs the backend-independent tests, a test marked
+    # `covered_by_backend_independent` is left out: one of those covers it.
+    dropped = {
+        "skip": "backend_independent",
+        "run": "covered_by_backend_independent",
+    }.get(os.environ.get("KERAS_CSKD_BACKEND_INDEPENDENT"))
+    if dropped:
+        kept = [item for item in items if item.get_closest_marker(dropped) is None]
+        deselected = [item for item in items if item.get_closest_marker(dropped)]
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = kept
