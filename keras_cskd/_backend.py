@@ -261,18 +261,24 @@ def compile_identical_programs_once():
     if keras.backend.backend() != "jax":
         yield
         return
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-
-    if jax.config.jax_compilation_cache_dir or not jax.config.jax_enable_compilation_cache:
-        yield
-        return
     settings = {
         "jax_compilation_cache_dir": None,
         "jax_persistent_cache_min_compile_time_secs": 0.0,
         "jax_persistent_cache_min_entry_size_bytes": 0,
     }
-    previous = {name: getattr(jax.config, name) for name in settings}
+    try:
+        import jax
+        from jax.experimental.compilation_cache import compilation_cache
+
+        previous = {name: getattr(jax.config, name) for name in settings}
+        configured = previous["jax_compilation_cache_dir"]
+        enabled = jax.config.jax_enable_compilation_cache
+    except (ImportError, AttributeError):  # a JAX without these settings
+        yield
+        return
+    if configured or not enabled:
+        yield
+        return
     folder = tempfile.mkdtemp(prefix="keras-cskd-xla-")
     settings["jax_compilation_cache_dir"] = folder
     for name, value in settings.items():
