@@ -37,6 +37,19 @@ def run_cli(args, cwd, timeout=600):
     return result
 
 
+def start_cli(args, cwd):
+    """`python -m keras_cskd *args` started in a subprocess (to be signalled
+    or killed): its stdout and stderr are text pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "keras_cskd", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def main_in_process(args, cwd, monkeypatch, capsys):
     """`keras-cskd *args` in this process (`cli.main`, what the console
     script calls): `(exit code, stdout, stderr)`. No interpreter start-up

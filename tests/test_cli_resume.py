@@ -7,14 +7,12 @@ every backend in test_kill.py.
 import json
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import keras
 import pytest
-from cli_helpers import cli_env, main_in_process, mlp, once, run_cli, save_model
+from cli_helpers import main_in_process, mlp, once, run_cli, save_model, start_cli
 
 # Rows of the "Faults" table of docs/reliability.md (rendered by
 # test_faults.py); what they state is what the tests below assert.
@@ -98,14 +96,7 @@ def test_sigkill_at_random_moments_then_rerun_resumes(tmp_path):
     after = ["training teacher", "teacher:", "CE only (", "KD (", "KD ("]
     resumed, phases = 0, []
     for kill in range(CLI_KILLS):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "keras_cskd", *args],
-            cwd=tmp_path,
-            env=cli_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = start_cli(args, tmp_path)
         lines = []
         while not lines or after[kill] not in lines[-1]:
             lines.append(process.stdout.readline())
@@ -195,14 +186,7 @@ def test_an_interrupted_run_is_resumed_or_kept(tmp_path, monkeypatch, capsys):
 def test_ctrl_c_before_the_first_epoch_says_so_and_the_rerun_resumes(tmp_path):
     teacher = save_model(mlp((8, 8, 1), 10), tmp_path / "teacher.keras")
     args = [*_RESUME_ARGS, "--teacher", teacher, "--epochs", "2"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keras_cskd", *args],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(args, tmp_path)
     while not process.stdout.readline().startswith("teacher:"):
         assert process.poll() is None, process.communicate()[1][-3000:]
     time.sleep(0.5)  # inside the first student's first epoch (its step compiles)

@@ -7,15 +7,13 @@ import json
 import re
 import shlex
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from cli_helpers import BACKEND, ROOT, cli_env, mlp, once, run_cli, save_model
+from cli_helpers import BACKEND, ROOT, mlp, once, run_cli, save_model, start_cli
 
 
 def _check_results(out, stdout, methods, seeds):
@@ -97,25 +95,9 @@ def test_readme_quick_start_main_job_verbatim(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_keeps_the_last_checkpoint(tmp_path):
     teacher = save_model(mlp((8, 8, 1), 10), tmp_path / "teacher.keras")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "keras_cskd",
-            "distill",
-            "--teacher",
-            teacher,
-            "--epochs",
-            "100000",
-            "--quiet",
-            "--out",
-            "out",
-        ],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_cli(
+        ["distill", "--teacher", teacher, "--epochs", "100000", "--quiet", "--out", "out"],
+        tmp_path,
     )
     checkpoint = tmp_path / "out" / "checkpoint_ce.keras"
     deadline = time.time() + 300
