@@ -34,6 +34,12 @@ FAULT_ROWS = [
         "The run record; the rerun resumes it.",
     ),
     (
+        "Ctrl-C between two trainings (scoring the teacher, building the next student)",
+        "Exit 130 and `interrupted between two trainings: every finished one is kept in out "
+        "(finished: ...); run the same command again (or add --resume) to continue from there`",
+        "The run record and every finished student; the rerun resumes it.",
+    ),
+    (
         "A rerun with other options while `--out` holds an interrupted run",
         "Exit 2, one line: `keras-cskd: error: out holds an interrupted run with other settings "
         "(...): rerun with its options to resume it, add --overwrite to discard it, or choose "
@@ -181,26 +187,48 @@ def test_an_interrupted_run_is_resumed_or_kept(tmp_path, monkeypatch, capsys):
     keras.saving.load_model(teacher)
 
 
+def _ctrl_c(*_args, **_kwargs):
+    raise KeyboardInterrupt
+
+
 @once
-@pytest.mark.slow
-def test_ctrl_c_before_the_first_epoch_says_so_and_the_rerun_resumes(tmp_path):
+def test_ctrl_c_before_the_first_epoch_says_so_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
+    """Ctrl-C inside the first student's first epoch (the console script's
+    handler raises KeyboardInterrupt there; test_cli_runs.py sends a real
+    SIGINT)."""
+    from keras_cskd.cli import run
+
     teacher = save_model(mlp((8, 8, 1), 10), tmp_path / "teacher.keras")
     args = [*_RESUME_ARGS, "--teacher", teacher, "--epochs", "2"]
-    process = start_cli(args, tmp_path)
-    while not process.stdout.readline().startswith("teacher:"):
-        assert process.poll() is None, process.communicate()[1][-3000:]
-    time.sleep(0.5)  # inside the first student's first epoch (its step compiles)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-2000:]
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "_guarded_fit", _ctrl_c)
+        code, _, err = main_in_process(args, tmp_path, monkeypatch, capsys)
+    assert code == 130
     assert (
         "interrupted during ce (seed 0): no epoch of it had finished, so there is no "
         "checkpoint of it yet; run the same command again (or add --resume) to continue"
-    ) in stderr
+    ) in err
     assert not (tmp_path / "out" / "checkpoint_ce.keras").exists()
-    rerun = run_cli([*args, "--resume"], cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resuming the interrupted run in out (finished: no student yet)" in rerun.stdout
+    code, out, err = main_in_process([*args, "--resume"], tmp_path, monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    assert "resuming the interrupted run in out (finished: no student yet)" in out
+
+
+@once
+def test_ctrl_c_between_two_trainings_says_what_is_kept(tmp_path, monkeypatch, capsys):
+    from keras_cskd.cli import run
+
+    teacher = save_model(mlp((8, 8, 1), 10), tmp_path / "teacher.keras")
+    monkeypatch.setattr(run, "_seed_runs", _ctrl_c)  # after the teacher, before any student
+    code, _, err = main_in_process(
+        [*_RESUME_ARGS, "--teacher", teacher, "--epochs", "1"], tmp_path, monkeypatch, capsys
+    )
+    assert code == 130
+    assert (
+        f"interrupted between two trainings: every finished one is kept in {Path('out')} "
+        "(finished: no student yet); run the same command again (or add --resume) to continue"
+    ) in err
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["finished"] is False
 
 
 @once

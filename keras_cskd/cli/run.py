@@ -69,7 +69,16 @@ def _distill(args, methods, started):
         print(f"teacher: {teacher_accuracy:.2%} test accuracy ({teacher_source})")
         runs = _seed_runs(args, job)
         results = [_train_method(method, args, job, teacher, runs) for method in ["ce", *methods]]
-    except _Interrupted:
+    except _Interrupted:  # during a fit: it said what was kept
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # between two fits (scoring, building the next student)
+        finished = ", ".join(sorted(job.record.done)) or "no student yet"
+        print(
+            f"\ninterrupted between two trainings: every finished one is kept in {job.out} "
+            f"(finished: {finished}); run the same command again (or add --resume) to "
+            "continue from there",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     _write_report(args, job, results, teacher_accuracy, started)
     job.record.finish()
