@@ -22,14 +22,6 @@ import pytest
 
 # Doctests of modules without backend-specific code (a folder: all its modules).
 _BACKEND_INDEPENDENT_DOCTEST_MODULES = ("cli", "data.py", "_backend_choice.py")
-# Smoke tests of the benchmark drivers (benchmarks/): scripts, not library
-# code paths; marked here rather than in their modules, which another branch
-# edits. Test name -> extra markers.
-_BENCHMARK_TESTS = {
-    "test_benchmarks.py": ("backend_independent", "slow"),
-    "test_reproduce.py": ("backend_independent",),
-    "test_reproduce.py::test_smoke_run_writes_table": ("slow",),
-}
 # Doctests that need an optional package: doctest -> (module, the extra or package).
 _DOCTEST_REQUIREMENTS = {
     "keras_cskd.data.load_image_folder": (
@@ -42,12 +34,6 @@ _DOCTEST_REQUIREMENTS = {
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        for key in (
-            item.path.name,
-            f"{item.path.name}::{getattr(item, 'originalname', item.name)}",
-        ):
-            for marker in _BENCHMARK_TESTS.get(key, ()):
-                item.add_marker(getattr(pytest.mark, marker))
         if not isinstance(item, pytest.DoctestItem):
             continue
         if {item.path.name, item.path.parent.name} & set(_BACKEND_INDEPENDENT_DOCTEST_MODULES):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import keras
 import pytest
+from subprocess_env import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = keras.backend.backend()
@@ -17,7 +18,7 @@ once = pytest.mark.backend_independent
 
 
 def cli_env():
-    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    env = subprocess_env(BACKEND, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return env
 

@@ -23,6 +23,8 @@ from keras_cskd import losses  # noqa: E402
 from keras_cskd.layers import CosineSimilarityWeightedTemperature  # noqa: E402
 
 BACKEND = keras.backend.backend()
+# no_tensorflow/sitecustomize.py goes on subprocesses' PYTHONPATH only (subprocess_env.py).
+collect_ignore = ["no_tensorflow"]
 
 if BACKEND == "torch" and "OMP_NUM_THREADS" not in os.environ:
     # The tests run tiny tensors: torch's intra-op thread pool only adds

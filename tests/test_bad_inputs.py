@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import pytest
 import reference
+from subprocess_env import subprocess_env
 
 from keras_cskd import Distiller, FeatureDistillation, cli
 
@@ -1119,12 +1120,9 @@ def _(lab):
         "    open(__import__('sys').argv[1], 'w').write(str(error))\n"
     )
     out = lab.tmp / "error.txt"
-    env = dict(os.environ, KERAS_BACKEND=BACKEND)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    env.setdefault("JAX_PLATFORMS", "cpu")
     subprocess.run(
         [sys.executable, "-c", script, str(out)],
-        env=env,
+        env=subprocess_env(BACKEND),
         check=True,
         timeout=300,
         capture_output=True,

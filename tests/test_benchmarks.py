@@ -15,19 +15,20 @@ import keras
 import numpy as np
 import pytest
 import reference
+from subprocess_env import subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = os.path.join(ROOT, "benchmarks")
 NUMBER = r"-?\d+\.\d+"
+# Scripts, not library code paths: run once (scripts/test.sh), with the slow tests.
+pytestmark = [pytest.mark.backend_independent, pytest.mark.slow]
 
 
-def run_script(name, *args, backend=None, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    if backend:
-        env["KERAS_BACKEND"] = backend
+def run_script(name, *args, backend, timeout=300):
+    """Runs benchmarks/`name` on `backend` (None: the script uses no Keras)."""
     process = subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, name), *args],
-        env=env,
+        env=subprocess_env(backend, TF_CPP_MIN_LOG_LEVEL="2"),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -44,6 +45,7 @@ def test_step_time_smoke_prints_ratios(tmp_path):
         "step_time.py",
         *("--backend", backend, "--pair", "mlp", "--steps", "2", "--rounds", "1"),
         *("--warmup", "1", "--batch-size", "16", "--threads", "1", "--json", str(report)),
+        backend=backend,
     )
     assert f"backend {backend}" in output
     for label in (
@@ -85,7 +87,7 @@ def test_step_time_smoke_prints_ratios(tmp_path):
     floor = ms["a"] + ms["b"]
     assert data["ratios"]["c/(a+b) [kd]"] == pytest.approx(ms["c:kd"] / floor)
     assert data["ratios"]["c/p [kd vs torch fp32]"] == pytest.approx(ms["c:kd"] / ms["p:fp32"])
-    table = run_script("perf_table.py", str(report))
+    table = run_script("perf_table.py", str(report), backend=None)
     assert f"| ms/step | {backend} fp32 |" in table
     assert re.search(rf"^\| c/p \[kd vs torch fp32\] \| {NUMBER} \|$", table, re.M)
 
@@ -99,6 +101,7 @@ def test_scaling_smoke_reports_time_and_memory(tmp_path):
         *("--classes", str(classes), "--batch-sizes", str(batch), "--hidden", str(hidden)),
         *("--losses", "kd,cskd_cswt_class,dkd", "--steps", "1", "--rounds", "1"),
         *("--json", str(out), "--plot", str(plot)),
+        backend="jax",
         timeout=240,
     )
     rows = json.loads(out.read_text())["rows"]
@@ -122,6 +125,7 @@ def test_loss_passes_smoke_prints_one_row_per_loss():
         "loss_passes.py",
         *("--classes", "12", "--batch-size", "4", "--losses", "kd,dkd"),
         *("--steps", "1", "--rounds", "1"),
+        backend="jax",
         timeout=240,
     )
     rows = dict(
@@ -163,6 +167,7 @@ def test_torch_overhead_smoke_prints_profile():
         "torch_overhead.py",
         *("--losses", "kd,cskd,cskd+cswt,dkd", "--steps", "2", "--rounds", "1"),
         *("--profile-steps", "1", "--batch-size", "8"),
+        backend="torch",
         timeout=240,
     )
     rows = {}
@@ -239,7 +244,7 @@ def test_vocabulary_cost_smoke_prints_one_row_per_vocabulary():
     process = subprocess.run(
         [sys.executable, script, "--backend", backend, "--positions", "8"]
         + ["--vocabularies", "50", "70", "--rounds", "1"],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        env=subprocess_env(backend, TF_CPP_MIN_LOG_LEVEL="2"),
         capture_output=True,
         text=True,
         timeout=240,

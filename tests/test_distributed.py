@@ -27,6 +27,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from subprocess_env import subprocess_env
 
 BACKEND = keras.backend.backend()
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
@@ -37,9 +38,7 @@ pytestmark = pytest.mark.slow  # multi-device training in subprocesses
 
 def _run_worker(mode, tmp_path):
     out = str(tmp_path / f"{mode}.npz")
-    env = dict(os.environ)
-    env.pop("KERAS_BACKEND", None)  # the worker picks its backend
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env = subprocess_env("jax" if mode == "jax" else "tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.run(
         [sys.executable, WORKER, mode, out],
         env=env,

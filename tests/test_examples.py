@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from subprocess_env import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -32,6 +33,12 @@ ALL_EXAMPLES = (
     "backend_agnostic.py",
     "token_distillation.py",
     "pixel_distillation.py",
+)
+# Tutorials that use TensorFlow whatever their backend (the others run
+# without it, as after `pip install ".[jax,demo]"`; see subprocess_env.py).
+NEEDS_TENSORFLOW = (
+    "bring_your_own_models.py",  # reads an image folder with tf.data
+    "backend_agnostic.py",  # runs TensorFlow as one of its three backends
 )
 HEADER_FIELDS = ("Title", "Author", "Date created", "Last modified", "Description", "Accelerator")
 pytestmark = pytest.mark.backend_independent
@@ -47,11 +54,11 @@ def _backend():
 
 
 def run_example(name, out_dir, timeout=600):
-    env = dict(
-        os.environ,
+    env = subprocess_env(
+        _backend(),
+        tensorflow=name in NEEDS_TENSORFLOW,
         KERAS_CSKD_FAST="1",
         KERAS_CSKD_OUT=str(out_dir),
-        KERAS_BACKEND=_backend(),
         MPLBACKEND="Agg",
         PYTHONWARNINGS="ignore",
     )

@@ -27,6 +27,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from subprocess_env import subprocess_env
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,13 +58,9 @@ def assert_same_weights(actual, expected):
 
 
 def run_worker(out, *args):
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    env["KERAS_BACKEND"] = keras.backend.backend()
     return subprocess.run(
         [sys.executable, WORKER, str(out), *map(str, args)],
-        env=env,
+        env=subprocess_env(keras.backend.backend()),
         capture_output=True,
         text=True,
         timeout=300,

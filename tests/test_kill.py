@@ -26,6 +26,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from subprocess_env import subprocess_env
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,17 +58,10 @@ ROWS = [
 ]
 
 
-def _env():
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), PYTHONUNBUFFERED="1")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    return env
-
-
 def _start(folder, epochs):
     return subprocess.Popen(
         [sys.executable, WORKER, str(folder), str(epochs)],
-        env=_env(),
+        env=subprocess_env(keras.backend.backend(), PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

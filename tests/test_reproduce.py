@@ -2,17 +2,20 @@
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+from subprocess_env import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "reproduce.py"
+# A benchmark driver, not library code paths: run once (scripts/test.sh).
+pytestmark = pytest.mark.backend_independent
 
 
 def _load_script():
@@ -22,6 +25,7 @@ def _load_script():
     return module
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_table(tmp_path):
     from keras_cskd import data
 
@@ -46,7 +50,12 @@ def test_smoke_run_writes_table(tmp_path):
         "--jax-cache", str(Path(tempfile.gettempdir()) / "keras_cskd_jax_cache"),
     ]  # fmt: skip
     result = subprocess.run(
-        command, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600
+        command,
+        cwd=ROOT,
+        env=subprocess_env(keras.backend.backend()),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = (out / "results.md").read_text()

@@ -17,7 +17,6 @@
 
 import io
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -26,6 +25,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from subprocess_env import subprocess_env
 
 import keras_cskd
 from keras_cskd import losses
@@ -340,11 +340,12 @@ def test_loads_in_a_fresh_process_after_import_keras_cskd(digits, tmp_path):
         f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
         f"np.save({str(tmp_path / 'pred.npy')!r}, model.predict(x, verbose=0))\n"
     )
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    env.setdefault("JAX_PLATFORMS", "cpu")
     result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script],
+        env=subprocess_env(keras.backend.backend()),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-1500:]
     np.testing.assert_array_equal(np.load(tmp_path / "pred.npy"), distiller.predict(x, verbose=0))

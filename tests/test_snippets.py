@@ -1,10 +1,11 @@
 """Every ```python block of README.md and docs/*.md runs verbatim.
 
 Each block runs alone, as a user would paste it, in a fresh Python process
-in an empty temporary folder, with a clean HOME (no ~/.keras/keras.json)
-and KERAS_BACKEND unset: so each block must be self-contained (it builds or
-trains its own tiny teacher, loads the embedded digits) and pick its own
-backend before importing Keras.
+in an empty temporary folder, with a clean HOME (no ~/.keras/keras.json),
+KERAS_BACKEND unset and TensorFlow hidden, as after the README's
+`pip install ".[jax,demo]"`: so each block must be self-contained (it
+builds or trains its own tiny teacher, loads the embedded digits) and pick
+its own backend before importing Keras.
 
 A block that is deliberately partial is marked by the HTML comment
 `<!-- skip-snippet: why -->` on the line before its fence (invisible on
@@ -16,13 +17,13 @@ The blocks pick their backend themselves, so these tests do not depend on
 the backend pytest runs under: they run once (marker `backend_independent`).
 """
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from subprocess_env import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md"] + sorted(
@@ -73,12 +74,11 @@ SNIPPETS = list(_all_blocks())
 
 
 def fresh_environment(home):
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("KERAS_BACKEND", "KERAS_HOME", "PYTHONPATH", "PYTHONSTARTUP")
-    }
-    env.update(HOME=str(home), PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
+    env = subprocess_env(
+        None, HOME=str(home), PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg"
+    )
+    for key in ("KERAS_HOME", "PYTHONSTARTUP"):
+        env.pop(key, None)
     return env
 
 
@@ -128,14 +128,12 @@ def test_extractor_finds_marked_indented_and_ignores_other_languages():
 
 
 def test_import_keras_cskd_picks_an_installed_backend_without_tensorflow(tmp_path):
-    """`pip install ".[jax]"` on a fresh machine: no TensorFlow (hidden here
-    from importlib), no ~/.keras, KERAS_BACKEND unset. Importing keras_cskd
-    first selects JAX, so the `import keras` after it works."""
+    """`pip install ".[jax]"` on a fresh machine: no TensorFlow (hidden, see
+    subprocess_env.py), no ~/.keras, KERAS_BACKEND unset. Importing
+    keras_cskd first selects JAX, so the `import keras` after it works."""
     code = (
         "import importlib.util\n"
-        "find_spec = importlib.util.find_spec\n"
-        "importlib.util.find_spec = lambda name, package=None: (\n"
-        "    None if name.split('.')[0] == 'tensorflow' else find_spec(name, package))\n"
+        "assert importlib.util.find_spec('tensorflow') is None\n"
         "import keras_cskd\n"
         "import keras\n"
         "print('backend', keras.backend.backend())\n"
