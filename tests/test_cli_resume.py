@@ -7,6 +7,7 @@ every backend in test_kill.py.
 import json
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -229,6 +230,37 @@ def test_ctrl_c_between_two_trainings_says_what_is_kept(tmp_path, monkeypatch, c
         "(finished: no student yet); run the same command again (or add --resume) to continue"
     ) in err
     assert json.loads((tmp_path / "out" / "run.json").read_text())["finished"] is False
+
+
+@once
+def test_a_ctrl_c_inside_a_gc_callback_prints_no_traceback(monkeypatch, capsys):
+    """The console script's hook for exceptions Python must ignore: a Ctrl-C
+    in a garbage-collection callback (JAX's) is not reported, since the run
+    stops at its next batch anyway; anything else still is."""
+    import gc
+
+    from keras_cskd import cli
+
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    assert cli.console_main() == 0
+    assert sys.unraisablehook is cli._unraisable_hook
+
+    for error in (KeyboardInterrupt(), ValueError("a real problem")):
+
+        def callback(phase, info, error=error):
+            if phase == "start":
+                raise error
+
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(callback)
+    err = capsys.readouterr().err
+    assert "KeyboardInterrupt" not in err
+    assert "ValueError: a real problem" in err
 
 
 @once

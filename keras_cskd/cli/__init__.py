@@ -248,6 +248,16 @@ def _on_ctrl_c(signum, frame):
     raise KeyboardInterrupt
 
 
+def _unraisable_hook(unraisable):
+    """Python's report of an exception it had to ignore, except a Ctrl-C:
+    one that lands in a garbage-collection callback or a `__del__` (JAX's
+    `_xla_gc_callback`, seen under load) is printed as "Exception ignored
+    in ..." with a traceback, though the run stops cleanly all the same at
+    its next batch (`_CTRL_C`)."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
 def console_main():
     """The `keras-cskd` console script: `main()` with Ctrl-C remembered (see
     `_CTRL_C`), then, after Ctrl-C, an immediate exit once the message and
@@ -255,6 +265,7 @@ def console_main():
     interrupted `fit` can hold the interpreter's shutdown (seen
     intermittently under torch and JAX)."""
     signal.signal(signal.SIGINT, _on_ctrl_c)
+    sys.unraisablehook = _unraisable_hook
     code = main()
     if code == EXIT_INTERRUPTED:
         sys.stdout.flush()
