@@ -21,7 +21,8 @@ _NO_TENSORFLOW = Path(__file__).resolve().parent / "no_tensorflow"
 def subprocess_env(backend, *, tensorflow=False, **variables):
     """`os.environ` for a subprocess that runs Keras on `backend`, plus
     `variables`; `backend=None` leaves KERAS_BACKEND unset (the subprocess
-    picks its own)."""
+    picks its own, as the docs snippets do). TensorFlow is hidden unless
+    `backend` is "tensorflow" or `tensorflow=True`."""
     env = dict(os.environ, **variables)
     env.pop("KERAS_BACKEND", None)
     if backend is not None:
