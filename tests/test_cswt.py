@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 import reference
+from helpers import random_logits, to_numpy, value_and_grad
 
-from conftest import random_logits, to_numpy, value_and_grad
 from keras_cskd import ops as kd_ops
 from keras_cskd.layers import CosineSimilarityWeightedTemperature
 

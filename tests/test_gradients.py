@@ -9,8 +9,8 @@ temperatures fixed at their value for the unperturbed input.
 import numpy as np
 import pytest
 import reference
+from helpers import LOSS_CASE_IDS, LOSS_CASES, random_labels, random_logits, value_and_grad
 
-from conftest import LOSS_CASE_IDS, LOSS_CASES, random_labels, random_logits, value_and_grad
 from keras_cskd import ops as kd_ops
 
 

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
+from helpers import LOSS_CASES
 
-from conftest import LOSS_CASES
 from keras_cskd import losses
 from keras_cskd import ops as kd_ops
 from keras_cskd.layers import CosineSimilarityWeightedTemperature

@@ -5,14 +5,14 @@ and scales, with and without `sample_weight`."""
 import numpy as np
 import pytest
 import reference
-
-from conftest import (
+from helpers import (
     LOSS_CASE_IDS,
     LOSS_CASES,
     random_labels,
     random_logits,
     to_numpy,
 )
+
 from keras_cskd import losses
 from keras_cskd import ops as kd_ops
 from keras_cskd.layers import CosineSimilarityWeightedTemperature

@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 import reference
-
-from conftest import (
+from helpers import (
     LOSS_CASE_IDS,
     LOSS_CASES,
     METHOD_CASE_IDS,
@@ -19,6 +18,7 @@ from conftest import (
     to_numpy,
     value_and_grad,
 )
+
 from keras_cskd import ops as kd_ops
 from keras_cskd.layers import CosineSimilarityWeightedTemperature
 

@@ -12,14 +12,14 @@ import keras
 import numpy as np
 import pytest
 import reference
-
-import keras_cskd
-from conftest import (
+from helpers import (
     METHOD_CASE_IDS,
     METHOD_CASES,
     to_numpy,
     value_and_grad,
 )
+
+import keras_cskd
 from keras_cskd import losses
 from keras_cskd import ops as kd_ops
 from keras_cskd.layers import CosineSimilarityWeightedTemperature

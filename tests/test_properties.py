@@ -5,11 +5,7 @@ for every input."""
 import keras
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-
-from conftest import (
+from helpers import (
     METHOD_CASES,
     as_tensor,
     reusable,
@@ -18,6 +14,10 @@ from conftest import (
     to_numpy,
     value_and_grad,
 )
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from keras_cskd import losses
 from keras_cskd import ops as kd_ops
 from keras_cskd.layers import CosineSimilarityWeightedTemperature
