@@ -13,6 +13,11 @@
   for image folders, scikit-learn for the digits) is skipped, with the reason,
   where that package is not installed, so that each extra installed alone
   (`pip install "keras-cskd[jax]" pytest`) passes `pytest keras_cskd`.
+- The test modules that run whole trainings come first, longest first
+  (`_LONGEST_FIRST`): `scripts/test.sh` hands out whole modules to its
+  pytest-xdist workers in collection order (`--dist loadfile
+  --no-loadscope-reorder`), so that no worker is left alone with a long one
+  at the end while the other idles.
 """
 
 import importlib.util
@@ -30,6 +35,26 @@ _DOCTEST_REQUIREMENTS = {
     ),
     "keras_cskd.data.load_digits": (("sklearn", "scikit-learn (the [demo] extra)"),),
 }
+# Measured with `bash scripts/test.sh --durations=0` (a module's total in the
+# pass where it takes longest); the other modules keep pytest's order after these.
+_LONGEST_FIRST = (
+    "tests/test_examples.py",
+    "tests/test_snippets.py",
+    "tests/test_benchmarks.py",
+    "tests/test_cli_resume.py",
+    "tests/test_cli_runs.py",
+    "tests/test_positions.py",
+    "tests/test_experiments.py",
+    "tests/test_distiller.py",
+    "tests/test_cli.py",
+    "tests/test_kill.py",
+    "tests/test_properties.py",
+    "tests/test_distributed.py",
+    "tests/test_serialization.py",
+    "tests/test_models.py",
+    "tests/test_bad_inputs.py",
+    "tests/test_interruption.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -54,3 +79,5 @@ def pytest_collection_modifyitems(config, items):
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = kept
+    rank = {module: position for position, module in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

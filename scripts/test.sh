@@ -6,7 +6,8 @@
 # when jax is among the backends (the README's main job and the examples'
 # documented backend, and the quickest for their many small fits), else the
 # first. Everything else, slow end-to-end tests included, runs on every
-# backend. Each pass spreads its tests over WORKERS pytest-xdist processes.
+# backend. Each pass spreads its tests over WORKERS pytest-xdist processes,
+# whole modules at a time, the longest first (the order is conftest.py's).
 # Usage: bash scripts/test.sh [extra pytest args]
 #   BACKENDS="jax torch"  pick backends      SKIP_INSTALL=1  skip the pip installs
 #   WORKERS=1             no parallel workers (default 2)
@@ -39,7 +40,7 @@ case " $BACKENDS " in
   *) independent_backend=${BACKENDS%% *} ;;
 esac
 WORKERS=${WORKERS:-2}
-if [ "$WORKERS" -gt 1 ]; then parallel=(-n "$WORKERS" --dist "${DIST:-loadfile}"); else parallel=(); fi
+if [ "$WORKERS" -gt 1 ]; then parallel=(-n "$WORKERS" --dist loadfile --no-loadscope-reorder); else parallel=(); fi
 for backend in $BACKENDS; do
   echo "=============================== KERAS_BACKEND=$backend ==============================="
   if [ "$backend" = "$independent_backend" ]; then independent=run; else independent=skip; fi
