@@ -13,7 +13,14 @@ never stopped. Each kill that left a temporary `.partial` file
 behind was a kill in the middle of a write; the test prints how many.
 
 The command line's checkpoints (its teacher cache, its run record, the
-students' backups) are killed the same way in `test_cli.py`.
+students' backups) are killed the same way in `test_cli_resume.py`.
+
+What random kills test is the checkpoint files: keras-cskd's atomic writes
+(`keras_cskd/_files.py`) of Keras' weight files, the same code on every
+backend. So the test runs once, in the pass that runs the
+backend-independent tests (`scripts/test.sh`). That every backend's
+training resumes after a SIGKILL with exactly the weights of a run that
+never stopped is `test_interruption.py`'s, on every backend.
 """
 
 import os
@@ -48,7 +55,8 @@ ROWS = [
         f"SIGKILL at {KILLS} random moments in a row during training with "
         "`keras_cskd.callbacks.BackupAndRestore(save_freq=1)` (a backup after every batch), "
         "`BackupAndRestore()` (every epoch) and `AtomicCheckpoint` (every epoch), each "
-        "process resuming from the last one's backups (`tests/test_kill.py`, every backend)",
+        "process resuming from the last one's backups (`tests/test_kill.py`, once; "
+        "`tests/test_interruption.py` resumes after a SIGKILL on every backend)",
         f"Every kill resumable, {KILLS} of {KILLS}: after each kill every checkpoint loads, "
         "with finite weights that match the epoch and batch it records; the uninterrupted "
         "finish ends with exactly the weights of a run that never stopped.",
@@ -119,6 +127,7 @@ def _check_resumable(folder, tmp):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent
 def test_sigkill_at_random_moments_every_checkpoint_resumes(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
