@@ -1,7 +1,8 @@
 """`keras-cskd distill` killed, interrupted and run again (subprocesses):
 every rerun resumes, an interrupted run is never deleted without
---overwrite. Once, not per backend: the writes the kills cut are killed on
-every backend in test_kill.py.
+--overwrite. Once, not per backend: the writes the kills cut are the same
+code on every backend (test_kill.py kills them too, and test_interruption.py
+resumes after a SIGKILL on every backend).
 """
 
 import json
