@@ -18,8 +18,10 @@
   pytest-xdist workers in collection order (`--dist loadfile
   --no-loadscope-reorder`), so that no worker is left alone with a long one
   at the end while the other idles.
+- The test processes collect garbage less often (`pytest_configure`).
 """
 
+import gc
 import importlib.util
 import os
 
@@ -55,6 +57,17 @@ _LONGEST_FIRST = (
     "tests/test_bad_inputs.py",
     "tests/test_interruption.py",
 )
+
+
+def pytest_configure(config):
+    # A test process holds millions of long-lived objects (Keras, the
+    # backends, their traced and compiled programs), and each of Python's
+    # automatic full collections walks them all: with the default thresholds
+    # (700, 10, 10) a TensorFlow pass spent 13 s of its workers' time in the
+    # garbage collector, with (10_000, 10, 10) 6 s (measured with
+    # `gc.callbacks`; wall time 75 -> 72 s). Garbage is still collected, in
+    # fewer, larger rounds; the library and its subprocesses are unaffected.
+    gc.set_threshold(10_000, 10, 10)
 
 
 def pytest_collection_modifyitems(config, items):
