@@ -63,10 +63,12 @@ def pytest_configure(config):
     # A test process holds millions of long-lived objects (Keras, the
     # backends, their traced and compiled programs), and each of Python's
     # automatic full collections walks them all: with the default thresholds
-    # (700, 10, 10) a TensorFlow pass spent 13 s of its workers' time in the
-    # garbage collector, with (10_000, 10, 10) 6 s (measured with
-    # `gc.callbacks`; wall time 75 -> 72 s). Garbage is still collected, in
-    # fewer, larger rounds; the library and its subprocesses are unaffected.
+    # (700, 10, 10) a TensorFlow pass spent 13 s of its workers' CPU time in
+    # the garbage collector, with (10_000, 10, 10) 6 s (measured with
+    # `gc.callbacks`; peak memory unchanged). A few per cent of a pass's CPU
+    # time, so within the run-to-run noise of its wall time. Garbage is
+    # still collected, in fewer, larger rounds; the library and the tests'
+    # subprocesses are unaffected.
     gc.set_threshold(10_000, 10, 10)
 
 
