@@ -99,10 +99,13 @@ def test_snippet_runs_verbatim(code, reason, tmp_path):
     )
     assert result.returncode == 0, f"{code}\n---\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     if "keras.distillation.Distiller(" in code:
-        # The keras.distillation interop snippet trains correctly (logits
-        # read as probabilities give about 20 %).
+        # The keras.distillation interop snippet trains correctly. It is not
+        # seeded: over 30 seeds its students reached 86.4-91.3 % (hidden=16)
+        # and 90.4-94.4 % (hidden=32), and one run of the suite 84.9 %;
+        # logits read as probabilities (the bug this guards against) give
+        # 13.6-34.5 %. 70 % lies far from both.
         accuracy = re.search(r"student test accuracy: ([\d.]+)%", result.stdout)
-        assert accuracy and float(accuracy.group(1)) > 85.0, result.stdout[-2000:]
+        assert accuracy and float(accuracy.group(1)) > 70.0, result.stdout[-2000:]
 
 
 def test_few_blocks_are_skipped_and_each_says_why():
