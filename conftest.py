@@ -2,9 +2,10 @@
 
 - Backend-independent tests (marker `backend_independent`: the CLI,
   examples, docs build and the doctests of the pure-Python modules) exercise
-  no backend-specific code path, so `scripts/test.sh` runs them in its first
-  backend's pass only: with `KERAS_CSKD_BACKEND_INDEPENDENT=skip` they are
-  deselected (and reported as such). Where they run
+  no backend-specific code path, so `scripts/test.sh` runs them in one pass
+  only (the JAX one where JAX is among its backends, else the first): with
+  `KERAS_CSKD_BACKEND_INDEPENDENT=skip` they are deselected (and reported as
+  such). Where they run
   (`KERAS_CSKD_BACKEND_INDEPENDENT=run`), the tests marked
   `covered_by_backend_independent` are deselected instead: a
   backend-independent test checks the same on the whole (the README's main
