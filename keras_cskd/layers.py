@@ -19,24 +19,33 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
 
     - `granularity="sample"` (the authors' code): `sim_i` is the cosine of
       sample `i`'s rows `softmax(s_i)`, `softmax(t_i)`; returns `(B, 1)`.
-    - `granularity="class"` (a keras-cskd extension): `sim_c` is the cosine
-      of class `c`'s columns across the batch; returns `(1, C)`, and class
-      `c`'s logits are divided by `T_c` before the softmax over classes.
+    - `granularity="class"` (a keras-cskd extension, experimental): `sim_c`
+      is the cosine of class `c`'s columns across the batch, mapped without
+      stretching, `T_c = low + (1 - sim_c) * (high - low)`, and rounded to
+      the nearest of `levels` evenly spaced temperatures in `[low, high]`;
+      returns `(1, C)`. `CosineSimilarityDistillation` then takes class
+      `c`'s column from a softmax over all classes at `T_c`, which keeps
+      every sample's ranking of the classes (dividing each class's logit
+      by its own temperature inside one softmax, keras-cskd 0.1's
+      per-class mode, re-ranked them).
 
     Per-position logits `(B, ..., C)` are flattened to `N` rows first (one
     per position; per-sample temperatures are then `(N, 1)`), and `mask`
     (the leading shape, bool or 0/1) leaves positions out of the
     similarities and of the min and max (they get the midpoint).
 
-    When all similarities are equal (within `epsilon`), e.g. a batch of one
-    sample, every temperature is `(low + high) / 2`: the authors' formula
-    divides by zero there.
+    Per sample, when all similarities are equal (within `epsilon`), e.g. a
+    batch of one sample, every temperature is `(low + high) / 2`: the
+    authors' formula divides by zero there.
 
     Args:
         low: temperature of the best-agreeing sample/class (default 2).
         high: temperature of the worst-agreeing sample/class (default 6).
         granularity: `"sample"` or `"class"`.
-        epsilon: spread of similarities below which the midpoint is used.
+        epsilon: spread of similarities below which the midpoint is used
+            (per sample).
+        levels: how many temperatures per-class CSWT rounds to (>= 2;
+            each is one softmax pass in CSKD).
 
     Example:
 
@@ -49,7 +58,7 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
     [2.0, 3.163, 6.0]
     """
 
-    def __init__(self, low=2.0, high=6.0, granularity="sample", epsilon=1e-6, **kwargs):
+    def __init__(self, low=2.0, high=6.0, granularity="sample", epsilon=1e-6, levels=9, **kwargs):
         # Temperatures are computed in float32 even under mixed precision.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -67,6 +76,14 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
         self.high = float(high)
         self.granularity = granularity
         self.epsilon = float(epsilon)
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+            raise ValueError(f"`levels` must be an integer >= 2, got {levels!r}.")
+        self.levels = levels
+
+    @property
+    def temperature_levels(self):
+        """The temperatures per-class CSWT takes (`ops.cswt_levels`)."""
+        return kd_ops.cswt_levels(self.low, self.high, self.levels)
 
     def call(self, teacher_logits, student_logits, mask=None):
         return kd_ops.cswt_temperatures(
@@ -77,6 +94,7 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
             self.granularity,
             self.epsilon,
             mask,
+            self.levels,
         )
 
     def __call__(self, teacher_logits, student_logits, mask=None, **kwargs):
@@ -106,4 +124,5 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
             "high": self.high,
             "granularity": self.granularity,
             "epsilon": self.epsilon,
+            "levels": self.levels,
         }

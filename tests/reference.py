@@ -22,8 +22,9 @@ import math
 
 import numpy as np
 
-EPSILON = 1e-8  # added to the product of the norms in every cosine/Pearson
 SPREAD_EPSILON = 1e-6  # CSWT: similarities spanning <= this -> midpoint
+CONSTANT_RTOL = 1e-6  # Pearson: a vector varying less than this (relative) is constant
+CLASS_LEVELS = 9  # per-class CSWT: temperatures rounded to 9 values in [low, high]
 
 
 def f64(x):
@@ -46,38 +47,68 @@ def log_softmax_row(v):
     return v - logsumexp(v)
 
 
-def softmax(z, temperature=1.0):
-    """Row-wise softmax of `z / temperature`; `temperature` is a number or an
-    array broadcasting against `z` ((B, 1) per sample, (1, C) per class)."""
+def log_softmax(z, temperature=1.0):
+    """Row-wise log-softmax of `z / temperature`; `temperature` is a number
+    or an array broadcasting against `z` ((B, 1) per sample). Finite for
+    finite logits, where the probabilities themselves may underflow."""
     z = f64(z) / f64(temperature)
     out = np.empty_like(z)
     for i in range(z.shape[0]):
-        out[i] = np.exp(log_softmax_row(z[i]))
+        out[i] = log_softmax_row(z[i])
     return out
 
 
-def cosine(a, b, weights=None, epsilon=EPSILON):
-    """|<a, b>_w| / (||a||_w ||b||_w + epsilon) of two 1-D vectors."""
+def softmax(z, temperature=1.0):
+    """Row-wise softmax of `z / temperature`; `temperature` is a number or an
+    array broadcasting against `z` ((B, 1) per sample, (1, C) per class)."""
+    return np.exp(log_softmax(z, temperature))
+
+
+def scaled_from_logs(log_values):
+    """`exp(log_values)` divided by its largest entry, from the logs: the
+    same direction as the (possibly underflowing) values themselves."""
+    log_values = f64(log_values)
+    return np.exp(log_values - np.max(log_values))
+
+
+def cosine(a, b, weights=None):
+    """|<a, b>_w| / (||a||_w ||b||_w) of two 1-D vectors (0 if one is zero).
+
+    No epsilon: the cosine is scale-invariant, and keras-cskd computes it
+    so (an absolute epsilon is wrong when the norms are small, e.g. columns
+    of probabilities ~1/C at a large class count)."""
     a, b = f64(a), f64(b)
     w = np.ones_like(a) if weights is None else f64(weights)
     dot = float(np.sum(w * a * b))
     norm_a = math.sqrt(float(np.sum(w * a * a)))
     norm_b = math.sqrt(float(np.sum(w * b * b)))
-    return abs(dot) / (norm_a * norm_b + epsilon)
+    if norm_a == 0.0 or norm_b == 0.0:
+        return 0.0
+    return abs(dot) / (norm_a * norm_b)
 
 
-def pearson(a, b, weights=None, epsilon=EPSILON):
-    """(Weighted) Pearson correlation of two 1-D vectors, `epsilon` added to
-    the product of the norms of the centred vectors (as DIST's code)."""
+def pearson(a, b, weights=None):
+    """(Weighted) Pearson correlation of two 1-D vectors; 0 when either is
+    constant (varies by at most 1e-6 of its largest entry), as in DIST's
+    code, where the centred vector is zero."""
     a, b = f64(a), f64(b)
     w = np.ones_like(a) if weights is None else f64(weights)
     total = float(np.sum(w))
-    a = a - float(np.sum(w * a)) / total
-    b = b - float(np.sum(w * b)) / total
-    dot = float(np.sum(w * a * b))
-    norm_a = math.sqrt(float(np.sum(w * a * a)))
-    norm_b = math.sqrt(float(np.sum(w * b * b)))
-    return dot / (norm_a * norm_b + epsilon)
+    centred_a = a - float(np.sum(w * a)) / total
+    centred_b = b - float(np.sum(w * b)) / total
+    for centred, original in ((centred_a, a), (centred_b, b)):
+        kept = w > 0
+        spread = float(np.max(np.abs(centred[kept] * np.sqrt(w[kept]))))
+        if spread <= CONSTANT_RTOL * float(np.max(np.abs(original[kept] * np.sqrt(w[kept])))):
+            return 0.0
+    # Each divided by its largest entry (the correlation does not change)
+    # so that tiny columns' squares do not underflow, even in float64.
+    centred_a = centred_a / np.max(np.abs(centred_a))
+    centred_b = centred_b / np.max(np.abs(centred_b))
+    dot = float(np.sum(w * centred_a * centred_b))
+    norm_a = math.sqrt(float(np.sum(w * centred_a * centred_a)))
+    norm_b = math.sqrt(float(np.sum(w * centred_b * centred_b)))
+    return dot / (norm_a * norm_b)
 
 
 def batch_reduce(per_sample, sample_weight=None):
@@ -123,25 +154,82 @@ def mse_loss(t, s, sample_weight=None):
 # 3. CSKD.
 
 
-def class_cosines(p_t, p_s, sample_weight=None, epsilon=EPSILON):
+def class_cosines(p_t, p_s, sample_weight=None):
     """cos_c of every class column across the batch, shape (C,)."""
     p_t, p_s = f64(p_t), f64(p_s)
     w = None if sample_weight is None else f64(sample_weight).reshape(-1)
-    return np.array([cosine(p_s[:, c], p_t[:, c], w, epsilon) for c in range(p_t.shape[1])])
+    return np.array([cosine(p_s[:, c], p_t[:, c], w) for c in range(p_t.shape[1])])
 
 
-def sample_cosines(p_t, p_s, epsilon=EPSILON):
+def class_cosines_from_logs(log_p_t, log_p_s, sample_weight=None):
+    """`class_cosines` of exp(log p), each column rescaled from its logs
+    first (over the samples of positive weight), so that columns whose
+    probabilities underflow even in float64 keep their direction."""
+    log_p_t, log_p_s = f64(log_p_t), f64(log_p_s)
+    batch, classes = log_p_t.shape
+    w = np.ones(batch) if sample_weight is None else f64(sample_weight).reshape(-1)
+    kept = w > 0
+    cos = np.zeros(classes)
+    if not kept.any():
+        return cos
+    for c in range(classes):
+        a = scaled_from_logs(log_p_s[kept, c])
+        b = scaled_from_logs(log_p_t[kept, c])
+        cos[c] = cosine(a, b, w[kept])
+    return cos
+
+
+def sample_cosines(p_t, p_s):
     """Cosine of every sample's row, shape (B,)."""
     p_t, p_s = f64(p_t), f64(p_s)
-    return np.array([cosine(p_s[i], p_t[i], None, epsilon) for i in range(p_t.shape[0])])
+    return np.array([cosine(p_s[i], p_t[i]) for i in range(p_t.shape[0])])
 
 
-def cskd_loss(t, s, temperature=4.0, sample_weight=None, epsilon=EPSILON):
+def sample_cosines_from_logs(log_p_t, log_p_s):
+    """`sample_cosines` of exp(log p), each row rescaled from its logs."""
+    return np.array(
+        [
+            cosine(scaled_from_logs(log_p_s[i]), scaled_from_logs(log_p_t[i]))
+            for i in range(f64(log_p_t).shape[0])
+        ]
+    )
+
+
+def per_class_log_softmax(z, class_temperatures):
+    """Column c of log softmax(z / T_c) over all classes, for every c:
+    (B, C). Each column comes from one softmax at one temperature (the
+    classes' ranking in it is the logits')."""
+    z = f64(z)
+    out = np.empty_like(z)
+    for c, temperature in enumerate(f64(class_temperatures).reshape(-1)):
+        out[:, c] = log_softmax(z, temperature)[:, c]
+    return out
+
+
+def cskd_loss(t, s, temperature=4.0, sample_weight=None):
     """`mean(T)^2 * (1 - mean_c cos_c)` with `p = softmax(z / T)`; `T` a
-    number, a (B, 1) or a (1, C) array of temperatures."""
+    number, a (B, 1) array of temperatures, or a (1, C) array (class c's
+    column from softmax(z / T_c)). Fewer than two samples of positive
+    weight: 0 (the loss compares samples)."""
     temperature = f64(temperature)
-    cos = class_cosines(softmax(t, temperature), softmax(s, temperature), sample_weight, epsilon)
+    batch = f64(t).shape[0]
+    weight = np.ones(batch) if sample_weight is None else f64(sample_weight).reshape(-1)
+    if np.count_nonzero(weight > 0) < 2:
+        return 0.0
+    cos = cskd_cosines(t, s, temperature, sample_weight)
     return float(np.mean(temperature)) ** 2 * (1.0 - float(np.mean(cos)))
+
+
+def cskd_cosines(t, s, temperature=4.0, sample_weight=None):
+    """CSKD's class cosines at `temperature` (a number, (B, 1) or (1, C)
+    per class: class c's column from softmax(z / T_c)), shape (C,)."""
+    temperature = f64(temperature)
+    if temperature.ndim == 2 and temperature.shape[0] == 1 and temperature.shape[1] > 1:
+        log_p_t = per_class_log_softmax(t, temperature)
+        log_p_s = per_class_log_softmax(s, temperature)
+    else:
+        log_p_t, log_p_s = log_softmax(t, temperature), log_softmax(s, temperature)
+    return class_cosines_from_logs(log_p_t, log_p_s, sample_weight)
 
 
 # ----------------------------------------------------------------------------
@@ -156,20 +244,30 @@ def min_max_map(similarity, low, high, spread_epsilon=SPREAD_EPSILON):
     return low + (largest - sim) / (largest - smallest) * (high - low)
 
 
+def class_map(similarity, low, high, levels=CLASS_LEVELS):
+    """Per-class CSWT: `low + (1 - cos_c) (high - low)`, rounded to the
+    nearest of `levels` evenly spaced values of [low, high]."""
+    raw = low + (1.0 - np.clip(f64(similarity), 0.0, 1.0)) * (high - low)
+    grid = np.linspace(low, high, levels)
+    return np.array([grid[int(np.argmin(np.abs(grid - value)))] for value in raw])
+
+
 def cswt_similarities(t, s, granularity="sample"):
     """The CSWT similarities at temperature 1 (rows or columns)."""
-    p_t, p_s = softmax(t), softmax(s)
+    log_p_t, log_p_s = log_softmax(t), log_softmax(s)
     if granularity == "sample":
-        return sample_cosines(p_t, p_s)
+        return sample_cosines_from_logs(log_p_t, log_p_s)
     if granularity == "class":
-        return class_cosines(p_t, p_s)
+        return class_cosines_from_logs(log_p_t, log_p_s)
     raise ValueError(granularity)
 
 
 def cswt_temperatures(t, s, low=2.0, high=6.0, granularity="sample"):
-    """(B, 1) per sample or (1, C) per class."""
-    temps = min_max_map(cswt_similarities(t, s, granularity), low, high)
-    return temps.reshape((-1, 1) if granularity == "sample" else (1, -1))
+    """(B, 1) per sample (the authors' min-max map) or (1, C) per class."""
+    similarity = cswt_similarities(t, s, granularity)
+    if granularity == "sample":
+        return min_max_map(similarity, low, high).reshape((-1, 1))
+    return class_map(similarity, low, high).reshape((1, -1))
 
 
 def cskd_cswt_loss(t, s, low=2.0, high=6.0, granularity="sample", sample_weight=None):
@@ -192,16 +290,28 @@ def stkd_loss(t, s, temperature=4.0, kl_weight=1.0, batch_weight=1.0, sample_wei
 
 
 def dist_loss(t, s, temperature=4.0, inter_weight=1.0, intra_weight=1.0, sample_weight=None):
-    p_t, p_s = softmax(t, temperature), softmax(s, temperature)
+    if sample_weight is not None and np.count_nonzero(f64(sample_weight) > 0) < 2:
+        return 0.0
+    log_p_t, log_p_s = log_softmax(t, temperature), log_softmax(s, temperature)
+    p_t, p_s = np.exp(log_p_t), np.exp(log_p_s)
     batch, classes = p_t.shape
     inter_terms = np.array([1.0 - pearson(p_s[i], p_t[i]) for i in range(batch)])
-    if sample_weight is None:
-        inter = float(np.mean(inter_terms))
-        w = None
-    else:
-        w = f64(sample_weight).reshape(-1)
-        inter = float(np.sum(w * inter_terms)) / float(np.sum(w))
-    intra = float(np.mean([1.0 - pearson(p_s[:, c], p_t[:, c], w) for c in range(classes)]))
+    w = np.ones(batch) if sample_weight is None else f64(sample_weight).reshape(-1)
+    inter = float(np.sum(w * inter_terms)) / float(np.sum(w))
+    # Columns from their logs (Pearson is scale-invariant): exact where the
+    # probabilities underflow, over the samples of positive weight.
+    kept = w > 0
+    intra = float(
+        np.mean(
+            [
+                1.0
+                - pearson(
+                    scaled_from_logs(log_p_s[kept, c]), scaled_from_logs(log_p_t[kept, c]), w[kept]
+                )
+                for c in range(classes)
+            ]
+        )
+    )
     return temperature**2 * (inter_weight * inter + intra_weight * intra)
 
 

@@ -94,19 +94,74 @@ def _circulant(row):
     return np.stack([np.roll(row, i) for i in range(len(row))]).astype("float32")
 
 
-@pytest.mark.parametrize("granularity", GRANULARITIES)
-def test_equal_similarities_give_midpoint(granularity):
-    """Rows (and columns) that are the same permutations of one teacher row
-    and one student row: all similarities are equal, the authors' formula
-    would divide by zero; keras-cskd returns (low + high) / 2."""
+def test_equal_similarities_give_midpoint():
+    """Rows that are the same permutations of one teacher row and one
+    student row: all similarities are equal, the authors' formula would
+    divide by zero; keras-cskd returns (low + high) / 2."""
     rng = np.random.default_rng(2)
     t = _circulant(rng.normal(size=6) * 3.0)
     s = _circulant(rng.normal(size=6) * 3.0)
-    temps = to_numpy(CosineSimilarityWeightedTemperature(2.0, 6.0, granularity)(t, s))
+    temps = to_numpy(CosineSimilarityWeightedTemperature(2.0, 6.0, "sample")(t, s))
     np.testing.assert_allclose(temps, np.full(temps.shape, 4.0), rtol=0, atol=0)
     np.testing.assert_allclose(
-        reference.cswt_temperatures(t, s, 2.0, 6.0, granularity), np.full(temps.shape, 4.0)
+        reference.cswt_temperatures(t, s, 2.0, 6.0, "sample"), np.full(temps.shape, 4.0)
     )
+
+
+def test_per_class_map_does_not_stretch_small_differences():
+    """Per class, equal similarities give equal temperatures (not the
+    midpoint), and a spread of 0.01 in cosine moves the temperature by at
+    most one level, where the authors' min-max map would stretch it over
+    [low, high]."""
+    rng = np.random.default_rng(2)
+    t = _circulant(rng.normal(size=6) * 3.0)
+    s = _circulant(rng.normal(size=6) * 3.0)
+    temps = to_numpy(CosineSimilarityWeightedTemperature(2.0, 6.0, "class")(t, s))
+    cos = reference.cswt_similarities(t, s, "class")
+    np.testing.assert_allclose(cos, np.full(6, cos[0]), rtol=1e-12)
+    expected = reference.class_map(cos, 2.0, 6.0)
+    np.testing.assert_array_equal(temps, expected.reshape(1, -1))
+    # Nearly identical student and teacher: every cosine within 0.01 of 1.
+    t = rng.normal(size=(32, 10)).astype("float32") * 3.0
+    s = t + rng.normal(size=t.shape).astype("float32") * 0.01
+    temps = to_numpy(CosineSimilarityWeightedTemperature(2.0, 6.0, "class")(t, s))
+    cos = reference.cswt_similarities(t, s, "class")
+    assert cos.min() > 0.99
+    assert temps.max() - temps.min() <= 0.5  # one level; min-max would give 4
+
+
+def test_per_class_temperatures_keep_the_teachers_ranking():
+    """Per-class CSWT never changes a model's answer: every column CSKD
+    compares comes from a softmax over all classes at one temperature, so
+    the teacher's top class, read from any of those softmaxes, is its
+    logits' top class for every sample (keras-cskd 0.1 divided each class's
+    logit by its own temperature inside one softmax, which changed the top
+    class). Checked on logits of a trained teacher-like model: peaked,
+    with close runners-up, the case where re-ranking happened."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(256, 10)).astype("float32") * 2.0
+    logits[np.arange(256), rng.integers(0, 10, 256)] += 4.0
+    student = logits + rng.normal(size=logits.shape).astype("float32")
+    cswt = CosineSimilarityWeightedTemperature(2.0, 6.0, "class")
+    temps = to_numpy(cswt(logits, student))
+    assert len(np.unique(temps)) > 1  # classes do get different temperatures
+    top = np.argmax(logits, axis=1)
+    for level in np.unique(temps):
+        p = to_numpy(kd_ops.softened_probabilities(logits, float(level)))
+        np.testing.assert_array_equal(np.argmax(p, axis=1), top)
+    # The columns CSKD uses are those of these softmaxes.
+    log_columns = to_numpy(
+        kd_ops.cskd.column_log_probabilities(
+            keras.ops.convert_to_tensor(logits),
+            keras.ops.convert_to_tensor(temps),
+            cswt.temperature_levels,
+        )
+    )
+    expected = reference.per_class_log_softmax(logits, temps)
+    np.testing.assert_allclose(log_columns, expected, rtol=1e-5, atol=1e-5)
+    # What keras-cskd 0.1 did: one softmax of logits / T_c re-ranks.
+    old = np.argmax(logits / temps, axis=1)
+    assert np.mean(old != top) > 0.0
 
 
 @pytest.mark.parametrize("shape", [(8, 10), (64, 100), (7, 3)], ids=str)
