@@ -3,7 +3,8 @@ set, so that distillation costs what training the student alone costs."""
 
 import numpy as np
 
-from keras_cskd import validation
+from keras_cskd.checks import models as models_checks
+from keras_cskd.checks import tensors as tensors_checks
 
 
 def cache_teacher_logits(teacher, x, batch_size=256, verbose=0):
@@ -29,10 +30,10 @@ def cache_teacher_logits(teacher, x, batch_size=256, verbose=0):
     >>> cache_teacher_logits(teacher, np.zeros((5, 4), "float32")).shape
     (5, 3)
     """
-    validation.check_no_softmax_head(teacher, "teacher")
+    models_checks.check_no_softmax_head(teacher, "teacher")
     logits = teacher.predict(x, batch_size=batch_size, verbose=verbose)
     if isinstance(logits, (list, tuple, dict)):
         raise ValueError("The teacher returns several outputs; cache one logits tensor.")
     logits = np.asarray(logits, dtype="float32")
-    validation.check_values(logits, "teacher logits", "cache_teacher_logits")
+    tensors_checks.check_values(logits, "teacher logits", "cache_teacher_logits")
     return logits

@@ -15,11 +15,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cskd import _backend, _porting, validation
+from keras_cskd import _backend, _porting
 from keras_cskd import losses as kd_losses
 from keras_cskd import ops as kd_ops
 from keras_cskd.caching import cache_teacher_logits  # noqa: F401 (its old import path)
 from keras_cskd.callbacks import SkippedStepWarning
+from keras_cskd.checks import data as data_checks
+from keras_cskd.checks import models as models_checks
+from keras_cskd.checks import tensors as tensors_checks
 from keras_cskd.features import FeatureDistillation, FeatureTaps
 from keras_cskd.losses import StudentCrossEntropy  # (also its old import path)
 from keras_cskd.metrics import ClassStatistics
@@ -29,8 +32,8 @@ INPUTS_KEY = "x"
 
 # Old private import paths (the checks moved to `validation`, the student
 # loss to `losses`), kept for code written against them.
-_has_softmax_head = validation.has_softmax_head
-_output_classes = validation.output_classes
+_has_softmax_head = models_checks.has_softmax_head
+_output_classes = models_checks.output_classes
 _student_loss_from = kd_losses.student_loss
 
 
@@ -149,7 +152,7 @@ class Distiller(keras.Model):
             student = keras.saving.deserialize_keras_object(student)
         if isinstance(teacher, dict):
             teacher = keras.saving.deserialize_keras_object(teacher)
-        validation.check_models(student, teacher)
+        models_checks.check_models(student, teacher)
         if teacher_by_position:
             _porting.warn_if_teacher_is_smaller(student, teacher)
         self.student = student
@@ -205,7 +208,7 @@ class Distiller(keras.Model):
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self._statistics_loss = self._pick_statistics_loss()
-        self.num_classes = num_classes or validation.output_classes(student, "student")
+        self.num_classes = num_classes or models_checks.output_classes(student, "student")
         self.class_statistics = None
         if self._statistics_loss is not None:
             self.cosine_tracker = keras.metrics.Mean(name="cosine_similarity")
@@ -230,7 +233,7 @@ class Distiller(keras.Model):
             return alphas[0] if alphas else None
         if mixup_alpha is None or mixup_alpha == 0:
             return None
-        validation.check_positive("mixup_alpha", mixup_alpha)
+        tensors_checks.check_positive("mixup_alpha", mixup_alpha)
         return float(mixup_alpha)
 
     def _pick_statistics_loss(self):
@@ -284,10 +287,10 @@ class Distiller(keras.Model):
         arguments = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
         arguments = {k: v for k, v in arguments.items() if k != "self"}
         self._freeze_teacher()
-        validation.check_fit_arguments(self, arguments)
+        data_checks.check_fit_arguments(self, arguments)
         self._mark_built()
-        checks = validation.BatchChecks.of(self)
-        arguments["x"] = validation.check_each_batch(arguments.get("x"), checks)
+        checks = data_checks.BatchChecks.of(self)
+        arguments["x"] = data_checks.check_each_batch(arguments.get("x"), checks)
         if isinstance(getattr(self, "optimizer", None), keras.optimizers.LossScaleOptimizer):
             arguments["callbacks"] = SkippedStepWarning.add_to(arguments.get("callbacks"))
         try:
@@ -374,8 +377,8 @@ class Distiller(keras.Model):
             )
         else:
             teacher_logits = self.teacher(x, training=False)
-        validation.check_single_output(student_logits, "student", "Distiller")
-        validation.check_single_output(teacher_logits, "teacher", "Distiller")
+        tensors_checks.check_single_output(student_logits, "student", "Distiller")
+        tensors_checks.check_single_output(teacher_logits, "teacher", "Distiller")
         outputs["student_logits"] = student_logits
         outputs["teacher_logits"] = ops.stop_gradient(teacher_logits)
         mask = _backend.keras_mask(student_logits)
@@ -426,7 +429,7 @@ class Distiller(keras.Model):
             return loss
         student_logits = y_pred["student_logits"]
         for loss, _ in self.distillation_losses:  # static shape checks: free per step
-            validation.check_logits(
+            tensors_checks.check_logits(
                 y_pred["teacher_logits"],
                 student_logits,
                 type(loss).__name__,

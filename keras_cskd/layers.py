@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_cskd import ops as kd_ops
-from keras_cskd import validation
+from keras_cskd.checks import tensors as tensors_checks
 
 
 @keras.saving.register_keras_serializable(package="keras_cskd")
@@ -62,7 +62,7 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
         # Temperatures are computed in float32 even under mixed precision.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        validation.check_temperature_range(low, high)
+        tensors_checks.check_temperature_range(low, high)
         if granularity not in ("sample", "class"):
             raise ValueError(
                 f"granularity must be 'sample' (one temperature per sample, "
@@ -102,7 +102,7 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
         student_logits = keras.ops.convert_to_tensor(student_logits)
         if mask is not None:
             mask = keras.ops.convert_to_tensor(mask)
-        validation.check_logits(teacher_logits, student_logits, type(self).__name__, mask=mask)
+        tensors_checks.check_logits(teacher_logits, student_logits, type(self).__name__, mask=mask)
         return super().__call__(teacher_logits, student_logits, mask=mask, **kwargs)
 
     def compute_mask(self, inputs, previous_mask=None):

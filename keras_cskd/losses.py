@@ -39,8 +39,9 @@ import warnings
 import keras
 from keras import ops
 
-from keras_cskd import _backend, validation
+from keras_cskd import _backend
 from keras_cskd import ops as kd_ops
+from keras_cskd.checks import tensors as tensors_checks
 from keras_cskd.layers import CosineSimilarityWeightedTemperature
 
 try:  # Keras >= 3.12 ships `keras.distillation`.
@@ -112,7 +113,7 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
     def check_inputs(self, teacher_logits, student_logits, labels=None, mask=None):
         """Raises a `ValueError` naming the problem with these inputs."""
         owner = type(self).__name__
-        validation.check_logits(
+        tensors_checks.check_logits(
             teacher_logits,
             student_logits,
             owner,
@@ -126,7 +127,7 @@ class DistillationLoss(keras.losses.Loss, *_KERAS_DISTILLATION_BASES):
                 "`keras_cskd.Distiller` passes them for you."
             )
         if self.requires_labels:
-            validation.check_hard_labels(
+            tensors_checks.check_hard_labels(
                 labels, owner, logits_rank=len(student_logits.shape), mask=mask
             )
 
@@ -318,7 +319,7 @@ class KLDivergenceDistillation(DistillationLoss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        validation.check_positive("temperature", temperature)
+        tensors_checks.check_positive("temperature", temperature)
         self.temperature = float(temperature)
 
     def call(self, y_true, y_pred):
@@ -393,7 +394,7 @@ class CosineSimilarityDistillation(_BatchwiseLoss):
         dtype=None,
     ):
         super().__init__(name=name, dtype=dtype)
-        validation.check_positive("temperature", temperature)
+        tensors_checks.check_positive("temperature", temperature)
         if isinstance(cswt, dict):
             cswt = keras.saving.deserialize_keras_object(cswt)
         if cswt is not None and not isinstance(cswt, CosineSimilarityWeightedTemperature):
@@ -479,9 +480,9 @@ class SimilarityTransferDistillation(_BatchwiseLoss):
         dtype=None,
     ):
         super().__init__(name=name, dtype=dtype)
-        validation.check_positive("temperature", temperature)
+        tensors_checks.check_positive("temperature", temperature)
         if mixup_alpha is not None:
-            validation.check_positive("mixup_alpha", mixup_alpha)
+            tensors_checks.check_positive("mixup_alpha", mixup_alpha)
         self.temperature = float(temperature)
         self.kl_weight = float(kl_weight)
         self.batch_weight = float(batch_weight)
@@ -544,7 +545,7 @@ class DISTDistillation(_BatchwiseLoss):
         dtype=None,
     ):
         super().__init__(name=name, dtype=dtype)
-        validation.check_positive("temperature", temperature)
+        tensors_checks.check_positive("temperature", temperature)
         self.temperature = float(temperature)
         self.inter_weight = float(inter_weight)
         self.intra_weight = float(intra_weight)
@@ -607,7 +608,7 @@ class DecoupledKDDistillation(DistillationLoss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        validation.check_positive("temperature", temperature)
+        tensors_checks.check_positive("temperature", temperature)
         self.temperature = float(temperature)
         self.target_weight = float(target_weight)
         self.non_target_weight = float(non_target_weight)

@@ -20,8 +20,8 @@ from hypothesis.extra import numpy as hnp
 
 from keras_cskd import losses
 from keras_cskd import ops as kd_ops
+from keras_cskd.checks.tensors import looks_like_probabilities
 from keras_cskd.layers import CosineSimilarityWeightedTemperature
-from keras_cskd.validation import looks_like_probabilities
 
 pytestmark = pytest.mark.usefixtures("fast_jax_compilation")
 

@@ -116,13 +116,13 @@ def _default_student(input_shape, num_classes):
 
 
 def _check_pair(teacher, student_factory, input_shape, num_classes):
-    from keras_cskd import validation
+    from keras_cskd.checks import models as models_checks
 
     student = student_factory()
     for role, model in (("teacher", teacher), ("student", student)):
         try:
-            validation.check_no_softmax_head(model, role)
-            classes = validation.output_classes(model, role)
+            models_checks.check_no_softmax_head(model, role)
+            classes = models_checks.output_classes(model, role)
         except ValueError as error:
             raise UsageError(str(error)) from error
         model_shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None

@@ -94,10 +94,10 @@ def _given_teacher(path, job):
 
 
 def _check_outputs_logits(teacher, job):
-    from keras_cskd import validation
+    from keras_cskd.checks import tensors as tensors_checks
 
     probe = np.asarray(teacher.predict(job.x_test[: min(len(job.x_test), 64)], verbose=0))
-    if probe.ndim == 2 and validation.looks_like_probabilities(probe):
+    if probe.ndim == 2 and tensors_checks.looks_like_probabilities(probe):
         raise UsageError(
             "the teacher outputs probabilities (rows in [0, 1] summing to 1); "
             "distillation needs logits: remove its final softmax"

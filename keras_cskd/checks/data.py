@@ -1,0 +1,437 @@
+"""Checks of the data given to `Distiller.fit`, before any weight moves.
+
+NumPy arrays are checked once per `fit`; datasets, generators and
+`PyDataset`s are not read ahead: their labels and sample weights are
+checked batch by batch as each batch leaves the pipeline, before the
+training step that would use it (a min/max over a batch's labels on the
+host; nothing is added to the compiled step).
+"""
+
+import types
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_cskd import _backend
+from keras_cskd.checks.models import check_trainable_student, output_rank
+from keras_cskd.checks.tensors import (
+    check_hard_labels,
+    check_logits,
+    check_single_output,
+    check_values,
+)
+
+
+def check_finite_array(values, what, owner, chunk_size=4096):
+    """Raises on NaN/inf in a float NumPy array (scanned in chunks of
+    samples, so no full-size temporary is made).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.checks.data import check_finite_array
+    >>> x = np.ones((5, 2), "float32")
+    >>> check_finite_array(x, "x", "Distiller.fit")
+    >>> x[3, 1] = np.nan
+    >>> check_finite_array(x, "x", "Distiller.fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit: x contains NaN or inf (first in sample 3). ...
+    """
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    for start in range(0, len(values), chunk_size):
+        block = values[start : start + chunk_size]
+        finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        if not finite.all():
+            first = start + int(np.argmin(finite))
+            raise ValueError(
+                f"{owner}: {what} contains NaN or inf (first in sample "
+                f"{first}). Training on it would turn the student's weights "
+                "into NaN. Drop or impute those samples (e.g. "
+                "np.nan_to_num, or x[np.isfinite(x).all(axis=...)]) first."
+            )
+
+
+def check_class_labels(labels, num_classes, owner, what="y", position_axes=0):
+    """Raises unless `labels` are class indices in `[0, num_classes)` of
+    shape `(n,)`/`(n, 1)`, or one-hot/soft labels of shape `(n, C)`; for a
+    model with `position_axes` position axes (`(n, ..., C)` logits), of
+    shape `(n, ...)`/`(n, ..., 1)` or `(n, ..., C)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.checks.data import check_class_labels
+    >>> check_class_labels(np.array([0, 2, 1]), 3, "Distiller.fit")
+    >>> check_class_labels(np.array([1, 2, 3]), 3, "Distiller.fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit: the labels `y` must be class indices in [0, 3) (the student
+    predicts 3 classes), but 1 label(s) lie outside (min 1, max 3). ...
+    """
+    labels = np.asarray(labels)
+    if position_axes:
+        if labels.ndim == 2 + position_axes and labels.shape[-1] == 1:
+            labels = labels[..., 0]
+        if labels.ndim == 1 + position_axes:  # class ids, one per position
+            labels = labels.reshape(-1)
+        elif labels.ndim == 2 + position_axes:
+            labels = labels.reshape(-1, labels.shape[-1])
+        else:
+            raise ValueError(
+                f"{owner}: the labels `{what}` have shape {labels.shape}, but the "
+                f"student predicts {position_axes} position ax(es) per sample: pass "
+                f"class indices of shape (n, ...) (one per position) or one-hot "
+                f"labels of shape (n, ..., {num_classes})."
+            )
+    if labels.ndim == 2 and labels.shape[1] != 1:
+        if labels.shape[1] != num_classes:
+            raise ValueError(
+                f"{owner}: the labels `{what}` have shape {labels.shape}, i.e. "
+                f"{labels.shape[1]} columns, but the student predicts "
+                f"{num_classes} classes. Pass class indices of shape (n,) or "
+                f"one-hot labels of shape (n, {num_classes})."
+            )
+        check_finite_array(labels, f"the labels `{what}`", owner)
+        return
+    if labels.ndim not in (1, 2):
+        raise ValueError(
+            f"{owner}: the labels `{what}` have shape {labels.shape}; expected "
+            f"class indices of shape (n,) or one-hot labels of shape (n, {num_classes})."
+        )
+    if labels.size == 0:
+        return
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise ValueError(
+            f"{owner}: the labels `{what}` have dtype {labels.dtype}; expected "
+            "integer class indices (map names to indices first, e.g. "
+            "np.unique(y, return_inverse=True)[1])."
+        )
+    if np.issubdtype(labels.dtype, np.floating):
+        check_finite_array(labels, f"the labels `{what}`", owner)
+        if not np.all(labels == np.round(labels)):
+            raise ValueError(
+                f"{owner}: the labels `{what}` of shape {labels.shape} hold "
+                "non-integer values; class indices must be whole numbers. For "
+                f"soft labels pass an array of shape (n, {num_classes})."
+            )
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= num_classes:
+        outside = int(np.count_nonzero((labels < 0) | (labels >= num_classes)))
+        raise ValueError(
+            f"{owner}: the labels `{what}` must be class indices in "
+            f"[0, {num_classes}) (the student predicts {num_classes} classes), "
+            f"but {outside} label(s) lie outside (min {low}, max {high}). "
+            "Remap the labels to 0..C-1 (e.g. np.unique(y, return_inverse=True)[1]) "
+            "or give teacher and student one output per class."
+        )
+
+
+def check_sample_weight(weights, owner, what="sample_weight"):
+    """Raises unless `weights` are finite, non-negative numbers: one NaN
+    weight makes the loss, and then the student's weights, NaN.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.checks.data import check_sample_weight
+    >>> check_sample_weight(np.array([1.0, 0.5, 0.0]), "Distiller.fit")
+    >>> check_sample_weight(np.array([1.0, -2.0, 1.0]), "Distiller.fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit: `sample_weight` holds 1 negative weight(s) (first in sample 1,
+    -2.0). A negative weight trains the student away from its labels: use weights >= 0 ...
+    """
+    weights = np.asarray(weights)
+    if not (np.issubdtype(weights.dtype, np.integer) or np.issubdtype(weights.dtype, np.floating)):
+        raise ValueError(
+            f"{owner}: `{what}` has dtype {weights.dtype}; expected one number per "
+            "sample (e.g. np.ones(len(y), 'float32'))."
+        )
+    check_finite_array(weights, f"`{what}`", owner)
+    negative = np.flatnonzero(weights.reshape(len(weights), -1).min(axis=1) < 0)
+    if len(negative):
+        first = int(negative[0])
+        raise ValueError(
+            f"{owner}: `{what}` holds {len(negative)} negative weight(s) (first in "
+            f"sample {first}, {weights.reshape(len(weights), -1)[first].min()}). A "
+            "negative weight trains the student away from its labels: use weights >= 0 "
+            "(0 leaves a sample out)."
+        )
+
+
+def check_batch_split(num_samples, batch_size, owner, loss_names, validation_split=0.0):
+    """Raises when batch-wise losses would meet a batch of one sample: a
+    batch size of 1, or `num_samples` leaving a last batch of 1.
+
+    Example:
+
+    >>> from keras_cskd.checks.data import check_batch_split
+    >>> check_batch_split(128, 32, "Distiller.fit", ["CosineSimilarityDistillation"])
+    >>> check_batch_split(129, 32, "Distiller.fit", ["CosineSimilarityDistillation"])
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit: CosineSimilarityDistillation compare(s) each class across the
+    batch and need(s) at least 2 samples per batch, but 129 training samples in batches of 32
+    leave a last batch of one sample. Use e.g. batch_size=33, or drop one training sample.
+    """
+    if validation_split:
+        num_samples = int(np.floor(num_samples * (1.0 - validation_split)))
+    if num_samples == 1:
+        raise ValueError(
+            f"{owner}: {', '.join(loss_names)} compare(s) each class across the "
+            "batch and need(s) at least 2 training samples; got 1."
+        )
+    if batch_size == 1:
+        problem = "batch_size=1 gives batches of one sample"
+    elif num_samples > 1 and num_samples % batch_size == 1:
+        problem = (
+            f"{num_samples} training samples in batches of {batch_size} "
+            "leave a last batch of one sample"
+        )
+    else:
+        return
+    suggestion = next(
+        size for size in range(max(batch_size, 2), num_samples + 2) if num_samples % size != 1
+    )
+    raise ValueError(
+        f"{owner}: {', '.join(loss_names)} compare(s) each class across the "
+        f"batch and need(s) at least 2 samples per batch, but {problem}. "
+        f"Use e.g. batch_size={suggestion}, or drop one training sample."
+    )
+
+
+def _named_leaves(structure, prefix):
+    """`(name, leaf)` pairs of a nested input, e.g. `("x['image']", array)`."""
+    if isinstance(structure, dict):
+        for key, value in structure.items():
+            yield from _named_leaves(value, f"{prefix}[{key!r}]")
+    elif isinstance(structure, (list, tuple)):
+        for index, value in enumerate(structure):
+            yield from _named_leaves(value, f"{prefix}[{index}]")
+    else:
+        yield prefix, structure
+
+
+def _check_empty_pydataset(dataset, owner):
+    try:
+        empty = dataset.num_batches == 0
+    except NotImplementedError:
+        empty = False
+    if empty:
+        raise ValueError(
+            f"{owner} received an empty data set (the PyDataset has 0 "
+            "batches). Check its __len__/num_batches and the data it reads."
+        )
+
+
+def check_fit_arguments(distiller, arguments):
+    """The checks of `Distiller.fit` on NumPy arrays (`arguments` are
+    `keras.Model.fit`'s, by name), before any weight is updated: not empty,
+    no NaN/inf, labels that are class indices (hard ones for DKD), no batch
+    of one sample for batch-wise losses, and one eager forward pass on a
+    few samples (outputs that are probabilities, NaN or several tensors).
+    Datasets and generators are not read ahead."""
+    owner = "Distiller.fit"
+    x, y = arguments.get("x"), arguments.get("y")
+    check_trainable_student(distiller.student, owner)
+    if isinstance(x, keras.utils.PyDataset):
+        _check_empty_pydataset(x, owner)
+        return
+    leaves = keras.tree.flatten(x) if x is not None else []
+    if not leaves or not all(isinstance(leaf, np.ndarray) for leaf in leaves):
+        return  # a dataset, generator or backend tensors: not read ahead
+    num_samples = len(leaves[0])
+    if num_samples == 0:
+        raise ValueError(
+            f"{owner} received an empty data set (x has 0 samples). "
+            "Check the data loading or filtering step that produced it."
+        )
+    inputs, cached = distiller.split_inputs(x)
+    for path, leaf in _named_leaves(inputs, "x"):
+        check_finite_array(leaf, path, owner)
+    if isinstance(arguments.get("sample_weight"), np.ndarray):
+        check_sample_weight(arguments["sample_weight"], owner)
+    if cached is not None:
+        check_values(np.asarray(cached, "float32"), "cached teacher logits", owner)
+    labels_are_classes = distiller.labels_are_classes()
+    num_classes = distiller.num_classes
+    position_axes = max((output_rank(distiller.student) or 2) - 2, 0)
+    if y is not None and num_classes is not None and labels_are_classes:
+        check_class_labels(y, num_classes, owner, position_axes=position_axes)
+        validation_data = arguments.get("validation_data")
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
+            if isinstance(validation_data[1], np.ndarray):
+                check_class_labels(
+                    validation_data[1],
+                    num_classes,
+                    owner,
+                    "validation_data[1]",
+                    position_axes=position_axes,
+                )
+    losses = [loss for loss, _ in distiller.distillation_losses]
+    for loss in losses:
+        if loss.requires_labels and isinstance(y, np.ndarray):
+            check_hard_labels(y, type(loss).__name__, "labels `y`", logits_rank=2 + position_axes)
+    batchwise = [type(loss).__name__ for loss in losses if loss.batchwise]
+    if batchwise and arguments.get("steps_per_epoch") is None and not position_axes:
+        check_batch_split(
+            num_samples,
+            arguments.get("batch_size") or 32,
+            owner,
+            batchwise,
+            arguments.get("validation_split") or 0.0,
+        )
+    # One eager forward pass on a few samples: catches outputs that are
+    # probabilities, NaN or several tensors, which the static checks of
+    # a compiled step cannot see (a softmax applied in call(), a teacher
+    # that diverged).
+    probe = keras.tree.map_structure(lambda leaf: leaf[:8], inputs)
+    student_logits = distiller.student(probe, training=False)
+    check_single_output(student_logits, "student", owner)
+    if cached is not None:
+        teacher_logits = ops.convert_to_tensor(np.asarray(cached[:8], "float32"))
+    elif distiller.teacher is not None:
+        teacher_logits = distiller.teacher(probe, training=False)
+        check_single_output(teacher_logits, "teacher", owner)
+    else:
+        return
+    check_logits(teacher_logits, student_logits, owner, mask=_backend.keras_mask(student_logits))
+    if y is not None and num_classes is None and labels_are_classes:
+        # A subclassed student: its class count is known only now.
+        check_class_labels(
+            y,
+            int(student_logits.shape[-1]),
+            owner,
+            position_axes=len(student_logits.shape) - 2,
+        )
+
+
+class BatchChecks:
+    """Checks the labels (class indices in `[0, num_classes)`, whole numbers,
+    or one-hot rows of width `num_classes`; hard ones for the losses named
+    in `hard_labels_for`) and sample weights (finite, non-negative) of each
+    batch `(x, y)` / `(x, y, sample_weight)` it is called with; returns the
+    batch. `message` keeps the last error, so that `Distiller.fit` can
+    report it as it was raised when a pipeline (tf.data) wraps it.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.checks.data import BatchChecks
+    >>> checks = BatchChecks(num_classes=3)
+    >>> x = np.zeros((4, 2), "float32")
+    >>> _ = checks((x, np.array([0, 1, 2, 0])))
+    >>> checks((x, np.array([0, 1, 2, 3])))
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit (batch 1 of the data): the labels `y` must be class indices in
+    [0, 3) (the student predicts 3 classes), but 1 label(s) lie outside (min 0, max 3). ...
+    """
+
+    def __init__(self, num_classes, hard_labels_for=(), owner="Distiller.fit", position_axes=0):
+        self.num_classes = num_classes
+        self.hard_labels_for = tuple(hard_labels_for)
+        self.owner = owner
+        self.position_axes = position_axes  # of per-position logits (batch, ..., classes)
+        self.batches_read = 0
+        self.message = None
+
+    @classmethod
+    def of(cls, distiller):
+        """The checks of the batches given to `distiller.fit`: labels only
+        when they are class labels (see `Distiller.labels_are_classes`)."""
+        return cls(
+            distiller.num_classes if distiller.labels_are_classes() else None,
+            [type(l).__name__ for l, _ in distiller.distillation_losses if l.requires_labels],
+            position_axes=max((output_rank(distiller.student) or 2) - 2, 0),
+        )
+
+    def __call__(self, batch, index=None):
+        index = self.batches_read if index is None else index
+        self.batches_read += 1
+        if not isinstance(batch, tuple):
+            return batch
+        _, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        owner = f"{self.owner} (batch {index} of the data)"
+        try:
+            if y is not None and self.num_classes is not None and not keras.tree.is_nested(y):
+                labels = _on_host(y)
+                check_class_labels(
+                    labels, self.num_classes, owner, position_axes=self.position_axes
+                )
+                for name in self.hard_labels_for:
+                    check_hard_labels(
+                        labels,
+                        f"{owner}: {name}",
+                        "labels `y`",
+                        logits_rank=2 + self.position_axes,
+                    )
+            if sample_weight is not None and not keras.tree.is_nested(sample_weight):
+                check_sample_weight(_on_host(sample_weight), owner)
+        except ValueError as error:
+            self.message = str(error)
+            raise
+        return batch
+
+
+def _on_host(value):
+    return value if isinstance(value, np.ndarray) else np.asarray(ops.convert_to_numpy(value))
+
+
+class _CheckedPyDataset(keras.utils.PyDataset):
+    """A `PyDataset` whose batches pass through `checks` as they are read."""
+
+    def __init__(self, dataset, checks):
+        super().__init__(
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self.dataset, self.checks = dataset, checks
+
+    @property
+    def num_batches(self):
+        return self.dataset.num_batches
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.checks(self.dataset[index], index)
+
+    def on_epoch_begin(self):
+        self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
+
+
+def check_each_batch(data, checks):
+    """`data` (a `PyDataset`, a Python generator or a `tf.data.Dataset`)
+    wrapped so that `checks` sees each batch as it is read; other data
+    (arrays, checked ahead; a torch `DataLoader`) is returned unchanged.
+
+    Example:
+
+    >>> import itertools
+    >>> import numpy as np
+    >>> from keras_cskd.checks.data import BatchChecks, check_each_batch
+    >>> batches = ((np.zeros((2, 4)), np.array([0, k])) for k in (1, 2, 5))
+    >>> checked = check_each_batch(batches, BatchChecks(num_classes=3))
+    >>> [int(y.max()) for _, y in itertools.islice(checked, 2)]
+    [1, 2]
+    >>> next(checked)
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller.fit (batch 2 of the data): the labels `y` must be class indices ...
+    """
+    if isinstance(data, keras.utils.PyDataset):
+        return _CheckedPyDataset(data, checks)
+    if isinstance(data, types.GeneratorType):
+        return (checks(batch) for batch in data)
+    if _backend.is_tf_dataset(data):
+        return _backend.check_tf_dataset_batches(data, checks)
+    return data
