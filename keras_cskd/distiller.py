@@ -511,11 +511,8 @@ class Distiller(keras.Model):
         self.cosine_tracker.update_state(statistics["cosine_similarity"])
         self.temperature_tracker.update_state(statistics["temperature"])
         if self.class_statistics is not None:
-            class_temperature = kd_ops.class_temperatures(
-                statistics["temperatures"], teacher_logits, self.num_classes, mask
-            )
             self.class_statistics.update_state(
-                statistics["class_cosine_similarity"], class_temperature
+                statistics["class_cosine_similarity"], statistics["class_temperature"]
             )
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

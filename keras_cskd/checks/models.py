@@ -144,3 +144,46 @@ def check_trainable_student(student, owner):
         "teacher-assistant chain), set `student.trainable = True` and compile this "
         "Distiller again before fit."
     )
+
+
+def check_roles_by_size(student, teachers, owner, hint=None):
+    """Raises when a teacher has fewer parameters than the student: most
+    likely the two were swapped (`keras.distillation.Distiller` takes
+    `(teacher, student)`, `keras_cskd.Distiller` `(student, teacher)`), and
+    training would overwrite the trained model. Models not yet built are
+    not compared.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_cskd.checks.models import check_roles_by_size
+    >>> big = keras.Sequential([keras.Input((4,)), keras.layers.Dense(64), keras.layers.Dense(3)])
+    >>> small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> check_roles_by_size(small, [big], "Distiller")
+    >>> check_roles_by_size(big, [small], "Distiller")
+    Traceback (most recent call last):
+    ...
+    ValueError: Distiller: the teacher ... has 15 parameters, fewer than the student ...
+    """
+    if not student.built:
+        return
+    student_size = student.count_params()
+    for index, teacher in enumerate(teachers):
+        if teacher is None or not teacher.built:
+            continue
+        size = teacher.count_params()
+        if size < student_size:
+            which = "" if len(teachers) == 1 else f" {index}"
+            raise ValueError(
+                f"{owner}: the teacher{which} {teacher.name!r} has {size:,} parameters, fewer "
+                f"than the student {student.name!r} ({student_size:,}): the roles look "
+                "swapped, and training would change the model given as the student. "
+                "keras_cskd.Distiller takes (student, teacher), keras.distillation.Distiller "
+                "(teacher, student): pass them by keyword, Distiller(student=..., "
+                "teacher=...). "
+                + (
+                    hint
+                    or "For a deliberately smaller teacher use keras_cskd.Distiller(..., "
+                    "check_roles=False)."
+                )
+            )

@@ -275,3 +275,45 @@ def check_hard_labels(labels, owner, what="labels", logits_rank=2, mask=None):
             f"the {what} are soft (e.g. label smoothing or mixup). Pass the "
             "unsmoothed labels, e.g. np.argmax(y, axis=-1), or use another loss."
         )
+
+
+def check_weights(weights, what, owner):
+    """Eager-only: raises unless `weights` (a sample weight or a mask) are
+    booleans or finite numbers >= 0. A mask of 0.5 keeps its position with
+    weight 0.5; -1 or NaN have no meaning and would silently give a wrong
+    loss.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.checks.tensors import check_weights
+    >>> check_weights(np.array([[1, 1, 0]]), "mask", "MyLoss")
+    >>> check_weights(np.array([[1, -1, 0]]), "mask", "MyLoss")
+    Traceback (most recent call last):
+    ...
+    ValueError: MyLoss: the mask holds 1 negative value(s) (e.g. -1). Masks and sample weights
+    are booleans or numbers >= 0: 0 drops a position, a positive value weighs it ...
+    """
+    if not is_concrete(weights):
+        return
+    values = np.asarray(ops.convert_to_numpy(weights))
+    if values.dtype == bool or values.size == 0:
+        return
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(
+            f"{owner}: the {what} has dtype {values.dtype}; expected booleans or numbers >= 0."
+        )
+    values = values.astype("float64")
+    fix = (
+        "Masks and sample weights are booleans or numbers >= 0: 0 drops a position, a "
+        "positive value weighs it (1 keeps it). Use e.g. `mask = token_ids != pad_id`."
+    )
+    if not np.all(np.isfinite(values)):
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        raise ValueError(f"{owner}: the {what} holds {bad} NaN/inf value(s). {fix}")
+    negative = values < 0
+    if negative.any():
+        raise ValueError(
+            f"{owner}: the {what} holds {int(negative.sum())} negative value(s) "
+            f"(e.g. {values[negative].flat[0]:g}). {fix}"
+        )
