@@ -194,28 +194,3 @@ def test_keyword_form_round_trips_without_warning(tmp_path):
         warnings.simplefilter("error", UserWarning)
         loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(_total_loss(loaded, x, y), before, rtol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "student_loss, warns",
-    [
-        ("sparse_categorical_crossentropy", True),  # Keras reads it from probabilities
-        (keras.losses.SparseCategoricalCrossentropy(), True),
-        (keras.losses.SparseCategoricalCrossentropy(from_logits=True), False),
-    ],
-    ids=["string", "instance-probabilities", "instance-logits"],
-)
-def test_our_losses_warn_when_keras_distiller_reads_logits_as_probabilities(student_loss, warns):
-    teacher, student = _models()
-    distiller = keras.distillation.Distiller(
-        teacher=teacher, student=student, distillation_losses=losses.CosineSimilarityDistillation()
-    )
-    distiller.compile(optimizer="sgd", loss=student_loss)
-    x, y = _batch(32)
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        distiller.fit(x, y, batch_size=16, epochs=2, verbose=0)
-    messages = [str(w.message) for w in record if "as probabilities" in str(w.message)]
-    assert len(messages) == (1 if warns else 0), messages
-    if warns:
-        assert "from_logits=True" in messages[0]
