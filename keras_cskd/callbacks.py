@@ -118,7 +118,7 @@ class DistillationWeightWarmup(keras.callbacks.Callback):
         return min(1.0, (epoch + 1) / self.epochs)
 
     def on_train_begin(self, logs=None):
-        self._target = self.model._distillation_loss_weight_value
+        self._target = self.model.configured_loss_weights[1]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.distillation_loss_weight.assign(self._target * self.factor(epoch))
@@ -200,6 +200,70 @@ class SkippedStepWarning(keras.callbacks.Callback):
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+
+class UncountedStepWarning(keras.callbacks.Callback):
+    """Warns at the end of an epoch in which some training steps had nothing
+    to distil: every position masked (all padding, all-zero sample
+    weights), or, for a batch-wise loss (CSKD, DIST, STKD), fewer than two
+    positions kept. Those steps add 0 to the distillation term and are left
+    out of the logged `distillation_loss`; an epoch with no counted step
+    trained the student on its supervised loss alone. The `Distiller`
+    adds it to `fit`; it reads the Distiller's `uncounted_steps` metric
+    once per epoch.
+
+    Example:
+
+    >>> from keras_cskd.callbacks import UncountedStepWarning
+    >>> UncountedStepWarning.add_to(None)  # doctest: +ELLIPSIS
+    [<keras_cskd.callbacks.UncountedStepWarning object at ...>]
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._steps = 0
+
+    @classmethod
+    def add_to(cls, callbacks):
+        """`callbacks` (a list, or None) with an `UncountedStepWarning`,
+        unless they hold one (a `CallbackList` is returned unchanged)."""
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return callbacks
+        callbacks = list(callbacks or [])
+        if not any(isinstance(callback, cls) for callback in callbacks):
+            callbacks.append(cls())
+        return callbacks
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        counter = getattr(self.model, "uncounted_steps", None)
+        if counter is None:
+            return
+        uncounted = int(round(float(keras.ops.convert_to_numpy(counter.result()))))
+        if uncounted <= 0:
+            return
+        if uncounted >= self._steps:
+            what = (
+                f"none of its {self._steps} training steps had anything to distil, so the "
+                "student learnt from its supervised loss alone"
+            )
+        else:
+            what = (
+                f"{uncounted} of its {self._steps} training steps had nothing to distil and "
+                "are left out of the logged distillation_loss"
+            )
+        warnings.warn(
+            f"Epoch {epoch + 1}: {what} (every position masked or of weight 0, or fewer "
+            "than 2 kept positions for a batch-wise loss). Check the masks, sample weights "
+            "and padding of the data, and drop a last batch of one sample.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 class CorruptBackupError(OSError):

@@ -29,13 +29,18 @@ class ClassStatistics(keras.metrics.Metric):
         self.temperature_sum = self.add_variable(shape, "zeros", name="temperature_sum")
         self.steps = self.add_variable((), "zeros", name="steps")
 
-    def update_state(self, class_cosine, class_temperature):
-        self.cosine_sum.assign_add(ops.cast(class_cosine, self.dtype))
-        self.temperature_sum.assign_add(ops.cast(class_temperature, self.dtype))
-        self.steps.assign_add(ops.ones((), self.dtype))
+    def update_state(self, class_cosine, class_temperature, sample_weight=None):
+        """Adds one step's per-class values; `sample_weight` (a scalar, 1 by
+        default) weighs the step (0 leaves it out)."""
+        weight = ops.ones((), self.dtype)
+        if sample_weight is not None:
+            weight = ops.cast(sample_weight, self.dtype)
+        self.cosine_sum.assign_add(weight * ops.cast(class_cosine, self.dtype))
+        self.temperature_sum.assign_add(weight * ops.cast(class_temperature, self.dtype))
+        self.steps.assign_add(weight)
 
     def result(self):
-        steps = ops.maximum(self.steps, 1.0)
+        steps = ops.maximum(self.steps, 1e-12)
         return {
             "class_cosine_similarity": self.cosine_sum / steps,
             "class_temperature": self.temperature_sum / steps,

@@ -283,3 +283,11 @@ def random_logits(rng, shape, scale=1.0):
 
 def random_labels(rng, batch, classes):
     return rng.integers(0, classes, size=batch)
+
+
+def never_trains_its_teachers(distiller):
+    """True when none of the Distiller's teachers' weights is among the
+    weights it trains (the teachers' own `trainable` flags are left as they
+    were: a teacher may be another Distiller's student)."""
+    trained = {id(w) for w in distiller.trainable_weights}
+    return all(id(w) not in trained for t in distiller.teachers.live for w in t.weights)

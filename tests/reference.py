@@ -290,7 +290,10 @@ def stkd_loss(t, s, temperature=4.0, kl_weight=1.0, batch_weight=1.0, sample_wei
 
 
 def dist_loss(t, s, temperature=4.0, inter_weight=1.0, intra_weight=1.0, sample_weight=None):
-    if sample_weight is not None and np.count_nonzero(f64(sample_weight) > 0) < 2:
+    """DIST; fewer than two samples of positive weight: 0 (it compares
+    samples)."""
+    weight = np.ones(f64(t).shape[0]) if sample_weight is None else f64(sample_weight).reshape(-1)
+    if np.count_nonzero(weight > 0) < 2:
         return 0.0
     log_p_t, log_p_s = log_softmax(t, temperature), log_softmax(s, temperature)
     p_t, p_s = np.exp(log_p_t), np.exp(log_p_s)

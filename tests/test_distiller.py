@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from helpers import never_trains_its_teachers
 from keras import ops
 
 import keras_cskd
@@ -239,12 +240,12 @@ def test_predict_and_evaluate_use_the_student(digits):
 def test_only_the_student_is_trained():
     keras.utils.set_random_seed(0)
     teacher = small_cnn((8, 8, 1), 10, filters=(4,), dense=0, name="t")
-    teacher.trainable = True  # the Distiller must freeze it
+    teacher.trainable = True  # the Distiller must never train it
     student = mlp((8, 8, 1), 10, hidden=(8,), name="s")
     before_teacher = [np.array(w) for w in teacher.get_weights()]
     before_student = [np.array(w) for w in student.get_weights()]
     distiller = keras_cskd.Distiller(student, teacher, "cskd")
-    assert not teacher.trainable
+    assert never_trains_its_teachers(distiller) and teacher.trainable  # left as it was
     distiller.compile(optimizer=keras.optimizers.SGD(0.1))
     x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
     y = np.arange(64) % 10
@@ -281,16 +282,16 @@ def test_mixup_feeds_both_networks_the_same_mixed_batch():
     assert distiller.mixup_alpha == 1.0  # taken from the STKD loss
     x, _ = _batch(16)
     out = distiller(x, training=True)
-    lam = float(_np(out["mixup_lambda"]))
-    index = np.asarray(ops.convert_to_numpy(out["mixup_index"]))
+    lam = float(_np(out.mixup.lam))
+    index = np.asarray(ops.convert_to_numpy(out.mixup.index))
     assert 0.0 <= lam <= 1.0
     assert sorted(index.tolist()) == list(range(16))
     mixed = lam * x + (1 - lam) * x[index]
     np.testing.assert_allclose(
-        _np(out["student_logits"]), student.predict(mixed, verbose=0), rtol=1e-4, atol=1e-5
+        _np(out.student_logits), student.predict(mixed, verbose=0), rtol=1e-4, atol=1e-5
     )
     np.testing.assert_allclose(
-        _np(out["teacher_logits"]), teacher.predict(mixed, verbose=0), rtol=1e-4, atol=1e-5
+        _np(out.teacher_logits[0]), teacher.predict(mixed, verbose=0), rtol=1e-4, atol=1e-5
     )
 
 
@@ -302,9 +303,9 @@ def test_mixup_labels_follow_the_paper():
     x, y = _batch(16)
     out = distiller(x, training=True)
     total = distiller.compute_loss(x, y, out, training=True)
-    lam = float(_np(out["mixup_lambda"]))
-    index = np.asarray(ops.convert_to_numpy(out["mixup_index"]))
-    s = np.asarray(ops.convert_to_numpy(out["student_logits"]))
+    lam = float(_np(out.mixup.lam))
+    index = np.asarray(ops.convert_to_numpy(out.mixup.index))
+    s = np.asarray(ops.convert_to_numpy(out.student_logits))
     expected = lam * _np_cross_entropy(y, s) + (1 - lam) * _np_cross_entropy(y[index], s)
     np.testing.assert_allclose(float(_np(total)), expected, rtol=1e-5)
 
@@ -346,7 +347,7 @@ def test_loss_lists_and_paper_objective():
     x, y = _batch(16)
     out = distiller(x, training=True)
     total = float(_np(distiller.compute_loss(x, y, out, training=True)))
-    t, s = out["teacher_logits"], out["student_logits"]
+    t, s = out.teacher_logits[0], out.student_logits
     expected = _np_cross_entropy(y, np.asarray(ops.convert_to_numpy(s)))
     for loss, weight in losses.cskd_paper_objective():
         expected += weight * float(_np(loss(t, s)))
@@ -361,8 +362,8 @@ def test_sample_weight_reaches_the_distillation_loss():
     weight = np.array([1, 0, 1, 0, 1, 0, 1, 0], "float32")
     out = distiller(x, training=True)
     total = float(_np(distiller.compute_loss(x, y, out, sample_weight=weight, training=True)))
-    t = np.asarray(ops.convert_to_numpy(out["teacher_logits"]))
-    s = np.asarray(ops.convert_to_numpy(out["student_logits"]))
+    t = np.asarray(ops.convert_to_numpy(out.teacher_logits[0]))
+    s = np.asarray(ops.convert_to_numpy(out.student_logits))
     pt, ps = _softmax(t / 4.0), _softmax(s / 4.0)
     per_sample = 16.0 * np.sum(pt * (np.log(pt) - np.log(ps)), axis=1)
     np.testing.assert_allclose(total, np.sum(weight * per_sample) / 8, rtol=1e-5)
@@ -376,9 +377,7 @@ def test_dkd_receives_the_labels():
     out = distiller(x, training=True)
     total = float(_np(distiller.compute_loss(x, y, out, training=True)))
     expected = float(
-        _np(
-            losses.DecoupledKDDistillation()(out["teacher_logits"], out["student_logits"], labels=y)
-        )
+        _np(losses.DecoupledKDDistillation()(out.teacher_logits[0], out.student_logits, labels=y))
     )
     np.testing.assert_allclose(total, expected, rtol=1e-6)
     with pytest.raises(ValueError, match="mixup"):
@@ -440,7 +439,7 @@ def test_mixed_bfloat16_policy():
         assert np.isfinite(history.history["loss"][0])
         out = distiller(x[:16], training=True)
         loss = losses.CosineSimilarityDistillation().compute(
-            out["teacher_logits"], out["student_logits"]
+            out.teacher_logits[0], out.student_logits
         )
         assert keras.backend.standardize_dtype(loss.dtype) == "float32"
     finally:

@@ -90,7 +90,10 @@ def test_distiller_value_matches_numpy_with_a_logit_loss(teacher_layer, weighted
     teacher, student = _mlp("t", (12, 8), seed=0), _mlp("s", (5,), seed=1)
     fitnets = FeatureDistillation("mse", teacher_layer, "s_h0")
     distiller = keras_cskd.Distiller(
-        student, teacher, [(keras_cskd.losses.KLDivergenceDistillation(2.0), 1.0), (fitnets, 0.5)]
+        student,
+        teacher,
+        [(keras_cskd.losses.KLDivergenceDistillation(2.0), 1.0), (fitnets, 0.5)],
+        distillation_loss_weight=1.0,  # CE + the distillation term
     )
     distiller.compile(optimizer="sgd")
     kernel, bias = _set_projection(fitnets)

@@ -169,13 +169,6 @@ def test_registry_is_shared_by_get_and_the_cli():
         losses.get(losses.get("kd"), temperature=2.0)
 
 
-def test_old_import_paths_still_work():
-    from keras_cskd import distiller, metrics
-
-    assert distiller.StudentCrossEntropy is losses.StudentCrossEntropy
-    assert distiller.ClassStatistics is metrics.ClassStatistics
-
-
 # ----------------------------------------------------------------------------
 # The keras_cskd.ops functions.
 

@@ -15,12 +15,7 @@ from keras import ops
 
 from keras_cskd import _backend
 from keras_cskd.checks.models import check_trainable_student, output_rank
-from keras_cskd.checks.tensors import (
-    check_hard_labels,
-    check_logits,
-    check_single_output,
-    check_values,
-)
+from keras_cskd.checks.tensors import check_hard_labels, check_values
 
 
 def check_finite_array(values, what, owner, chunk_size=4096):
@@ -231,9 +226,9 @@ def check_fit_arguments(distiller, arguments):
     """The checks of `Distiller.fit` on NumPy arrays (`arguments` are
     `keras.Model.fit`'s, by name), before any weight is updated: not empty,
     no NaN/inf, labels that are class indices (hard ones for DKD), no batch
-    of one sample for batch-wise losses, and one eager forward pass on a
-    few samples (outputs that are probabilities, NaN or several tensors).
-    Datasets and generators are not read ahead."""
+    of one sample for batch-wise losses. Datasets and generators are not
+    read ahead (their first batch is checked by `checks.models.
+    check_first_batch`, every batch's labels by `BatchChecks`)."""
     owner = "Distiller.fit"
     x, y = arguments.get("x"), arguments.get("y")
     check_trainable_student(distiller.student, owner)
@@ -254,8 +249,9 @@ def check_fit_arguments(distiller, arguments):
         check_finite_array(leaf, path, owner)
     if isinstance(arguments.get("sample_weight"), np.ndarray):
         check_sample_weight(arguments["sample_weight"], owner)
-    if cached is not None:
-        check_values(np.asarray(cached, "float32"), "cached teacher logits", owner)
+    for index, logits in enumerate(cached or ()):
+        what = "cached teacher logits" + ("" if len(cached) == 1 else f" of teacher {index}")
+        check_values(np.asarray(logits, "float32"), what, owner)
     labels_are_classes = distiller.labels_are_classes()
     num_classes = distiller.num_classes
     position_axes = max((output_rank(distiller.student) or 2) - 2, 0)
@@ -271,7 +267,7 @@ def check_fit_arguments(distiller, arguments):
                     "validation_data[1]",
                     position_axes=position_axes,
                 )
-    losses = [loss for loss, _ in distiller.distillation_losses]
+    losses = distiller.terms.losses
     for loss in losses:
         if loss.requires_labels and isinstance(y, np.ndarray):
             check_hard_labels(y, type(loss).__name__, "labels `y`", logits_rank=2 + position_axes)
@@ -284,29 +280,81 @@ def check_fit_arguments(distiller, arguments):
             batchwise,
             arguments.get("validation_split") or 0.0,
         )
-    # One eager forward pass on a few samples: catches outputs that are
-    # probabilities, NaN or several tensors, which the static checks of
-    # a compiled step cannot see (a softmax applied in call(), a teacher
-    # that diverged).
-    probe = keras.tree.map_structure(lambda leaf: leaf[:8], inputs)
-    student_logits = distiller.student(probe, training=False)
-    check_single_output(student_logits, "student", owner)
-    if cached is not None:
-        teacher_logits = ops.convert_to_tensor(np.asarray(cached[:8], "float32"))
-    elif distiller.teacher is not None:
-        teacher_logits = distiller.teacher(probe, training=False)
-        check_single_output(teacher_logits, "teacher", owner)
-    else:
-        return
-    check_logits(teacher_logits, student_logits, owner, mask=_backend.keras_mask(student_logits))
-    if y is not None and num_classes is None and labels_are_classes:
-        # A subclassed student: its class count is known only now.
-        check_class_labels(
-            y,
-            int(student_logits.shape[-1]),
-            owner,
-            position_axes=len(student_logits.shape) - 2,
-        )
+
+
+def check_labels_of_arrays(arguments, num_classes, owner="Distiller.fit"):
+    """`check_class_labels` of NumPy labels `y` once the class count is
+    known (a subclassed student, after its first call)."""
+    y = arguments.get("y")
+    if isinstance(y, np.ndarray):
+        check_class_labels(y, num_classes, owner)
+
+
+def first_batch(arguments, size=64):
+    """`(x, batch)`: the data to train on (a generator is re-chained after
+    its first batch is read) and its first batch `(x, y, sample_weight)`
+    (at most `size` samples; None for data that cannot be read twice, or
+    no data), for the checks that need the models' outputs.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.checks.data import first_batch
+    >>> x, batch = first_batch({"x": np.zeros((100, 3)), "y": np.arange(100)})
+    >>> batch[0].shape, batch[1][:3].tolist()
+    ((64, 3), [0, 1, 2])
+    """
+    x = arguments.get("x")
+    if x is None:
+        return x, None
+    leaves = keras.tree.flatten(x)
+    if all(isinstance(leaf, np.ndarray) for leaf in leaves):
+        if not leaves or len(leaves[0]) == 0:
+            return x, None
+
+        def take(value):
+            if value is None:
+                return None
+            return keras.tree.map_structure(lambda leaf: leaf[:size], value)
+
+        return x, (take(x), take(arguments.get("y")), take(arguments.get("sample_weight")))
+    try:
+        if isinstance(x, keras.utils.PyDataset):
+            if x.num_batches == 0:
+                return x, None
+            batch = x[0]
+        elif isinstance(x, types.GeneratorType):
+            try:
+                batch = next(x)
+            except StopIteration:
+                return _chained(), None
+            x = _chained(batch, x)
+        elif _backend.is_tf_dataset(x):
+            batch = next(iter(x.take(1)), None)
+            if batch is None:
+                return x, None
+        elif hasattr(x, "__iter__") and hasattr(x, "__len__"):  # e.g. a torch DataLoader
+            batch = next(iter(x), None)
+            if batch is None:
+                return x, None
+        else:
+            return x, None
+    except NotImplementedError:  # a PyDataset of unknown length
+        return x, None
+    if not isinstance(batch, tuple):
+        batch = (batch,)
+    batch = keras.utils.unpack_x_y_sample_weight(batch)
+    return x, tuple(
+        None if value is None else keras.tree.map_structure(lambda leaf: leaf[:size], value)
+        for value in batch
+    )
+
+
+def _chained(*batches):
+    """A generator of `batches` (the first one read ahead, then the rest)."""
+    if batches:
+        yield batches[0]
+        yield from batches[1]
 
 
 class BatchChecks:
@@ -345,7 +393,7 @@ class BatchChecks:
         when they are class labels (see `Distiller.labels_are_classes`)."""
         return cls(
             distiller.num_classes if distiller.labels_are_classes() else None,
-            [type(l).__name__ for l, _ in distiller.distillation_losses if l.requires_labels],
+            [type(l).__name__ for l in distiller.terms.losses if l.requires_labels],
             position_axes=max((output_rank(distiller.student) or 2) - 2, 0),
         )
 

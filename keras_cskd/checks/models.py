@@ -72,45 +72,46 @@ def output_rank(model):
     return len(outputs[0].shape)
 
 
-def check_models(student, teacher):
+def check_models(student, teacher, teacher_role="teacher"):
     """The checks of `Distiller(student, teacher)`: Keras models, not the
     same one, no shared weights, logits (no softmax head), one output each
-    with the same class count."""
+    with the same class count. `teacher_role` names the teacher in the
+    messages (e.g. "teacher 1 ('resnet')" among several)."""
     if not isinstance(student, keras.Model):
         raise ValueError(f"student must be a keras.Model, got {type(student).__name__}.")
     if teacher is not None and not isinstance(teacher, keras.Model):
         raise ValueError(
-            f"teacher must be a keras.Model (or None with cached teacher "
+            f"{teacher_role} must be a keras.Model (or None with cached teacher "
             f"logits), got {type(teacher).__name__}."
         )
     if teacher is student:
         raise ValueError(
-            "The teacher and the student are the same model. Distil into "
+            f"The {teacher_role} and the student are the same model. Distil into "
             "a fresh student, e.g. keras.models.clone_model(teacher)."
         )
-    for role, model in (("student", student), ("teacher", teacher)):
-        check_no_softmax_head(model, role)
+    check_no_softmax_head(student, "student")
+    check_no_softmax_head(teacher, teacher_role)
     if teacher is None:
         return
     student_weights = {id(w) for w in student.weights}
     shared = [w.path for w in teacher.weights if id(w) in student_weights]
     if shared:
         raise ValueError(
-            f"The teacher and the student share {len(shared)} weight(s) "
+            f"The {teacher_role} and the student share {len(shared)} weight(s) "
             f"(e.g. {shared[0]}): training the student would change the "
             "teacher. Build the student from fresh layers."
         )
-    t_classes = output_classes(teacher, "teacher")
+    t_classes = output_classes(teacher, teacher_role)
     s_classes = output_classes(student, "student")
     if t_classes is not None and s_classes is not None and t_classes != s_classes:
         raise ValueError(
-            f"The teacher predicts {t_classes} classes but the student "
+            f"The {teacher_role} predicts {t_classes} classes but the student "
             f"{s_classes}. Give the student a {t_classes}-unit output layer."
         )
     t_rank, s_rank = output_rank(teacher), output_rank(student)
     if t_rank is not None and s_rank is not None and t_rank != s_rank:
         raise ValueError(
-            f"The teacher outputs shape {tuple(teacher.outputs[0].shape)} but the "
+            f"The {teacher_role} outputs shape {tuple(teacher.outputs[0].shape)} but the "
             f"student {tuple(student.outputs[0].shape)}: both must predict one row "
             "of logits per sample (batch, classes), or per position "
             "(batch, ..., classes) with the same position axes."
@@ -118,9 +119,8 @@ def check_models(student, teacher):
 
 
 def check_trainable_student(student, owner):
-    """Raises when the student has no trainable weights (e.g. it was the
-    teacher of an earlier `Distiller`, which froze it): `fit` would train
-    nothing.
+    """Raises when the student has no trainable weights (it was frozen,
+    `student.trainable = False`): `fit` would train nothing.
 
     Example:
 
@@ -139,10 +139,8 @@ def check_trainable_student(student, owner):
         return
     raise ValueError(
         f"{owner}: the student has no trainable weights (student.trainable is "
-        f"{student.trainable}), so training would change nothing. A Distiller freezes "
-        "its teacher: if this model was the teacher of another Distiller (a "
-        "teacher-assistant chain), set `student.trainable = True` and compile this "
-        "Distiller again before fit."
+        f"{student.trainable}), so training would change nothing. Set "
+        "`student.trainable = True` and compile this Distiller again before fit."
     )
 
 
@@ -187,3 +185,118 @@ def check_roles_by_size(student, teachers, owner, hint=None):
                     "check_roles=False)."
                 )
             )
+
+
+def check_first_batch(distiller, batch, owner="Distiller.fit"):
+    """Runs the student and the teachers eagerly on the first batch (a few
+    samples), whatever the input pipeline, before any weight moves: one
+    logits tensor each, the same classes and positions, finite, not
+    probabilities (a softmax or sigmoid in `call()` included), at least 2
+    samples for a batch-wise loss; and, with `distiller.check_roles`, a
+    student that does not already predict the labels far better than its
+    teacher (the two swapped). Returns the student's class count."""
+    import numpy as np
+    from keras import ops
+
+    from keras_cskd import _backend
+    from keras_cskd.checks.tensors import check_logits, check_single_output
+
+    x, y, _ = batch
+    inputs, cached = distiller.split_inputs(x)
+    few = slice(0, 8)  # checked (and counted in messages) on 8 samples
+    take = lambda value: keras.tree.map_structure(lambda leaf: leaf[few], value)  # noqa: E731
+    student_logits = distiller.student(take(inputs), training=False)
+    check_single_output(student_logits, "student", owner)
+    mask = _backend.keras_mask(student_logits)
+    if cached is not None:
+        teacher_outputs = [ops.convert_to_tensor(np.asarray(c, "float32")[few]) for c in cached]
+        labels = ["cached teacher logits"] * len(cached)
+    else:
+        teacher_outputs, labels = [], []
+        live = distiller.teachers.live
+        for index, teacher in enumerate(live):
+            label = "teacher" if len(live) == 1 else f"teacher {index} ({teacher.name!r})"
+            outputs = teacher(take(inputs), training=False)
+            check_single_output(outputs, label, owner)
+            teacher_outputs.append(outputs)
+            labels.append(label)
+    for label, teacher_logits in zip(labels, teacher_outputs):
+        where = owner if len(teacher_outputs) == 1 else f"{owner} ({label})"
+        check_logits(teacher_logits, student_logits, where, mask=mask)
+    for label, logits in [("student", student_logits), *zip(labels, teacher_outputs)]:
+        _check_not_sigmoid(logits, label, owner)
+    if distiller.terms.batchwise and len(student_logits.shape) == 2:
+        if len(keras.tree.flatten(inputs)[0]) < 2:
+            names = ", ".join(type(l).__name__ for l in distiller.terms.losses if l.batchwise)
+            raise ValueError(
+                f"{owner}: the first batch holds one sample, but {names} compare(s) each "
+                "class across the batch and need(s) at least 2 samples per batch. Batch "
+                "the data in twos or more (e.g. `dataset.batch(32)`)."
+            )
+    if distiller.check_roles and cached is None and teacher_outputs and y is not None:
+        # On the whole first batch (up to 64 samples): accuracies on 8 are noise.
+        student_logits = distiller.student(inputs, training=False)
+        teacher_outputs = [t(inputs, training=False) for t in distiller.teachers.live]
+        mask = _backend.keras_mask(student_logits)
+        _check_roles_by_accuracy(student_logits, teacher_outputs, labels, y, mask, owner)
+    return int(student_logits.shape[-1])
+
+
+def _check_roles_by_accuracy(student_logits, teacher_outputs, labels, y, mask, owner):
+    student_accuracy = _accuracy(student_logits, y, mask)
+    if student_accuracy is None:
+        return
+    for label, teacher_logits in zip(labels, teacher_outputs):
+        teacher_accuracy = _accuracy(teacher_logits, y, mask)
+        if teacher_accuracy is None:
+            continue
+        if student_accuracy >= 0.5 and student_accuracy - teacher_accuracy >= 0.3:
+            raise ValueError(
+                f"{owner}: on the first batch the student predicts {student_accuracy:.0%} "
+                f"of the labels and the {label} {teacher_accuracy:.0%}: the roles look "
+                "swapped, and training would change the trained model given as the "
+                "student. keras_cskd.Distiller takes (student, teacher), "
+                "keras.distillation.Distiller (teacher, student): pass them by keyword, "
+                "Distiller(student=..., teacher=...). For a deliberately weaker teacher "
+                "use Distiller(..., check_roles=False)."
+            )
+
+
+def _check_not_sigmoid(logits, role, owner):
+    """Every output in [0, 1] over a batch (at least 16 values): a sigmoid
+    (or softmax) applied inside the model."""
+    import numpy as np
+    from keras import ops
+
+    values = np.asarray(ops.convert_to_numpy(ops.cast(logits, "float32")))
+    if values.size >= 16 and values.min() >= 0.0 and values.max() <= 1.0:
+        raise ValueError(
+            f"{owner}: the {role}'s outputs on the first batch all lie in [0, 1]: they look "
+            "like probabilities (a softmax or sigmoid at the end, or in call()), but "
+            "distillation needs logits. Set the last layer's activation to None (e.g. "
+            "`model.layers[-1].activation = keras.activations.linear`), or return the "
+            "values before the softmax/sigmoid from call()."
+        )
+
+
+def _accuracy(logits, y, mask=None):
+    """Accuracy of `logits` on integer labels `y` (None for other labels)."""
+    import numpy as np
+    from keras import ops
+
+    if keras.tree.is_nested(y):
+        return None
+    labels = np.asarray(ops.convert_to_numpy(y))
+    predictions = np.argmax(np.asarray(ops.convert_to_numpy(ops.cast(logits, "float32"))), -1)
+    if labels.shape == predictions.shape + (1,):
+        labels = labels[..., 0]
+    if labels.ndim == predictions.ndim + 1:  # one-hot
+        labels = np.argmax(labels, -1)
+    if labels.shape != predictions.shape or not np.issubdtype(labels.dtype, np.number):
+        return None
+    keep = np.ones(labels.shape, bool)
+    if mask is not None:
+        keep = np.asarray(ops.convert_to_numpy(mask)).astype(bool).reshape(labels.shape)
+    if keep.sum() < 8:
+        return None
+    return float(np.mean(predictions[keep] == labels[keep]))

@@ -149,7 +149,12 @@ def _train_method(method, args, job, teacher, runs):
                 fixed = losses.METHODS[method].fixed_temperature
                 loss = losses.get(method, **({"temperature": args.temperature} if fixed else {}))
                 model = keras_cskd.Distiller(
-                    student=student, teacher=teacher, distillation_loss=loss, seed=seed
+                    student=student,
+                    teacher=teacher,
+                    distillation_loss=loss,
+                    student_loss_weight=1.0,
+                    distillation_loss_weight=1.0,
+                    seed=seed,
                 )
                 x_fit, y_fit = job.x_train, labels
                 if job.budget is not None:  # unlabelled samples: -1, CE over the labelled only

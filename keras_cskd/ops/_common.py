@@ -115,15 +115,15 @@ def flat_positions(teacher_logits, student_logits, sample_weight=None, mask=None
     return flatten_positions(t), flatten_positions(s), weight, keep
 
 
-def gate_batchwise(loss, weight):
+def gate_batchwise(loss, weight, rows):
     """A batch-wise loss (CSKD, DIST: it compares positions with each
     other) where fewer than two positions are kept: 0, with a zero
     gradient, instead of a degenerate value. `weight` holds the positions'
-    weights (`None`: every position counts, and the shape checks asked for
-    two)."""
+    weights (`None`: each of the `rows` positions, `(N, C)` rows, counts)."""
     if weight is None:
-        return loss
-    kept = ops.sum(ops.cast(weight > 0, "float32"))
+        kept = ops.cast(ops.shape(rows)[0], "float32")
+    else:
+        kept = ops.sum(ops.cast(weight > 0, "float32"))
     return ops.where(kept >= 2.0, loss, ops.zeros_like(loss))
 
 

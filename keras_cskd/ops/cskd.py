@@ -120,7 +120,7 @@ def cosine_similarity_distillation_with_statistics(
         unit_vectors_from_logs(log_p_t, 0, log_w), unit_vectors_from_logs(log_p_s, 0, log_w), 0
     )
     average_temperature = mean_temperature(temperature, keep)
-    loss = gate_batchwise(ops.square(average_temperature) * ops.mean(distance), weight)
+    loss = gate_batchwise(ops.square(average_temperature) * ops.mean(distance), weight, t)
     statistics = {
         "cosine_similarity": ops.mean(cosine),
         "class_cosine_similarity": cosine,

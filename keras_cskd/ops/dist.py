@@ -65,4 +65,4 @@ def dist_distillation(
     columns_s = scaled_from_logs(log_p_s, 0, kept)
     intra = ops.mean(1.0 - pearson_correlation(columns_s, columns_t, 0, weight))
     loss = ops.square(temperature) * (inter_weight * inter + intra_weight * intra)
-    return gate_batchwise(loss, weight)
+    return gate_batchwise(loss, weight, t)

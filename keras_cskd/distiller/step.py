@@ -1,0 +1,87 @@
+"""The record of one training step, built once in `Distiller.call(training=
+True)` and read by `compute_loss` and `compute_metrics`.
+
+Data flows one way: `call` runs the models and fills a `Step`;
+`compute_loss` hands it to the losses (`DistillationTerms`) and updates the
+loss trackers from what they return; `compute_metrics` reads the student's
+logits (and, under mixup, the dominant labels) from it. A `NamedTuple`, so
+that every backend's compiled step (a JAX pytree, a `tf.function`
+structure) carries it as it is.
+"""
+
+import typing
+
+from keras import ops
+
+from keras_cskd import _backend
+from keras_cskd import ops as kd_ops
+
+
+class Step(typing.NamedTuple):
+    """What one training step computed.
+
+    Attributes:
+        student_logits: the student's logits, `(batch, ..., classes)`.
+        teacher_logits: a tuple of logits, one per teacher (or per cached
+            teacher), without gradient.
+        mask: per-position weights from the student's Keras mask or the
+            model's `padding_mask` input (0 drops a position), or None.
+        mixup: the `MixupDraw` of this step, or None.
+        student_features: the student's features, one per
+            `FeatureDistillation` (a tuple, empty without one).
+        teacher_features: the teacher's matching features, without gradient.
+    """
+
+    student_logits: typing.Any
+    teacher_logits: tuple
+    mask: typing.Any = None
+    mixup: typing.Any = None
+    student_features: tuple = ()
+    teacher_features: tuple = ()
+
+
+PADDING_MASK_KEY = "padding_mask"
+
+
+def input_mask(x, student_logits):
+    """The positions a step counts, from what the batch says, as float
+    weights of the logits' leading shape (None: every position counts):
+
+    1. the student logits' Keras mask (e.g. `Embedding(mask_zero=True)`);
+    2. otherwise, for per-position logits, a `padding_mask` entry of dict
+       inputs with the logits' leading shape (keras-hub's token inputs).
+
+    The `Distiller` multiplies it with a per-position `sample_weight`
+    (keras-hub's preprocessors mark the positions with a next-token label
+    so) in `compute_loss`."""
+    mask = _backend.keras_mask(student_logits)
+    if mask is None and len(student_logits.shape) > 2 and isinstance(x, dict):
+        padding = x.get(PADDING_MASK_KEY)
+        if padding is not None and tuple(padding.shape) == tuple(student_logits.shape[:-1]):
+            mask = padding
+    if mask is None:
+        return None
+    return ops.cast(mask, "float32")
+
+
+def position_weights(mask, sample_weight, student_logits):
+    """The weights of the positions the distillation terms count: the
+    step's mask times a per-position `sample_weight` (shape `(batch,
+    ...)` of per-position logits); None when there are neither. A
+    per-sample `sample_weight` `(batch,)` is not a mask: it is passed to
+    the losses as a sample weight."""
+    rank = len(student_logits.shape)
+    if sample_weight is not None and rank > 2 and _per_position(sample_weight, student_logits):
+        weights = ops.reshape(
+            ops.cast(kd_ops.to_positions(sample_weight, student_logits), "float32"),
+            ops.shape(student_logits)[:-1],
+        )
+        return weights if mask is None else weights * mask
+    return mask
+
+
+def _per_position(sample_weight, logits):
+    shape = tuple(sample_weight.shape)
+    if len(shape) == len(logits.shape) and shape[-1] == 1:
+        shape = shape[:-1]
+    return len(shape) == len(logits.shape) - 1
