@@ -291,7 +291,7 @@ STEP_MS = {
 # Seconds per run besides the steps (build, trace, compile or load from the
 # shared compilation cache) and per epoch (scoring validation + test).
 RUN_OVERHEAD_S = {"cpu": 4.0, "gpu": 8.0}
-EPOCH_EVAL_S = {"cpu": 0.6, "gpu": 0.1}
+EPOCH_EVAL_S = {"cpu": 0.6, "gpu": 0.05}
 
 
 # ------------------------------------------------------------ bookkeeping
@@ -665,8 +665,8 @@ def n_train(recipe):
     return min(limit, 50000) if limit else 50000
 
 
-def estimate(job, where, rates):
-    """Seconds one job takes on `where` (a plan, not a promise)."""
+def estimate(job, where, rates, scale=1.0):
+    """Seconds one job takes on `where` (a plan, not a promise), times `scale`."""
     recipe = job["recipe"]
     if job["kind"] == "teacher":
         spec = recipe["teacher"]
@@ -676,7 +676,8 @@ def estimate(job, where, rates):
         kind = job_class(recipe, job["method"])
     steps = spec["epochs"] * math.ceil(n_train(recipe) / spec["batch_size"])
     ms = rates.get(kind, STEP_MS[where].get(kind, 5.0))
-    return RUN_OVERHEAD_S[where] + steps * ms / 1000 + spec["epochs"] * EPOCH_EVAL_S[where]
+    seconds = RUN_OVERHEAD_S[where] + steps * ms / 1000 + spec["epochs"] * EPOCH_EVAL_S[where]
+    return scale * seconds
 
 
 def describe_job(job):
@@ -693,7 +694,7 @@ def print_plan(plan, args):
     total = 0.0
     lines = []
     for job in plan.ready + plan.blocked:
-        seconds = estimate(job, where, rates)
+        seconds = estimate(job, where, rates, args.estimate_scale)
         total += seconds
         state = "ready" if job in plan.ready else "after its teacher/tuning"
         lines.append((priority(job["recipe"], job["stage"], job["seed"]), seconds, job, state))
@@ -730,10 +731,10 @@ def load_splits(recipe):
 
     from keras_cskd import data
 
-    key = (recipe["dataset"], json.dumps(recipe["data"], sort_keys=True))
+    folder = data.shared_data_folder(recipe["dataset"].replace("_", "-"))
+    key = (str(folder), json.dumps(recipe["data"], sort_keys=True))
     if key in _DATA:
         return _DATA[key]
-    folder = data.shared_data_folder(recipe["dataset"].replace("_", "-"))
     (x, y), (x_test, y_test) = data.load_idx_folder(folder)
     n_val = len(x) // VALIDATION_FRACTION
     x_train, y_train = x[: len(x) - n_val], y[: len(x) - n_val]
@@ -864,7 +865,7 @@ def add_weight_decay(model, weight_decay):
 def predict_errors(model, x, y):
     import numpy as np
 
-    logits = model.predict(x, batch_size=2500, verbose=0)
+    logits = model.predict(x, batch_size=5000, verbose=0)
     return int(np.sum(np.argmax(logits, axis=-1) != y))
 
 
@@ -885,7 +886,7 @@ class Scores:
                 self.val, self.test = [], []
 
             def on_epoch_end(self, epoch, logs=None):
-                logits = network.predict(x, batch_size=2500, verbose=0)
+                logits = network.predict(x, batch_size=5000, verbose=0)
                 wrong = np.argmax(logits, axis=-1) != np.concatenate(
                     [splits["val"][1], splits["test"][1]]
                 )
@@ -1000,7 +1001,7 @@ def train_teacher(job, args, log):
     history = teacher.fit(batches, epochs=spec["epochs"], verbose=0, callbacks=[scores, progress])
     seconds = time.time() - start
     train_errors = predict_errors(teacher, x, y)
-    logits = teacher.predict(x, batch_size=2500, verbose=0).astype("float32")
+    logits = teacher.predict(x, batch_size=5000, verbose=0).astype("float32")
     weights = [np.asarray(w) for w in teacher.get_weights()]
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / "weights.partial.npz"
@@ -1441,6 +1442,7 @@ class Parallel:
         self.where = platform_of(args)
         self.rates = measured_rates(args.results, self.where)
         self.stopping = False
+        self.processes = {}  # worker index -> its current process
         self.plan = Plan(recipes, args)
 
     def worker_env(self):
@@ -1482,7 +1484,6 @@ class Parallel:
             env=self.worker_env(),
             text=True,
             bufsize=1,
-            start_new_session=True,
         )
 
     def factor(self):
@@ -1502,11 +1503,12 @@ class Parallel:
                 candidates.sort(
                     key=lambda j: (
                         priority(j["recipe"], j["stage"], j["seed"]),
-                        -estimate(j, self.where, self.rates),
+                        -estimate(j, self.where, self.rates, self.args.estimate_scale),
                     )
                 )
                 for job in candidates:
-                    seconds = estimate(job, self.where, self.rates) * self.factor()
+                    scale = self.args.estimate_scale
+                    seconds = estimate(job, self.where, self.rates, scale) * self.factor()
                     if remaining is None or seconds < remaining:
                         self.attempted.add(job["path"])
                         self.running[job["path"]] = job
@@ -1527,7 +1529,7 @@ class Parallel:
             self.lock.notify_all()
 
     def feed(self, index):
-        process = self.start_worker(index)
+        process = self.processes[index] = self.start_worker(index)
         try:
             while True:
                 job = self.next_job()
@@ -1548,7 +1550,7 @@ class Parallel:
                 if reply is None:
                     if not self.stopping:
                         self.log(f"w{index}: worker died during {describe_job(job)}; restarting")
-                        process = self.start_worker(index)
+                        process = self.processes[index] = self.start_worker(index)
                     self.job_done(job, None, seconds)
                     if self.stopping:
                         break
@@ -1571,11 +1573,11 @@ class Parallel:
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.terminate()
                 try:
                     process.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+                    process.kill()
                     process.wait()
 
     def run(self):
@@ -1585,39 +1587,44 @@ class Parallel:
         ]
         for thread in threads:
             thread.start()
-        while any(t.is_alive() for t in threads):
-            if self.deadline is not None and time.time() > self.deadline:
-                with self.lock:
-                    self.stopping = True
-                    cut = list(self.running.values())
-                    self.lock.notify_all()
-                for job in cut:
-                    self.log(f"deadline: {describe_job(job)} cut short (it reruns next time)")
-                self._kill_workers()
-                break
-            time.sleep(0.5)
-        for thread in threads:
-            thread.join(timeout=30)
-
-    def _kill_workers(self):
-        """At the deadline: every worker process group gets SIGTERM, then SIGKILL."""
-        for pid in _worker_pids(Path(self.args.cache) / "workers"):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    break
-                time.sleep(0.2)
-
-
-def _worker_pids(folder):
-    pids = []
-    for path in Path(folder).glob("*.pid"):
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
-            pids.append(int(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return pids
+            while any(t.is_alive() for t in threads):
+                if self.deadline is not None and time.time() > self.deadline:
+                    self._stop_all("deadline")
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (e.g. from `timeout`)
+            self._stop_all("interrupted")
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            for thread in threads:
+                thread.join(timeout=30)
+
+    def _stop_all(self, why):
+        """Stops every worker (SIGTERM, then SIGKILL): the runs in flight
+        leave no file and run again next time."""
+        with self.lock:
+            self.stopping = True
+            cut = list(self.running.values())
+            self.lock.notify_all()
+        for job in cut:
+            self.log(f"{why}: {describe_job(job)} cut short (it reruns next time)")
+        processes = list(self.processes.values())
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def worker(args):
@@ -1627,31 +1634,25 @@ def worker(args):
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    pid_file = Path(args.cache) / "workers" / f"{args.name}.pid"
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(str(os.getpid()))
     _set_compilation_cache(args)
 
     def log(message):
         print(f"[{time.strftime('%H:%M:%S')}] {args.name}: {message}", flush=True)
 
-    try:
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            job = Job(json.loads(line))
-            try:
-                execute(job, args, log)
-                reply = {"ok": True}
-            except Exception as error:  # noqa: BLE001 - reported, the worker goes on
-                import traceback
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        job = Job(json.loads(line))
+        try:
+            execute(job, args, log)
+            reply = {"ok": True}
+        except Exception as error:  # noqa: BLE001 - reported, the worker goes on
+            import traceback
 
-                traceback.print_exc()
-                reply = {"ok": False, "error": f"{type(error).__name__}: {error}"[:500]}
-            protocol.write(json.dumps(reply) + "\n")
-            protocol.flush()
-    finally:
-        pid_file.unlink(missing_ok=True)
+            traceback.print_exc()
+            reply = {"ok": False, "error": f"{type(error).__name__}: {error}"[:500]}
+        protocol.write(json.dumps(reply) + "\n")
+        protocol.flush()
 
 
 # ----------------------------------------------------------------- report
@@ -2086,12 +2087,18 @@ def parse_args(argv=None):
     go = commands.add_parser("run", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     go.add_argument("--recipes", default="all", help=f"comma-separated of {list(RECIPES)}")
     go.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
-    go.add_argument("--seeds", type=int, nargs="+", default=None)
+    go.add_argument("--seeds", type=int, nargs="*", default=None, help="none: tuning only")
     go.add_argument("--teacher-seeds", type=int, nargs="+", default=None)
     go.add_argument("--workers", type=int, default=0, help="0: run in this process")
     go.add_argument("--deadline-minutes", type=float, default=None)
     go.add_argument("--plan", action="store_true", help="print the planned runs, run nothing")
     go.add_argument("--assume", choices=["auto", "cpu", "gpu"], default="auto")
+    go.add_argument(
+        "--estimate-scale",
+        type=float,
+        default=1.0,
+        help="multiplies every time estimate (when the device is slower or faster than assumed)",
+    )
     go.add_argument("--memory-fraction", type=float, default=0.05, help="per worker (JAX GPU)")
     go.add_argument("--retrain-teachers", action="store_true")
     go.add_argument("--no-compilation-cache", action="store_true")

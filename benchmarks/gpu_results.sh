@@ -98,7 +98,7 @@ fi
 remaining=$("$PYTHON" -c "print(max(1.0, ($TOTAL_MINUTES * 60 - $(elapsed) - 60) / 60))")
 echo "== plan ($(elapsed) s in), deadline in $remaining min, $WORKERS workers"
 "$PYTHON" benchmarks/experiments.py run --plan --assume gpu --workers "$WORKERS" \
-  --results "$RESULTS" --cache "$CACHE" "${extra[@]}" | tail -n 40
+  --results "$RESULTS" --cache "$CACHE" "${extra[@]}"
 echo "== run ($(elapsed) s in)"
 timeout --kill-after=20 "$("$PYTHON" -c "print(int($remaining * 60 + 30))")" \
   "$PYTHON" benchmarks/experiments.py run --workers "$WORKERS" --deadline-minutes "$remaining" \
