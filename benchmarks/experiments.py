@@ -2059,7 +2059,11 @@ def report(args):
             f"![{recipe['title']}](img/{image.name})",
         ]
         sections.append("\n".join(lines))
-    text = "\n\n".join(sections) + "\n" if sections else "No results yet.\n"
+    text = (
+        "\n\n".join(sections) + "\n"
+        if sections
+        else f"No result files in `{_shown(results)}` yet (see Reproduce above).\n"
+    )
     page = out / "results.md"
     if page.exists() and START in page.read_text():
         before, rest = page.read_text().split(START, 1)
@@ -2070,6 +2074,14 @@ def report(args):
         (out / "results-tables.md").write_text(text)
     print(text)
     return text
+
+
+def _shown(path):
+    """`path` relative to the repository when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 # docs/results.md: the report replaces what lies between these markers.
