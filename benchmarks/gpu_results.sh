@@ -7,7 +7,7 @@
 # carried folders here first with `bash benchmarks/gpu_prepare.sh`, then
 # launch this with carry [".whl", ".gpu-data"].
 #
-# What it does, within TOTAL_MINUTES (default 9.5) of wall time:
+# What it does, within TOTAL_MINUTES (default 9) of wall time:
 # 1. Keras 3.15.1 (and any of its dependencies the machine lacks) unpacked from
 #    .whl/ into .gpu-pylib/ (no pip, no network, the system's packages untouched);
 #    the data read from .gpu-data/ (KERAS_CSKD_DATA), checked against MD5SUMS.
@@ -35,7 +35,7 @@ start=$(date +%s)
 OUT=${OUT:-$PWD/cskd-out/gpu-out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
-TOTAL_MINUTES=${TOTAL_MINUTES:-9.5}
+TOTAL_MINUTES=${TOTAL_MINUTES:-9}
 WORKERS=${WORKERS:-14}
 PYTHON=${PYTHON:-python3}
 RESULTS=${RESULTS:-benchmarks/results}
@@ -99,20 +99,38 @@ remaining=$("$PYTHON" -c "print(max(1.0, ($TOTAL_MINUTES * 60 - $(elapsed) - 60)
 echo "== plan ($(elapsed) s in), deadline in $remaining min, $WORKERS workers"
 "$PYTHON" benchmarks/experiments.py run --plan --assume gpu --workers "$WORKERS" \
   --results "$RESULTS" --cache "$CACHE" "${extra[@]}"
+# 3. The archives, also every 45 s while the runs go on: if the machine's
+# time limit stops this script first, the last snapshot still comes back.
+# Each archive is written as $OUT/partial.tar.gz, then renamed (atomic).
+pack() {  # pack NAME PATH...: $OUT/NAME.tar.gz of the paths that exist
+  local name=$1
+  shift
+  tar czf "$OUT/partial.tar.gz" --ignore-failed-read "$@" 2> /dev/null \
+    && mv -f "$OUT/partial.tar.gz" "$OUT/$name.tar.gz"
+}
+snapshot() {
+  pack results "$RESULTS"
+  pack logs "$CACHE/log.txt" "$CACHE/workers"
+  for folder in "$CACHE"/teacher-*; do
+    # a teacher is complete once its teacher.json is written (last)
+    if [ -f "$folder/teacher.json" ] && [ ! -f "$OUT/$(basename "$folder").tar.gz" ]; then
+      pack "$(basename "$folder")" "$folder"
+    fi
+  done
+}
+(while sleep 45; do snapshot; done) &
+snapshotter=$!
+
 echo "== run ($(elapsed) s in)"
 timeout --kill-after=20 "$("$PYTHON" -c "print(int($remaining * 60 + 30))")" \
   "$PYTHON" benchmarks/experiments.py run --workers "$WORKERS" --deadline-minutes "$remaining" \
   --assume gpu --results "$RESULTS" --cache "$CACHE" "${extra[@]}"
 echo "== runner exit $? ($(elapsed) s in); what is left:"
+kill "$snapshotter" 2> /dev/null
+wait "$snapshotter" 2> /dev/null
 "$PYTHON" benchmarks/experiments.py run --plan --assume gpu --workers "$WORKERS" \
   --results "$RESULTS" --cache "$CACHE" "${extra[@]}" | tail -n 12
-
-# 3. The archives.
-tar czf "$OUT/results.tar.gz" "$RESULTS"
-tar czf "$OUT/logs.tar.gz" --ignore-failed-read "$CACHE/log.txt" "$CACHE/workers"
-for folder in "$CACHE"/teacher-*; do
-  [ -d "$folder" ] || continue
-  tar czf "$OUT/$(basename "$folder").tar.gz" "$folder"
-done
+snapshot
+rm -f "$OUT/partial.tar.gz"
 ls -la "$OUT"
 echo "== done in $(elapsed) s"
