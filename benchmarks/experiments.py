@@ -715,6 +715,13 @@ def print_plan(plan, args):
         by_group[group] = by_group.get(group, 0.0) + seconds
     for group, seconds in by_group.items():
         print(f"  {group:30s} {seconds / 60:6.1f} min")
+    assumed = {**STEP_MS[where], **rates}
+    print(
+        f"  per run: {RUN_OVERHEAD_S[where]:g} s of start-up and compilation, "
+        f"{EPOCH_EVAL_S[where]:g} s per epoch of scoring; ms per step of 128: "
+        + ", ".join(f"{k} {v:g}" for k, v in sorted(assumed.items()))
+        + (f"; estimates x {args.estimate_scale:g}" if args.estimate_scale != 1 else "")
+    )
     for note in plan.notes:
         print(f"note: {note}")
     return total
@@ -1424,8 +1431,9 @@ def _set_compilation_cache(args):
 
 
 class Parallel:
-    """`--workers N`: N worker processes (fresh Python processes with
-    KERAS_BACKEND=jax, no GPU memory preallocation), fed one job at a time,
+    """`--workers N`: N worker processes (fresh Python processes; JAX
+    unless KERAS_BACKEND says otherwise, no GPU memory preallocation, a
+    memory fraction each, one shared compilation cache), fed one job at a time,
     the highest-priority ready job first and within a priority the longest
     first. A job is started only if its estimate (corrected by the ratio of
     measured to estimated time of the jobs finished so far) fits before the
