@@ -150,7 +150,7 @@ def test_parallel_workers_stop_at_the_deadline_and_resume(tmp_path):
     data = _synthetic_mnist(tmp_path / "data")
     command = [
         sys.executable, str(SCRIPT), "run", "--smoke", "--recipes", "hinton_mnist",
-        "--methods", "ce,kd", "--teacher-seeds", "0", "--seeds", "0", "1", *SMALL,
+        "--methods", "ce,kd", "--teacher-seeds", "0", "--seeds", "0", *SMALL,
         "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"),
         "--workers", "2", "--assume", "cpu",
     ]  # fmt: skip
@@ -173,7 +173,7 @@ def test_parallel_workers_stop_at_the_deadline_and_resume(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "finished for now:" in done.stdout and "0 ready, 0 waiting" in done.stdout
     runs = {k: r for k, r in _records(tmp_path / "results").items() if "-seed" in k}
-    assert len(runs) >= 8 and {r["worker"] for r in runs.values()} <= {"w0", "w1"}
+    assert len(runs) >= 6 and {r["worker"] for r in runs.values()} <= {"w0", "w1"}
     for path, content in kept.items():
         assert path.read_bytes() == content  # finished before the deadline: not run again
     log = (tmp_path / "cache" / "log.txt").read_text()
