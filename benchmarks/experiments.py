@@ -1,220 +1,297 @@
-"""Resumable distillation experiments: one result file per run, one report.
+"""Resumable, reviewable distillation experiments: one result file per run.
 
-Each recipe fixes a data set, a teacher (trained once, then cached by the
-hash of everything that determines it), a student and a schedule. Every
-(recipe, method, seed) run writes its own small JSON file under
-`--results/<recipe>-<hash>/`; running the same command again skips the
-finished runs, so a long table is built over several sittings on a CPU,
-and a run cut short is simply run again. `report` rebuilds the Markdown
-tables and the plots from those files alone.
+What a table here means (GitHub issue #28, the reviewers' protocol):
 
-    # the two tables of docs/results.md (hours on 2 CPU cores, resumable)
-    KERAS_BACKEND=tensorflow python benchmarks/experiments.py run --recipe hinton_mnist
-    KERAS_BACKEND=tensorflow python benchmarks/experiments.py run --recipe fashion_mnist
-    # tables, paired differences and plots from the result files
-    python benchmarks/experiments.py report --out docs
+- **Splits.** The last 10,000 of the 60,000 training images are a validation
+  split; teachers and students train on the other 50,000 only. The test set
+  is never used to choose anything: it is scored after every epoch for the
+  record (final epoch reported; the best epoch only as a labelled extra).
+- **Teachers** are trained to convergence (long cosine schedules, the
+  validation errors of every epoch logged), two seeds per data set. Student
+  seed `s` is paired with teacher seed `teacher_seeds[s % 2]`.
+- **Two settings per method, side by side.** "Published defaults": each
+  method's loss weights and temperature from its paper. "Tuned on
+  validation": the best of the same 2 x 2 grid size for every method (CE's
+  own grid is label smoothing x weight decay), chosen by the final-epoch
+  validation accuracy of one tuning run per configuration (student seed 100,
+  teacher seed 0; never a reported seed). Then 5 seeds of each row.
+- **Statistics.** Differences against CE and KD are paired by seed (same
+  initialisation and batch order; the same teacher) and shown with their
+  95 % t-interval.
+- **Augmentation.** Where a recipe augments (Fashion-MNIST), every batch is
+  augmented once in the input pipeline (`Batches`, NumPy): the student and
+  the live teacher in the `Distiller` see the same augmented images, and
+  the distillation target is the teacher's output on them. Teachers and CE
+  students use the same pipeline.
 
-Recipes:
+Recipes (`RECIPES`): `hinton_mnist` (Hinton et al. 2015, Section 3: a 2 x 1200
+teacher with dropout, max-norm and 2-pixel jitter; a 2 x 800 student),
+`fashion_conv` (a conv-net teacher and a small conv student, same
+augmentation), `mnist_lowlabel` (the MNIST pair, 1 % of the labels: CE sees
+the 500 labelled images; distillation students see all 50,000 images and
+the labels of the same 500), `fashion_mlp` (the conv teacher into an MLP
+student: a labelled under-capacity study).
 
-- `hinton_mnist`: Hinton et al. 2015, Section 3. Teacher: 2 x 1200 ReLU,
-  dropout (0.2 on the input, 0.5 on hidden units), max-norm 4 on each unit's
-  incoming weights, inputs jittered by up to 2 pixels. Student: 2 x 800
-  ReLU, no regularisation, no jitter (so the teacher's logits are cached).
-  The paper reports 67 / 146 / 74 test errors for the teacher / the student
-  alone / the student with soft targets at T = 20.
-- `fashion_mnist`: full Fashion-MNIST (60,000 / 10,000). Teacher:
-  `keras_cskd.models.conv_net` (BatchNorm, dropout, weight decay 5e-4,
-  random 2-pixel translations and horizontal flips). Student: a
-  1 x 256 ReLU MLP (`keras_cskd.models.mlp`) trained on the unaugmented
-  images with cached teacher logits (STKD alone runs the teacher live, on
-  its mixup batches).
+    # everything, resumable (finished runs are skipped), sequentially:
+    KERAS_BACKEND=jax python benchmarks/experiments.py run
+    # the planned runs and their estimated time, without running anything:
+    python benchmarks/experiments.py run --plan --assume gpu --workers 14
+    # parallel: teachers first, then every run on 14 worker processes,
+    # stopping at a deadline (whatever finished is kept; rerun to resume):
+    python benchmarks/experiments.py run --workers 14 --deadline-minutes 8
+    # tables and plots between the markers of docs/results.md:
+    python benchmarks/experiments.py report
 
-Students use SGD with momentum 0.9, batch 128, learning rate 0.05 with
-cosine decay to 0, no weight decay, the same for every method; the loss
-weights are each method's published defaults (`METHODS`). Nothing was tuned
-on the test set: the learning rate, epochs and loss weights were fixed
-before the runs.
+Only keras_cskd's public API is used (Distiller, losses, layers, callbacks,
+models, data, cache_teacher_logits).
 """
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
 import platform
+import shutil
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_CACHE = ROOT / "cskd-out" / "experiments-cache"
+FORMAT = 2  # result files of the first runner (format 1) are not read
+TUNING_SEED = 100  # the tuning runs' student seed: never one of the reported seeds
+VALIDATION_FRACTION = 6  # the last 1/6 of the training file: 10,000 of 60,000
 
-# Each method: the distillation loss(es) and the weights of the supervised
-# and distillation terms. `live_teacher` runs the teacher in the step
-# (mixup: the teacher must see the mixed images).
+# ---------------------------------------------------------------- methods
+# Every method: its published defaults and a 2 x 2 tuning grid that holds
+# them (the same grid size for every method, CE included). Keys of a config:
+# temperature (tau), weight (the distillation term's weight), ce_weight,
+# balance (lambda of the paper's Eq. 9), beta (DKD's non-target weight),
+# label_smoothing, weight_decay (CE's own regularisation).
 METHODS = {
-    "ce": {"label": "CE (student alone)"},
-    "kd_t20": {"label": "KD (T = 20)", "loss": ("kd", 20.0), "weights": (0.1, 0.9)},
-    "kd": {"label": "KD (T = 4)", "loss": ("kd", 4.0), "weights": (0.1, 0.9)},
-    "mse": {"label": "Logit MSE", "loss": ("mse",), "weights": (0.0, 1.0)},
-    "cskd": {"label": "CSKD", "loss": ("cskd", 4.0), "weights": (1.0, 2.0)},
+    "ce": {
+        "label": "CE (student alone)",
+        "default": {"label_smoothing": 0.0, "weight_decay": 0.0},
+        "grid": {"label_smoothing": [0.0, 0.1], "weight_decay": [0.0, 5e-4]},
+        "teacher": False,
+    },
+    "kd": {
+        "label": "KD",
+        "default": {"temperature": 4.0, "weight": 0.9},  # CE weight 1 - weight
+        "grid": {"temperature": [4.0, 20.0], "weight": [0.9, 0.5]},
+    },
+    "mse": {
+        "label": "Logit MSE",
+        "default": {"ce_weight": 0.0, "weight": 1.0},  # Kim et al.: MSE alone
+        "grid": {"ce_weight": [0.0, 1.0], "weight": [1.0, 4.0]},
+    },
+    "cskd": {
+        "label": "CSKD",
+        "default": {"temperature": 4.0, "weight": 2.0},  # the authors' factor 2
+        "grid": {"temperature": [4.0, 1.0], "weight": [2.0, 4.0]},
+    },
     "cskd_cswt": {
-        "label": "CSKD+CSWT (per sample)",
-        "loss": ("cskd_cswt", 4.0, "sample"),
-        "weights": (1.0, 1.0),
+        "label": "CSKD+CSWT (Eq. 9, per sample)",
+        # CE + lambda [2 CSKD(tau) + 2 CSKD(CSWT in [2, 6])]
+        "default": {"temperature": 4.0, "balance": 1.0},
+        "grid": {"temperature": [4.0, 1.0], "balance": [1.0, 0.5]},
     },
-    "cskd_cswt_class": {
-        "label": "CSKD+CSWT (per class)",
-        "loss": ("cskd_cswt", 4.0, "class"),
-        "weights": (1.0, 1.0),
+    "dist": {
+        "label": "DIST",
+        "default": {"temperature": 4.0, "weight": 2.0},  # beta = gamma = 1
+        "grid": {"temperature": [4.0, 1.0], "weight": [2.0, 1.0]},
     },
-    "stkd": {
-        "label": "STKD (mixup)",
-        "loss": ("stkd", 4.0),
-        "weights": (1.0, 1.0),
-        "live_teacher": True,
-    },
-    "dist": {"label": "DIST", "loss": ("dist", 4.0), "weights": (1.0, 2.0)},
     "dkd": {
         "label": "DKD",
-        "loss": ("dkd", 4.0, 1.0, 8.0),
-        "weights": (1.0, 1.0),
-        "warmup": 1 / 12,
+        # alpha = 1, weight warmed up over the first 1/12 of training (20 of 240)
+        "default": {"temperature": 4.0, "beta": 8.0},
+        "grid": {"temperature": [4.0, 1.0], "beta": [8.0, 2.0]},
+        "labels": True,
     },
-    # At lr 0.05 these two diverged on MNIST's MLP student (MSE: NaN in the
-    # first epoch; DKD: every ReLU dead); the same loss at a 5x smaller
-    # learning rate, reported next to the diverged runs, never instead of them.
-    "mse_lr0.01": {
-        "label": "Logit MSE (lr 0.01)",
-        "loss": ("mse",),
-        "weights": (0.0, 1.0),
-        "lr": 0.01,
+    # Study rows: their defaults only, never tuned.
+    "stkd": {"label": "STKD-style (mixup)", "default": {"temperature": 4.0}, "live": True},
+    "cskd_cswt_class": {
+        "label": "CSKD+CSWT per class (experimental)",
+        "default": {"temperature": 4.0, "balance": 1.0},
     },
-    "dkd_lr0.01": {
-        "label": "DKD (lr 0.01)",
-        "loss": ("dkd", 4.0, 1.0, 8.0),
-        "weights": (1.0, 1.0),
-        "warmup": 1 / 12,
-        "lr": 0.01,
+    "cskd_tmean": {
+        "label": "CE + 2 CSKD(4) + 2 CSKD(mean CSWT T)",
+        # tmean: the mean temperature CSWT chose in the cskd_cswt default run
+        "default": {"temperature": 4.0, "tmean": None},
     },
 }
-# The CSKD study (`--methods study`): one setting changed at a time from
-# `cskd`, since CSKD is batch-wise (its columns have one entry per sample
-# of the batch), and KD at the same batch sizes for a fair comparison.
-STUDY = {
-    "cskd_t1": {"label": "study: CSKD T = 1", "loss": ("cskd", 1.0), "weights": (1.0, 2.0)},
-    "cskd_t8": {"label": "study: CSKD T = 8", "loss": ("cskd", 8.0), "weights": (1.0, 2.0)},
-    "cskd_w1": {"label": "study: CSKD weight 1", "loss": ("cskd", 4.0), "weights": (1.0, 1.0)},
-    "cskd_w8": {"label": "study: CSKD weight 8", "loss": ("cskd", 4.0), "weights": (1.0, 8.0)},
-    "cskd_b32": {
-        "label": "study: CSKD batch 32",
-        "loss": ("cskd", 4.0),
-        "weights": (1.0, 2.0),
-        "batch_size": 32,
+MAIN_METHODS = ["ce", "kd", "mse", "cskd", "cskd_cswt", "dist", "dkd"]
+
+# Teachers, shared by the recipes that name them (trained once per seed).
+TEACHERS = {
+    "mnist_mlp1200": {
+        "dataset": "mnist",
+        "model": "mlp",
+        "kwargs": {"hidden": [1200, 1200], "dropout": 0.5, "input_dropout": 0.2, "max_norm": 4.0},
+        "augment": {"shift": 2, "flip": False},
+        "epochs": 200,
+        "lr": 0.05,
+        "weight_decay": 0.0,
+        "batch_size": 128,
     },
-    "cskd_b512": {
-        "label": "study: CSKD batch 512",
-        "loss": ("cskd", 4.0),
-        "weights": (1.0, 2.0),
-        "batch_size": 512,
-    },
-    "kd_b32": {
-        "label": "study: KD batch 32",
-        "loss": ("kd", 4.0),
-        "weights": (0.1, 0.9),
-        "batch_size": 32,
-    },
-    "kd_b512": {
-        "label": "study: KD batch 512",
-        "loss": ("kd", 4.0),
-        "weights": (0.1, 0.9),
-        "batch_size": 512,
+    "fashion_conv_net": {
+        "dataset": "fashion_mnist",
+        "model": "conv_net",
+        "kwargs": {"dropout": 0.3},
+        "augment": {"shift": 2, "flip": True},
+        "epochs": 80,
+        "lr": 0.05,
+        "weight_decay": 5e-4,
+        "batch_size": 128,
     },
 }
-METHODS.update(STUDY)
+
+# An extra row: (row id, label, method, config or None for the method's
+# default, stage). Stage "final" runs with the main table's priority.
+MATCHED_WEIGHT = [
+    (
+        "cskd_w4",
+        "CE + 4 CSKD (T = 4): CSKD at Eq. 9's total weight",
+        "cskd",
+        {"temperature": 4.0, "weight": 4.0},
+        "final",
+    ),
+]
+CSWT_STUDY = [
+    ("cskd_tmean", "CE + 2 CSKD(4) + 2 CSKD(T = CSWT's mean)", "cskd_tmean", None, "study"),
+    ("cswt_class", "CSKD+CSWT per class (experimental)", "cskd_cswt_class", None, "study"),
+]
 
 RECIPES = {
     "hinton_mnist": {
         "title": "MNIST, Hinton et al. 2015 (Section 3)",
-        "dataset": "mnist",
-        "teacher": {
-            "model": "mlp",
-            "kwargs": {
-                "hidden": [1200, 1200],
-                "dropout": 0.5,
-                "input_dropout": 0.2,
-                "max_norm": 4.0,
-            },
-            "jitter": 2,
-            "flip": False,
-            "epochs": 30,
-            "lr": 0.05,
-            "weight_decay": 0.0,
-            "batch_size": 128,
-            "seed": 0,
-        },
+        "order": 0,
+        "teacher": "mnist_mlp1200",
         "student": {
             "model": "mlp",
             "kwargs": {"hidden": [800, 800]},
-            "epochs": 10,
+            "augment": None,  # no regularisation, no jitter: cached teacher logits
+            "epochs": 50,
             "lr": 0.05,
             "batch_size": 128,
         },
-        "methods": [
-            "ce",
-            "kd_t20",
-            "kd",
-            "mse",
-            "cskd",
-            "cskd_cswt",
-            "cskd_cswt_class",
-            "dist",
-            "dkd",
-            "mse_lr0.01",
-            "dkd_lr0.01",
-        ],  # fmt: skip
+        "methods": MAIN_METHODS,
+        "tune": True,
+        "defaults": {"kd": {"temperature": 20.0, "weight": 0.9}},  # Hinton et al.'s T = 20
+        "studies": MATCHED_WEIGHT + CSWT_STUDY,
         "metric": "errors",
-        "paper": {"teacher": 67, "ce": 146, "kd_t20": 74},
+        # Hinton et al.: teacher 67, student alone 146, soft targets 74 test errors.
+        "paper": {"teacher": 67, "ce": 146, "kd": 74},
     },
-    "fashion_mnist": {
-        "title": "Fashion-MNIST, full data",
-        "dataset": "fashion_mnist",
-        "teacher": {
+    "fashion_conv": {
+        "title": "Fashion-MNIST, conv teacher into a small conv student",
+        "order": 1,
+        "teacher": "fashion_conv_net",
+        "student": {
             "model": "conv_net",
-            "kwargs": {"dropout": 0.3},
-            "jitter": 2,
-            "flip": True,
-            "epochs": 30,
+            "kwargs": {"blocks": [[16], [32]], "dense": 64, "dropout": 0.0},
+            "augment": {"shift": 2, "flip": True},  # the teacher's, teacher live
+            "epochs": 40,
             "lr": 0.05,
-            "weight_decay": 5e-4,
             "batch_size": 128,
-            "seed": 0,
         },
+        "methods": MAIN_METHODS,
+        "tune": True,
+        "defaults": {},
+        "studies": MATCHED_WEIGHT
+        + CSWT_STUDY
+        + [("stkd", "STKD-style (mixup, study)", "stkd", None, "study")],
+        "metric": "accuracy",
+        "paper": {},
+    },
+    "mnist_lowlabel": {
+        "title": "MNIST with 1 % of the labels (500 of 50,000)",
+        "order": 2,
+        "teacher": "mnist_mlp1200",  # trained on all 50,000 labels
+        "student": {
+            "model": "mlp",
+            "kwargs": {"hidden": [800, 800]},
+            "augment": None,
+            "epochs": 50,
+            "lr": 0.05,
+            "batch_size": 128,
+        },
+        "labels": 500,
+        "methods": ["ce", "kd", "mse", "cskd", "dist"],  # DKD needs every label
+        "tune": False,
+        "defaults": {"kd": {"temperature": 20.0, "weight": 0.9}},
+        "studies": [],
+        "metric": "errors",
+        "paper": {},
+    },
+    "fashion_mlp": {
+        "title": "Study: Fashion-MNIST conv teacher into an MLP student (under capacity)",
+        "order": 3,
+        "teacher": "fashion_conv_net",
         "student": {
             "model": "mlp",
             "kwargs": {"hidden": [256]},
-            "epochs": 20,
+            "augment": {"shift": 2, "flip": True},
+            "epochs": 40,
             "lr": 0.05,
             "batch_size": 128,
         },
-        "methods": [
-            "ce",
-            "kd",
-            "mse",
-            "cskd",
-            "cskd_cswt",
-            "cskd_cswt_class",
-            "dist",
-            "dkd",
-            "stkd",
-            "mse_lr0.01",
-            "dkd_lr0.01",
-        ],  # fmt: skip
+        "methods": ["ce", "kd", "cskd"],
+        "tune": False,
+        "defaults": {},
+        "studies": [],
         "metric": "accuracy",
         "paper": {},
     },
 }
+SEEDS = [0, 1, 2, 3, 4]
+TEACHER_SEEDS = [0, 1]
+
+# Smoke settings (`--smoke`): the same code paths on a few hundred images.
+SMOKE = {
+    "limit": 512,
+    "val_limit": 128,
+    "test_limit": 128,
+    "epochs": 1,
+    "teacher_epochs": 1,
+    "grid_size": 2,
+}
+
+# Milliseconds per training step (batch 128) of each kind of job. "cpu":
+# measured on the development machine (2 shared cores, JAX). "gpu": assumed
+# for one H200 shared by 12-14 worker processes under JAX (per-step Python
+# and dispatch overhead dominates these small models); `--plan` replaces
+# them with the rates measured by finished runs of the same platform.
+STEP_MS = {
+    "cpu": {
+        "teacher:mlp": 12.1,
+        "teacher:conv_net": 258.0,
+        "mlp:alone": 5.4,
+        "mlp:cached": 5.3,
+        "mlp:live": 90.0,
+        "conv_net:alone": 25.0,
+        "conv_net:live": 72.0,
+    },
+    "gpu": {
+        "teacher:mlp": 1.0,
+        "teacher:conv_net": 1.5,
+        "mlp:alone": 0.7,
+        "mlp:cached": 0.8,
+        "mlp:live": 1.2,
+        "conv_net:alone": 1.1,
+        "conv_net:live": 1.6,
+    },
+}
+# Seconds per run besides the steps (build, trace, compile or load from the
+# shared compilation cache) and per epoch (scoring validation + test).
+RUN_OVERHEAD_S = {"cpu": 4.0, "gpu": 8.0}
+EPOCH_EVAL_S = {"cpu": 0.6, "gpu": 0.05}
 
 
 # ------------------------------------------------------------ bookkeeping
@@ -228,7 +305,7 @@ def write_json(path, payload):
     """Writes atomically: a run killed mid-write leaves the old file or none."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temporary, "w") as handle:
         json.dump(payload, handle, indent=1, sort_keys=True)
         handle.flush()
@@ -244,47 +321,628 @@ def read_json(path):
         return None
 
 
-def resolve_recipe(name, epochs=None, teacher_epochs=None, limit=None, test_limit=None):
-    """The recipe `name` with the command line's overrides (for smoke runs)."""
+def slug(config):
+    """`T4-w0.9`: a configuration in a file name, readable and unique."""
+    short = {
+        "temperature": "T",
+        "weight": "w",
+        "ce_weight": "ce",
+        "balance": "lam",
+        "beta": "b",
+        "label_smoothing": "ls",
+        "weight_decay": "wd",
+        "tmean": "Tm",
+    }
+    parts = [f"{short.get(k, k)}{v:g}" for k, v in sorted(config.items()) if v is not None]
+    return "-".join(parts) or "default"
+
+
+def describe_config(config):
+    """`T = 4, w = 0.9`: a configuration in a table."""
+    names = {
+        "temperature": "T",
+        "weight": "w",
+        "ce_weight": "CE w",
+        "balance": "λ",
+        "beta": "β",
+        "label_smoothing": "ls",
+        "weight_decay": "wd",
+        "tmean": "T̄",
+    }
+    keys = sorted(config, key=lambda k: (list(names).index(k) if k in names else len(names), k))
+    return ", ".join(f"{names.get(k, k)} = {config[k]:g}" for k in keys if config[k] is not None)
+
+
+# ----------------------------------------------------------------- recipes
+def resolve_recipe(name, overrides):
+    """The recipe `name` with its teacher spec inlined and the command
+    line's smoke overrides applied (they change every key)."""
     recipe = json.loads(json.dumps(RECIPES[name]))
     recipe["name"] = name
-    if epochs is not None:
-        recipe["student"]["epochs"] = epochs
-    if teacher_epochs is not None:
-        recipe["teacher"]["epochs"] = teacher_epochs
-    recipe["limit"] = limit
-    recipe["test_limit"] = test_limit
+    teacher = json.loads(json.dumps(TEACHERS[recipe["teacher"]]))
+    teacher["name"] = recipe["teacher"]
+    recipe["teacher"] = teacher
+    recipe["dataset"] = teacher["dataset"]
+    if overrides.get("epochs"):
+        recipe["student"]["epochs"] = overrides["epochs"]
+    if overrides.get("teacher_epochs"):
+        teacher["epochs"] = overrides["teacher_epochs"]
+    recipe["data"] = {k: overrides.get(k) for k in ("limit", "val_limit", "test_limit")}
+    if recipe.get("labels") and overrides.get("limit"):
+        # 1 % of the (smaller) training split, at least 2 per class
+        recipe["labels"] = max(20, overrides["limit"] // 100)
+    recipe["grid_size"] = overrides.get("grid_size") or 4
     return recipe
 
 
-def teacher_key(recipe, backend):
-    """What determines the teacher: its data, model, schedule and backend."""
+def teacher_key(recipe, seed):
+    return settings_hash({"teacher": recipe["teacher"], "data": recipe["data"], "seed": seed})
+
+
+def recipe_key(recipe):
+    """What determines a table: data, student, schedule, teachers."""
     return settings_hash(
         {
             "dataset": recipe["dataset"],
-            "limit": recipe["limit"],
-            "test_limit": recipe["test_limit"],
+            "data": recipe["data"],
+            "student": recipe["student"],
+            "labels": recipe.get("labels"),
             "teacher": recipe["teacher"],
-            "backend": backend,
         }
     )
 
 
-def recipe_key(recipe, backend):
-    """What determines a table: everything but the methods and seeds."""
+def default_config(recipe, method):
+    config = dict(METHODS[method]["default"])
+    config.update(recipe.get("defaults", {}).get(method, {}))
+    return config
+
+
+def grid(recipe, method):
+    """The tuning grid, published defaults first, `grid_size` configs."""
+    spec = METHODS[method]["grid"]
+    keys = list(spec)
+    default = default_config(recipe, method)
+    configs = [dict(zip(keys, values)) for values in itertools.product(*spec.values())]
+    configs.sort(key=lambda c: c != {k: default[k] for k in keys})
+    configs = [{**default, **c} for c in configs]
+    return configs[: recipe["grid_size"]]
+
+
+def teacher_seed_for(seed, teacher_seeds):
+    return teacher_seeds[seed % len(teacher_seeds)] if seed != TUNING_SEED else teacher_seeds[0]
+
+
+def needs_teacher(method):
+    return METHODS[method].get("teacher", True)
+
+
+def live_teacher(recipe, method):
+    """The teacher runs in the step when the student's batches are
+    augmented (it must see the same images) or mixed (STKD)."""
+    return needs_teacher(method) and (
+        bool(recipe["student"].get("augment")) or METHODS[method].get("live", False)
+    )
+
+
+def job_class(recipe, method):
+    model = recipe["student"]["model"]
+    if not needs_teacher(method):
+        return f"{model}:alone"
+    return f"{model}:live" if live_teacher(recipe, method) else f"{model}:cached"
+
+
+def folder_of(results, recipe):
+    return Path(results) / f"{recipe['name']}-{recipe_key(recipe)}"
+
+
+def teacher_paths(results, cache, recipe, seed):
+    key = teacher_key(recipe, seed)
+    name = f"{recipe['teacher']['name']}-{key}-seed{seed}"
+    return Path(results) / "teachers" / f"{name}.json", Path(cache) / f"teacher-{name}"
+
+
+def run_key(recipe, method, config, seed, teacher_record):
     return settings_hash(
         {
-            "teacher": teacher_key(recipe, backend),
-            "student": recipe["student"],
-            "backend": backend,
+            "recipe": recipe_key(recipe),
+            "method": method,
+            "config": config,
+            "seed": seed,
+            "teacher": None if teacher_record is None else teacher_record["fingerprint"],
         }
     )
 
 
-def run_key(recipe, backend, method):
-    """What determines one run's result (its seed is in the file's name)."""
-    settings = {k: v for k, v in METHODS[method].items() if k != "label"}
-    return settings_hash({"recipe": recipe_key(recipe, backend), "method": settings})
+# ---------------------------------------------------------------- planning
+class Job(dict):
+    """One unit of work, JSON-able: a teacher, or a student run."""
+
+    @property
+    def path(self):
+        return Path(self["path"])
+
+
+def teacher_state(results, cache, recipe, seed):
+    """("done", record) when the record and the weights exist and agree;
+    ("missing-weights", record) when only the record does; ("todo", None)."""
+    record_path, folder = teacher_paths(results, cache, recipe, seed)
+    record = read_json(record_path)
+    if record is None or record.get("key") != teacher_key(recipe, seed):
+        return "todo", None
+    cached = read_json(folder / "teacher.json")
+    if cached is not None and cached.get("fingerprint") == record.get("fingerprint"):
+        if (folder / "weights.npz").exists() and (folder / "train_logits.npy").exists():
+            return "done", record
+    return "missing-weights", record
+
+
+def student_job(recipe, method, config, seed, stage, row, results, teacher_seeds):
+    folder = folder_of(results, recipe)
+    tseed = teacher_seed_for(seed, teacher_seeds) if needs_teacher(method) else None
+    return Job(
+        kind="student",
+        recipe=recipe,
+        method=method,
+        config=config,
+        seed=seed,
+        teacher_seed=tseed,
+        stage=stage,
+        row=row,
+        path=str(folder / f"{method}-{slug(config)}-seed{seed}.json"),
+    )
+
+
+def selection(recipe, method, results, teacher_seeds, teachers):
+    """The tuned configuration of `method`, once all its tuning runs exist:
+    the highest final-epoch validation accuracy (ties: grid order, so the
+    published default wins a tie). Reads validation numbers only."""
+    rows = []
+    for config in grid(recipe, method):
+        job = student_job(recipe, method, config, TUNING_SEED, "tune", None, results, teacher_seeds)
+        record = finished(job, teachers)
+        if record is None:
+            return None, None
+        rows.append({"config": config, "val_accuracy": record["final_val_accuracy"]})
+    best = max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy"], -i))
+    return rows[best]["config"], rows
+
+
+def finished(job, teachers):
+    """The job's result record when it is done with these settings, else None."""
+    record = read_json(job.path)
+    if record is None or record.get("format") != FORMAT:
+        return None
+    teacher = teachers.get(job["teacher_seed"]) if job["teacher_seed"] is not None else None
+    if job["teacher_seed"] is not None and teacher is None:
+        return None
+    key = run_key(job["recipe"], job["method"], job["config"], job["seed"], teacher)
+    return record if record.get("run_key") == key else None
+
+
+def priority(recipe, stage, seed):
+    """Lower runs first. (a) the MNIST table: tuning, seeds 0-1, seeds 2-4;
+    (b) the Fashion conv table likewise; (c) the low-label row; (d) studies."""
+    order = recipe["order"]
+    if stage == "teacher":
+        return (0, 0, 0)
+    if stage == "tune":
+        return (1 + order, 0, 0)
+    if stage == "final":
+        return (1 + order, 1 if seed < 2 else 2, 0)
+    return (10 + order, 0, seed)  # studies
+
+
+class Plan:
+    """Every job of the selected recipes in its state: done, ready (its
+    teacher and, for a tuned run, the tuning of its method are finished)
+    or blocked. A function of the result files: built again after each
+    finished job."""
+
+    def __init__(self, recipes, args):
+        self.recipes, self.args = recipes, args
+        self.results, self.cache = Path(args.results), Path(args.cache)
+        self.done, self.ready, self.blocked, self.notes = [], [], [], []
+        self.selections = {}
+        seen = set()
+
+        def add(job, state):
+            if job["path"] in seen:
+                return
+            seen.add(job["path"])
+            {"done": self.done, "ready": self.ready, "blocked": self.blocked}[state].append(job)
+
+        methods_filter = set(args.methods.split(",")) if args.methods else None
+        for recipe in recipes:
+            teachers = {}
+            for seed in args.teacher_seeds:
+                state, record = teacher_state(self.results, self.cache, recipe, seed)
+                record_path, folder = teacher_paths(self.results, self.cache, recipe, seed)
+                job = Job(kind="teacher", recipe=recipe, seed=seed, path=str(record_path))
+                job["stage"] = "teacher"
+                if state == "done":
+                    teachers[seed] = record
+                    add(job, "done")
+                elif state == "missing-weights" and not args.retrain_teachers:
+                    self.notes.append(
+                        f"teacher {record_path.name}: its record exists but its weights are not "
+                        f"in {folder} (extract the teacher archive there, or pass "
+                        "--retrain-teachers: students already trained keep the old teacher's "
+                        "fingerprint and would be run again)"
+                    )
+                    add(job, "blocked")
+                else:
+                    add(job, "ready")
+            rows = []  # (row, method, config, stage)
+            for method in recipe["methods"]:
+                if methods_filter and method not in methods_filter:
+                    continue
+                rows.append(("default", method, default_config(recipe, method), "final"))
+                if recipe["tune"]:
+                    for config in grid(recipe, method):
+                        rows.append(("tune", method, config, "tune"))
+                    chosen, table = selection(
+                        recipe, method, self.results, args.teacher_seeds, teachers
+                    )
+                    self.selections[(recipe["name"], method)] = (chosen, table)
+                    rows.append(("tuned", method, chosen, "final"))
+            for row, _, method, config, stage in recipe["studies"]:
+                if methods_filter and method not in methods_filter:
+                    continue
+                config = dict(config or default_config(recipe, method))
+                if method == "cskd_tmean":
+                    config["tmean"] = self._cswt_mean_temperature(recipe, args, teachers)
+                rows.append((row, method, config, stage))
+            for row, method, config, stage in rows:
+                seeds = [TUNING_SEED] if stage == "tune" else args.seeds
+                for seed in seeds:
+                    if config is None or None in config.values():
+                        self.blocked.append(
+                            Job(
+                                kind="student",
+                                recipe=recipe,
+                                method=method,
+                                config=None,
+                                seed=seed,
+                                stage=stage,
+                                row=row,
+                                path=f"<{recipe['name']}:{method}:{row}:seed{seed}>",
+                                teacher_seed=None,
+                            )
+                        )
+                        continue
+                    job = student_job(
+                        recipe, method, config, seed, stage, row, self.results, args.teacher_seeds
+                    )
+                    if finished(job, teachers) is not None:
+                        add(job, "done")
+                    elif job["teacher_seed"] is not None and job["teacher_seed"] not in teachers:
+                        add(job, "blocked")
+                    else:
+                        add(job, "ready")
+        self.ready.sort(key=lambda j: (priority(j["recipe"], j["stage"], j["seed"]),))
+
+    def _cswt_mean_temperature(self, recipe, args, teachers):
+        """CSWT's mean temperature in the cskd_cswt default run (tuning seed,
+        else the first seed): what `cskd_tmean` uses as its fixed T."""
+        config = default_config(recipe, "cskd_cswt")
+        for seed in [TUNING_SEED, *args.seeds]:
+            job = student_job(
+                recipe, "cskd_cswt", config, seed, "", None, self.results, args.teacher_seeds
+            )
+            record = finished(job, teachers)
+            if record is not None and record.get("mean_temperature"):
+                return round(record["mean_temperature"], 2)
+        return None
+
+
+# --------------------------------------------------------------- estimates
+def platform_of(args):
+    if args.assume != "auto":
+        return args.assume
+    return "gpu" if shutil.which("nvidia-smi") else "cpu"
+
+
+def measured_rates(results, where):
+    """Median ms per step per job class, from finished runs on `where`."""
+    samples = {}
+    for path in Path(results).glob("*/*.json"):
+        record = read_json(path)
+        if not record or record.get("format") != FORMAT or "ms_per_step" not in record:
+            continue
+        if record.get("device", {}).get("platform") != where:
+            continue
+        samples.setdefault(record["job_class"], []).append(record["ms_per_step"])
+    for path in Path(results).glob("teachers/*.json"):
+        record = read_json(path)
+        if record and record.get("device", {}).get("platform") == where and "ms_per_step" in record:
+            samples.setdefault(record["job_class"], []).append(record["ms_per_step"])
+    return {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+
+
+def n_train(recipe):
+    limit = recipe["data"]["limit"]
+    return min(limit, 50000) if limit else 50000
+
+
+def estimate(job, where, rates, scale=1.0):
+    """Seconds one job takes on `where` (a plan, not a promise), times `scale`."""
+    recipe = job["recipe"]
+    if job["kind"] == "teacher":
+        spec = recipe["teacher"]
+        kind = f"teacher:{spec['model']}"
+    else:
+        spec = recipe["student"]
+        kind = job_class(recipe, job["method"])
+    steps = spec["epochs"] * math.ceil(n_train(recipe) / spec["batch_size"])
+    ms = rates.get(kind, STEP_MS[where].get(kind, 5.0))
+    seconds = RUN_OVERHEAD_S[where] + steps * ms / 1000 + spec["epochs"] * EPOCH_EVAL_S[where]
+    return scale * seconds
+
+
+def describe_job(job):
+    recipe = job["recipe"]["name"]
+    if job["kind"] == "teacher":
+        return f"{recipe:14s} teacher {job['recipe']['teacher']['name']} seed {job['seed']}"
+    config = describe_config(job["config"]) if job["config"] else "config chosen after tuning"
+    return f"{recipe:14s} {job['stage']:5s} {job['method']:15s} seed {job['seed']:3d}  {config}"
+
+
+def print_plan(plan, args):
+    where = platform_of(args)
+    rates = {**measured_rates(args.results, where)}
+    total = 0.0
+    lines = []
+    for job in plan.ready + plan.blocked:
+        seconds = estimate(job, where, rates, args.estimate_scale)
+        total += seconds
+        state = "ready" if job in plan.ready else "after its teacher/tuning"
+        lines.append((priority(job["recipe"], job["stage"], job["seed"]), seconds, job, state))
+    lines.sort(key=lambda item: (item[0], -item[1]))
+    for _, seconds, job, state in lines:
+        print(f"{seconds:7.0f} s  {describe_job(job)}  [{state}]")
+    workers = max(1, args.workers)
+    print(
+        f"\n{len(plan.done)} done, {len(plan.ready)} ready, {len(plan.blocked)} waiting; "
+        f"estimated {total / 60:.1f} min of {where.upper()} worker time, "
+        f"about {total / 60 / workers:.1f} min on {workers} worker(s) "
+        f"(step times: {'measured' if rates else 'assumed'} {where} rates{', ' if rates else ''}"
+        f"{', '.join(f'{k} {v:.2f} ms' for k, v in sorted(rates.items()))})"
+    )
+    by_group = {}
+    for tier, seconds, job, _ in lines:
+        group = {0: "teachers"}.get(tier[0], f"{job['recipe']['name']} {job['stage']}")
+        by_group[group] = by_group.get(group, 0.0) + seconds
+    for group, seconds in by_group.items():
+        print(f"  {group:30s} {seconds / 60:6.1f} min")
+    assumed = {**STEP_MS[where], **rates}
+    print(
+        f"  per run: {RUN_OVERHEAD_S[where]:g} s of start-up and compilation, "
+        f"{EPOCH_EVAL_S[where]:g} s per epoch of scoring; ms per step of 128: "
+        + ", ".join(f"{k} {v:g}" for k, v in sorted(assumed.items()))
+        + (f"; estimates x {args.estimate_scale:g}" if args.estimate_scale != 1 else "")
+    )
+    for note in plan.notes:
+        print(f"note: {note}")
+    return total
+
+
+# ------------------------------------------------------------------- data
+_DATA = {}
+
+
+def load_splits(recipe):
+    """(train, validation, test) arrays: the validation split is the last
+    1/6 of the training file (10,000 of 60,000), never trained on."""
+    import numpy as np
+
+    from keras_cskd import data
+
+    folder = data.shared_data_folder(recipe["dataset"].replace("_", "-"))
+    key = (str(folder), json.dumps(recipe["data"], sort_keys=True))
+    if key in _DATA:
+        return _DATA[key]
+    (x, y), (x_test, y_test) = data.load_idx_folder(folder)
+    n_val = len(x) // VALIDATION_FRACTION
+    x_train, y_train = x[: len(x) - n_val], y[: len(x) - n_val]
+    x_val, y_val = x[len(x) - n_val :], y[len(x) - n_val :]
+    limits = recipe["data"]
+    if limits["limit"]:
+        x_train, y_train = x_train[: limits["limit"]], y_train[: limits["limit"]]
+    if limits["val_limit"]:
+        x_val, y_val = x_val[: limits["val_limit"]], y_val[: limits["val_limit"]]
+    if limits["test_limit"]:
+        x_test, y_test = x_test[: limits["test_limit"]], y_test[: limits["test_limit"]]
+    splits = {
+        "train": (np.ascontiguousarray(x_train), y_train),
+        "val": (np.ascontiguousarray(x_val), y_val),
+        "test": (np.ascontiguousarray(x_test), y_test),
+    }
+    if len(_DATA) >= 3:
+        _DATA.clear()
+    _DATA[key] = splits
+    return splits
+
+
+def augment(images, shift, flip, rng):
+    """Every image translated by a whole number of pixels in [-shift, shift]
+    on each axis (zero fill), and mirrored left-right with probability 1/2
+    when `flip`. `images`: uint8 (n, h, w, c). Vectorised per shift pair."""
+    import numpy as np
+
+    n, h, w = images.shape[:3]
+    out = np.zeros_like(images)
+    if shift:
+        dy = rng.integers(-shift, shift + 1, n)
+        dx = rng.integers(-shift, shift + 1, n)
+        for sy in range(-shift, shift + 1):
+            for sx in range(-shift, shift + 1):
+                rows = np.nonzero((dy == sy) & (dx == sx))[0]
+                if len(rows) == 0:
+                    continue
+                target = out[rows]
+                target[:, max(sy, 0) : h + min(sy, 0), max(sx, 0) : w + min(sx, 0)] = images[
+                    rows, max(-sy, 0) : h + min(-sy, 0), max(-sx, 0) : w + min(-sx, 0)
+                ]
+                out[rows] = target
+    else:
+        out[:] = images
+    if flip:
+        mirrored = rng.random(n) < 0.5
+        out[mirrored] = out[mirrored, :, ::-1]
+    return out
+
+
+def make_batches(x, targets, batch_size, seed, augmentation=None, logits=None, order=None):
+    """A `keras.utils.PyDataset` over `x` (float32 images in [0, 1]): each
+    epoch a fresh permutation of `order` (default: every sample once),
+    augmented once per epoch (`augment`), so that whoever reads a batch --
+    the student and the Distiller's live teacher -- sees the same images.
+    Deterministic given `seed` (paired runs share batch order and
+    augmentation). Yields `(x, y)`, or `({"x", "teacher_logits"}, y)` with
+    cached `logits`."""
+    import keras
+    import numpy as np
+
+    images = np.rint(x * 255.0).astype("uint8")  # exact: x was uint8 / 255
+    order = np.arange(len(x)) if order is None else np.asarray(order)
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch, self.prepared = 0, None
+            self.count = len(order) // batch_size + (len(order) % batch_size >= 2)
+
+        def __len__(self):
+            return self.count
+
+        def _prepare(self):
+            rng = np.random.default_rng([seed, self.epoch])
+            index = rng.permutation(order)
+            batch = images[index]
+            if augmentation:
+                batch = augment(batch, augmentation.get("shift", 0), augmentation["flip"], rng)
+            self.prepared = (self.epoch, index, batch)
+
+        def __getitem__(self, i):
+            if self.prepared is None or self.prepared[0] != self.epoch:
+                self._prepare()
+            _, index, batch = self.prepared
+            rows = slice(i * batch_size, (i + 1) * batch_size)
+            xb = batch[rows].astype("float32") / np.float32(255.0)
+            yb = targets[index[rows]]
+            if logits is not None:
+                return {"x": xb, "teacher_logits": logits[index[rows]]}, yb
+            return xb, yb
+
+        def on_epoch_end(self):
+            self.epoch += 1
+
+    return Batches()
+
+
+# ----------------------------------------------------------------- models
+def build_network(spec, input_shape, name):
+    from keras_cskd import models
+
+    kwargs = dict(spec["kwargs"])
+    if "blocks" in kwargs:
+        kwargs["blocks"] = tuple(tuple(block) for block in kwargs["blocks"])
+    builder = {"mlp": models.mlp, "conv_net": models.conv_net}[spec["model"]]
+    return builder(input_shape, 10, name=name, **kwargs)
+
+
+def make_optimizer(lr, epochs, steps_per_epoch):
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps_per_epoch))
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
+
+
+def add_weight_decay(model, weight_decay):
+    """Coupled (PyTorch SGD-style) weight decay: an L2 penalty on kernels."""
+    import keras
+
+    if weight_decay:
+        for layer in model.layers:
+            if getattr(layer, "kernel", None) is not None and hasattr(layer, "kernel_regularizer"):
+                layer.kernel.regularizer = keras.regularizers.L2(weight_decay / 2.0)
+
+
+def predict_errors(model, x, y):
+    import numpy as np
+
+    logits = model.predict(x, batch_size=5000, verbose=0)
+    return int(np.sum(np.argmax(logits, axis=-1) != y))
+
+
+class Scores:
+    """A callback factory: validation and test errors after every epoch."""
+
+    @staticmethod
+    def make(network, splits):
+        import keras
+        import numpy as np
+
+        x = np.concatenate([splits["val"][0], splits["test"][0]])
+        n_val = len(splits["val"][0])
+
+        class Callback(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.val, self.test = [], []
+
+            def on_epoch_end(self, epoch, logs=None):
+                logits = network.predict(x, batch_size=5000, verbose=0)
+                wrong = np.argmax(logits, axis=-1) != np.concatenate(
+                    [splits["val"][1], splits["test"][1]]
+                )
+                self.val.append(int(wrong[:n_val].sum()))
+                self.test.append(int(wrong[n_val:].sum()))
+
+        return Callback()
+
+
+def device_info():
+    """{"platform": "gpu"/"cpu", "name": ...} of the device Keras trains on."""
+    import keras
+
+    backend = keras.backend.backend()
+    name, where = None, "cpu"
+    try:
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            where = "gpu" if device.platform in ("gpu", "cuda", "rocm") else device.platform
+            name = device.device_kind
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                where = "gpu"
+                name = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                where, name = "gpu", torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - the record says "unknown" rather than fail a run
+        name = "unknown"
+    if where == "cpu":
+        name = _cpu_name()
+    return {"platform": where, "name": name}
+
+
+def _cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
 def versions():
@@ -299,627 +957,1139 @@ def versions():
         "keras_cskd": getattr(keras_cskd, "__version__", "?"),
         "numpy": np.__version__,
         "backend": keras.backend.backend(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
     }
-    backend = keras.backend.backend()
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(info["backend"])
     if module:
         info[module] = __import__(module).__version__
     return info
 
 
-# ------------------------------------------------------------------ data
-def load_data(recipe):
-    import numpy as np
-
-    from keras_cskd import data
-
-    folder = data.shared_data_folder(recipe["dataset"].replace("_", "-"))
-    (x, y), (x_test, y_test) = data.load_idx_folder(folder)
-    rng = np.random.default_rng(12345)  # subsets do not depend on the seeds
-    if recipe["limit"] and recipe["limit"] < len(x):
-        keep = np.sort(rng.permutation(len(x))[: recipe["limit"]])
-        x, y = x[keep], y[keep]
-    if recipe["test_limit"] and recipe["test_limit"] < len(x_test):
-        keep = np.sort(rng.permutation(len(x_test))[: recipe["test_limit"]])
-        x_test, y_test = x_test[keep], y_test[keep]
-    return (x, y), (x_test, y_test)
+# ---------------------------------------------------------------- teacher
+def fingerprint(arrays):
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
 
 
-# ---------------------------------------------------------------- models
-def build_network(spec, input_shape, num_classes, name):
-    from keras_cskd import models
-
-    builder = {"mlp": models.mlp, "conv_net": models.conv_net}[spec["model"]]
-    return builder(input_shape, num_classes, name=name, **spec["kwargs"])
-
-
-def make_optimizer(lr, epochs, steps_per_epoch):
-    import keras
-
-    schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps_per_epoch))
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
-
-
-def add_weight_decay(model, weight_decay):
-    """Coupled (PyTorch SGD-style) weight decay as an L2 penalty on kernels."""
-    import keras
-
-    if weight_decay:
-        for layer in model.layers:
-            if hasattr(layer, "kernel_regularizer") and getattr(layer, "kernel", None) is not None:
-                layer.kernel.regularizer = keras.regularizers.L2(weight_decay / 2.0)
-
-
-def augmentation(spec, seed):
-    """Keras' own random layers: up to `jitter` pixels of translation
-    (nearest neighbour, zero fill) and optional horizontal flips."""
-    import keras
-
-    pipeline = []
-    if spec.get("jitter"):
-        pipeline.append(
-            keras.layers.RandomTranslation(
-                spec["jitter"] / 28.0,
-                spec["jitter"] / 28.0,
-                fill_mode="constant",
-                interpolation="nearest",
-                seed=seed,
-            )
-        )
-    if spec.get("flip"):
-        pipeline.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    return pipeline
-
-
-def accuracy_and_errors(model, x, y, batch_size=1000):
-    import numpy as np
-
-    logits = model.predict(x, batch_size=batch_size, verbose=0)
-    errors = int(np.sum(np.argmax(logits, axis=-1) != y))
-    return 1.0 - errors / len(y), errors
-
-
-# --------------------------------------------------------------- teacher
-def get_teacher(recipe, backend, cache, data, log):
-    """Trains the recipe's teacher, or loads it from the cache when one was
-    trained with exactly these settings. Returns (teacher, record, train logits)."""
+def train_teacher(job, args, log):
+    """Trains one teacher on the 50,000-image split and writes its weights,
+    its logits on the (unaugmented) training images and its record."""
     import keras
     import numpy as np
 
-    from keras_cskd import cache_teacher_logits
-
-    (x, y), (x_test, y_test) = data
+    recipe, seed = job["recipe"], job["seed"]
     spec = recipe["teacher"]
-    key = teacher_key(recipe, backend)
-    folder = Path(cache) / f"teacher-{recipe['name']}-{key}"
-    record = read_json(folder / "teacher.json")
-    keras.utils.set_random_seed(spec["seed"])
-    teacher = build_network(spec, x.shape[1:], 10, "teacher")
-    if record is not None and record.get("key") == key:
-        try:
-            teacher.load_weights(folder / "teacher.weights.h5")
-            logits = np.load(folder / "train_logits.npy")
-            if logits.shape == (len(x), 10):
-                log(f"reusing teacher {key} ({record['test_accuracy']:.2%}) from {folder}")
-                return teacher, record, logits
-        except (OSError, ValueError) as error:
-            log(f"cached teacher {folder} is unreadable ({error}); training it again")
-    log(f"training teacher {key} ({spec['epochs']} epochs)")
+    record_path, folder = teacher_paths(args.results, args.cache, recipe, seed)
+    splits = load_splits(recipe)
+    x, y = splits["train"]
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(seed)
+    teacher = build_network(spec, x.shape[1:], "teacher")
     add_weight_decay(teacher, spec["weight_decay"])
-    trainer = keras.Sequential(
-        [keras.Input(x.shape[1:]), *augmentation(spec, spec["seed"]), teacher],
-        name="teacher_training",
-    )
-    steps = math.ceil(len(x) / spec["batch_size"])
-    trainer.compile(
+    steps = len(x) // spec["batch_size"] + (len(x) % spec["batch_size"] >= 2)
+    teacher.compile(
         optimizer=make_optimizer(spec["lr"], spec["epochs"], steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
     )
+    batches = make_batches(x, y, spec["batch_size"], seed, spec["augment"])
+    scores = Scores.make(teacher, splits)
     progress = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: log(
-            f"  teacher epoch {epoch + 1}/{spec['epochs']}: test {logs['val_accuracy']:.2%}"
+        on_epoch_end=lambda epoch, logs: (
+            log(
+                f"teacher {spec['name']} seed {seed} epoch {epoch + 1}/{spec['epochs']}: "
+                f"val errors {scores.val[-1]}, loss {logs['loss']:.4f}"
+            )
+            if (epoch + 1) % max(1, spec["epochs"] // 20) == 0 or epoch + 1 == spec["epochs"]
+            else None
         )
     )
     start = time.time()
-    history = trainer.fit(
-        x, y, batch_size=spec["batch_size"], epochs=spec["epochs"],
-        validation_data=(x_test, y_test), verbose=0, shuffle=True, callbacks=[progress],
-    )  # fmt: skip
+    history = teacher.fit(batches, epochs=spec["epochs"], verbose=0, callbacks=[scores, progress])
     seconds = time.time() - start
-    accuracy, errors = accuracy_and_errors(teacher, x_test, y_test)
-    logits = cache_teacher_logits(teacher, x, batch_size=1000)
+    train_errors = predict_errors(teacher, x, y)
+    logits = teacher.predict(x, batch_size=5000, verbose=0).astype("float32")
+    weights = [np.asarray(w) for w in teacher.get_weights()]
     folder.mkdir(parents=True, exist_ok=True)
-    teacher.save_weights(folder / "teacher-partial.weights.h5")
-    os.replace(folder / "teacher-partial.weights.h5", folder / "teacher.weights.h5")
-    np.save(folder / "train_logits.tmp.npy", logits)
-    os.replace(folder / "train_logits.tmp.npy", folder / "train_logits.npy")
+    partial = folder / "weights.partial.npz"
+    np.savez(partial, *weights)
+    os.replace(partial, folder / "weights.npz")
+    np.save(folder / "train_logits.partial.npy", logits)
+    os.replace(folder / "train_logits.partial.npy", folder / "train_logits.npy")
+    n_val, n_test = len(splits["val"][1]), len(splits["test"][1])
     record = {
-        "key": key,
+        "format": FORMAT,
+        "key": teacher_key(recipe, seed),
+        "name": spec["name"],
+        "seed": seed,
         "settings": spec,
+        "data": recipe["data"],
+        "fingerprint": fingerprint(weights),
         "parameters": int(teacher.count_params()),
-        "test_accuracy": accuracy,
-        "test_errors": errors,
-        "curve": [float(v) for v in history.history["val_accuracy"]],
+        "val_errors": scores.val,
+        "test_errors": scores.test,
+        "final_val_errors": scores.val[-1],
+        "final_test_errors": scores.test[-1],
+        "train_errors": train_errors,
+        "n_train": len(y),
+        "n_val": n_val,
+        "n_test": n_test,
+        "final_test_accuracy": 1.0 - scores.test[-1] / n_test,
+        "final_val_accuracy": 1.0 - scores.val[-1] / n_val,
+        "train_loss": [float(v) for v in history.history["loss"]],
         "seconds": seconds,
+        "steps": steps * spec["epochs"],
+        "ms_per_step": 1000.0 * seconds / max(1, steps * spec["epochs"]),
+        "job_class": f"teacher:{spec['model']}",
+        "device": device_info(),
         "versions": versions(),
+        "command": job.get("command", ""),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    write_json(folder / "teacher.json", record)  # last: marks the cache complete
-    log(f"teacher {key}: {accuracy:.2%} ({errors} errors) in {seconds:.0f} s")
-    return teacher, record, logits
+    write_json(folder / "teacher.json", record)  # the cache is complete
+    write_json(record_path, record)
+    log(
+        f"teacher {spec['name']} seed {seed}: {scores.test[-1]} test errors, "
+        f"{scores.val[-1]} val, {train_errors} train, {seconds:.0f} s"
+    )
+    return record
+
+
+_TEACHERS = {}
+
+
+def load_teacher(job, args):
+    """(teacher model, its logits on the training images, record) from the cache."""
+    import numpy as np
+
+    recipe, seed = job["recipe"], job["teacher_seed"]
+    record_path, folder = teacher_paths(args.results, args.cache, recipe, seed)
+    key = str(folder)
+    if key not in _TEACHERS:
+        record = read_json(folder / "teacher.json")
+        with np.load(folder / "weights.npz") as archive:
+            weights = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+        if record is None or fingerprint(weights) != record["fingerprint"]:
+            raise RuntimeError(f"the cached teacher in {folder} does not match its record")
+        _TEACHERS[key] = (weights, np.load(folder / "train_logits.npy"), record)
+    weights, logits, record = _TEACHERS[key]
+    splits = load_splits(recipe)
+    teacher = build_network(recipe["teacher"], splits["train"][0].shape[1:], "teacher")
+    teacher.set_weights(weights)
+    return teacher, logits, record
 
 
 # ---------------------------------------------------------------- student
-def distillation_losses(method, epochs):
+def labelled_cross_entropy(y_true, logits):
+    """CE over the labelled samples of the batch; label -1 marks an
+    unlabelled sample, which the distillation losses still see (the same
+    construction as keras-cskd's command line with --labels)."""
+    import keras
+    from keras import ops
+
+    y_true = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+    labelled = ops.cast(y_true >= 0, "float32")
+    per_sample = keras.losses.sparse_categorical_crossentropy(
+        ops.maximum(y_true, 0), ops.cast(logits, "float32"), from_logits=True
+    )
+    batch = ops.cast(ops.shape(y_true)[0], "float32")
+    return labelled * per_sample * batch / ops.maximum(ops.sum(labelled), 1.0)
+
+
+def distillation_setup(method, config, epochs):
     """(losses for the Distiller, student weight, distillation weight, callbacks)."""
     from keras_cskd import callbacks, layers, losses
 
-    config = METHODS[method]
-    kind, *args = config["loss"]
-    student_weight, distillation_weight = config["weights"]
-    extra = []
-    if kind == "kd":
-        loss = losses.KLDivergenceDistillation(temperature=args[0])
-    elif kind == "mse":
-        loss = losses.LogitMSEDistillation()
-    elif kind == "cskd":
-        loss = losses.CosineSimilarityDistillation(temperature=args[0])
-    elif kind == "cskd_cswt":
-        # The paper's Eq. 9: CE + 2 CSKD(tau) + 2 CSKD(CSWT in [2, 6]).
-        loss = [
-            (losses.CosineSimilarityDistillation(temperature=args[0]), 2.0),
+    tau = config.get("temperature", 4.0)
+    if method == "kd":
+        loss = losses.KLDivergenceDistillation(temperature=tau)
+        return loss, 1.0 - config["weight"], config["weight"], []
+    if method == "mse":
+        return losses.LogitMSEDistillation(), config["ce_weight"], config["weight"], []
+    if method == "cskd":
+        return losses.CosineSimilarityDistillation(temperature=tau), 1.0, config["weight"], []
+    if method == "cskd_cswt":  # the paper's Eq. 9
+        pairs = losses.cskd_paper_objective(temperature=tau, balance=config["balance"])
+        return pairs, 1.0, 1.0, []
+    if method == "cskd_cswt_class":
+        cswt = layers.CosineSimilarityWeightedTemperature(2.0, 6.0, granularity="class")
+        pairs = [
+            (losses.CosineSimilarityDistillation(temperature=tau), 2.0 * config["balance"]),
             (
-                losses.CosineSimilarityDistillation(
-                    cswt=layers.CosineSimilarityWeightedTemperature(2.0, 6.0, granularity=args[1]),
-                    name="cswt_distillation",
-                ),
+                losses.CosineSimilarityDistillation(cswt=cswt, name="cswt_distillation"),
+                2.0 * config["balance"],
+            ),
+        ]
+        return pairs, 1.0, 1.0, []
+    if method == "cskd_tmean":
+        pairs = [
+            (losses.CosineSimilarityDistillation(temperature=tau), 2.0),
+            (
+                losses.CosineSimilarityDistillation(temperature=config["tmean"], name="cskd_tmean"),
                 2.0,
             ),
         ]
-    elif kind == "stkd":
-        loss = losses.SimilarityTransferDistillation(temperature=args[0])
-    elif kind == "dist":
-        loss = losses.DISTDistillation(temperature=args[0])
-    elif kind == "dkd":
-        loss = losses.DecoupledKDDistillation(args[0], args[1], args[2])
-        warmup = max(1, int(round(config["warmup"] * epochs)))
-        extra.append(callbacks.DistillationWeightWarmup(epochs=warmup))
-    else:  # pragma: no cover - METHODS and this function change together
-        raise ValueError(kind)
-    return loss, student_weight, distillation_weight, extra
+        return pairs, 1.0, 1.0, []
+    if method == "dist":
+        return losses.DISTDistillation(temperature=tau), 1.0, config["weight"], []
+    if method == "dkd":
+        loss = losses.DecoupledKDDistillation(tau, 1.0, config["beta"])
+        warmup = callbacks.DistillationWeightWarmup(epochs=max(1, round(epochs / 12)))
+        return loss, 1.0, 1.0, [warmup]
+    if method == "stkd":
+        return losses.SimilarityTransferDistillation(temperature=tau), 1.0, 1.0, []
+    raise ValueError(f"unknown method {method!r}")  # pragma: no cover
 
 
-def train_student(recipe, method, seed, teacher, teacher_logits, data):
+def labelled_subset(labels, budget, seed):
+    """`budget` training indices, the same number from each class, drawn
+    with the student's seed (so paired runs share their labelled images)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 7])
+    classes = np.unique(labels)
+    per_class = budget // len(classes)
+    chosen = [rng.permutation(np.nonzero(labels == c)[0])[:per_class] for c in classes]
+    return np.sort(np.concatenate(chosen))
+
+
+def train_student(job, args, log):
+    """One student run; returns its result record (not yet written)."""
     import keras
     import numpy as np
 
-    from keras_cskd import Distiller
+    import keras_cskd
 
-    (x, y), (x_test, y_test) = data
-    spec = dict(recipe["student"])
-    spec["batch_size"] = METHODS[method].get("batch_size", spec["batch_size"])
-    spec["lr"] = METHODS[method].get("lr", spec["lr"])
+    recipe, method, config, seed = job["recipe"], job["method"], job["config"], job["seed"]
+    spec = recipe["student"]
+    splits = load_splits(recipe)
+    x, y = splits["train"]
+    teacher, logits, teacher_record = (None, None, None)
     keras.utils.clear_session()
+    if needs_teacher(method):
+        teacher, logits, teacher_record = load_teacher(job, args)
     keras.utils.set_random_seed(seed)
-    student = build_network(spec, x.shape[1:], 10, "student")
-    steps = math.ceil(len(x) / spec["batch_size"])
-    optimizer = make_optimizer(spec["lr"], spec["epochs"], steps)
-    fit_callbacks = []
-    inputs = x
+    student = build_network(spec, x.shape[1:], "student")
+    batch_size, epochs = spec["batch_size"], spec["epochs"]
+    labelled = None
+    order = None
+    targets = y
+    if recipe.get("labels"):
+        labelled = labelled_subset(y, recipe["labels"], seed)
+    live = live_teacher(recipe, method)
+    extra_callbacks = []
     if method == "ce":
+        add_weight_decay(student, config["weight_decay"])
+        if labelled is not None:  # the labelled images only, as many steps as the others
+            order = np.resize(np.random.default_rng(seed).permutation(labelled), len(y))
+        targets = np.eye(10, dtype="float32")[y]
         model = student
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config["label_smoothing"]
         )
     else:
-        loss, student_weight, distillation_weight, fit_callbacks = distillation_losses(
-            method, spec["epochs"]
+        losses_, student_weight, distillation_weight, extra_callbacks = distillation_setup(
+            method, config, epochs
         )
-        live = METHODS[method].get("live_teacher", False)
-        model = Distiller(
+        model = keras_cskd.Distiller(
             student,
             teacher if live else None,
-            loss,
+            losses_,
             student_loss_weight=student_weight,
             distillation_loss_weight=distillation_weight,
             seed=seed,
         )
-        model.compile(optimizer=optimizer, metrics=["accuracy"])
-        if not live:
-            inputs = {"x": x, "teacher_logits": teacher_logits}
+        loss = "auto"
+        if labelled is not None:
+            targets = np.full_like(y, -1)
+            targets[labelled] = y[labelled]
+            loss = labelled_cross_entropy
+    batches = make_batches(
+        x,
+        targets,
+        batch_size,
+        seed,
+        spec.get("augment"),
+        logits=None if (live or method == "ce") else logits,
+        order=order,
+    )
+    steps = len(batches)
+    model.compile(optimizer=make_optimizer(spec["lr"], epochs, steps), loss=loss)
+    scores = Scores.make(student, splits)
     start = time.time()
     history = model.fit(
-        inputs, y, batch_size=spec["batch_size"], epochs=spec["epochs"],
-        validation_data=(x_test, y_test), callbacks=fit_callbacks, shuffle=True, verbose=0,
-    )  # fmt: skip
+        batches,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[*extra_callbacks, keras.callbacks.TerminateOnNaN(), scores],
+    )
     seconds = time.time() - start
-    accuracy, errors = accuracy_and_errors(student, x_test, y_test)
-    curve = [float(v) for v in history.history["val_accuracy"]]
-    return {
-        "final_accuracy": accuracy,
-        "final_errors": errors,
-        "best_accuracy": float(np.max(curve)),
-        "best_epoch": int(np.argmax(curve)) + 1,
-        "test_accuracy": curve,
-        "train_loss": [float(v) for v in history.history["loss"]],
+    n_val, n_test = len(splits["val"][1]), len(splits["test"][1])
+    losses_seen = [float(v) for v in history.history.get("loss", [])]
+    diverged = len(losses_seen) < epochs or not all(math.isfinite(v) for v in losses_seen)
+    if diverged:  # stopped by TerminateOnNaN: score the model as it was left
+        scores.on_epoch_end(len(scores.val))
+    temperature = history.history.get("temperature")
+    record = {
+        "format": FORMAT,
+        "recipe": recipe["name"],
+        "recipe_key": recipe_key(recipe),
+        "run_key": run_key(recipe, method, config, seed, teacher_record),
+        "method": method,
+        "config": config,
+        "seed": seed,
+        "stage": job["stage"],
+        "teacher_seed": job["teacher_seed"],
+        "teacher_key": teacher_record and teacher_record["key"],
+        "teacher_fingerprint": teacher_record and teacher_record["fingerprint"],
+        "live_teacher": live,
+        "epochs": epochs,
+        "epochs_run": len(losses_seen),
+        "diverged": diverged,
+        "val_errors": scores.val,
+        "test_errors": scores.test,
+        "final_val_errors": scores.val[-1],
+        "final_test_errors": scores.test[-1],
+        "final_val_accuracy": 1.0 - scores.val[-1] / n_val,
+        "final_test_accuracy": 1.0 - scores.test[-1] / n_test,
+        "best_test_errors": min(scores.test),
+        "best_epoch": int(np.argmin(scores.test)) + 1,
+        "n_train": len(y),
+        "n_val": n_val,
+        "n_test": n_test,
+        "labelled": None if labelled is None else len(labelled),
+        "train_loss": losses_seen,
+        "temperature": None if temperature is None else [float(t) for t in temperature],
+        "mean_temperature": None if not temperature else float(np.mean(temperature)),
         "student_parameters": int(student.count_params()),
         "seconds": seconds,
+        "steps": steps * len(losses_seen),
+        "ms_per_step": 1000.0 * seconds / max(1, steps * len(losses_seen)),
+        "job_class": job_class(recipe, method),
+        "device": device_info(),
+        "versions": versions(),
+        "command": job.get("command", ""),
+        "worker": job.get("worker"),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    return record
 
 
-# -------------------------------------------------------------------- run
-def run(args):
-    import keras
-
-    backend = keras.backend.backend()
-    recipe = resolve_recipe(
-        args.recipe, args.epochs, args.teacher_epochs, args.limit, args.test_limit
+def execute(job, args, log):
+    """Runs one job in this process and writes its result file."""
+    if job["kind"] == "teacher":
+        return train_teacher(job, args, log)
+    record = train_student(job, args, log)
+    write_json(job.path, record)
+    log(
+        f"{job['recipe']['name']} {job['method']} {slug(job['config'])} seed {job['seed']}: "
+        f"val {record['final_val_errors']} / test {record['final_test_errors']} errors"
+        f"{' (diverged)' if record['diverged'] else ''} in {record['seconds']:.0f} s"
     )
-    methods = args.methods.split(",") if args.methods else recipe["methods"]
-    methods = [name for method in methods for name in (STUDY if method == "study" else [method])]
-    unknown = sorted(set(methods) - set(METHODS))
+    return record
+
+
+# ------------------------------------------------------------------ runner
+def resolve_all(args):
+    overrides = {
+        "epochs": args.epochs,
+        "teacher_epochs": args.teacher_epochs,
+        "limit": args.limit,
+        "val_limit": args.val_limit,
+        "test_limit": args.test_limit,
+        "grid_size": args.grid_size,
+    }
+    names = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
+    unknown = [n for n in names if n not in RECIPES]
     if unknown:
-        raise SystemExit(f"experiments: unknown method(s) {unknown}; choose from {sorted(METHODS)}")
-    key = recipe_key(recipe, backend)
-    folder = Path(args.results) / f"{recipe['name']}-{key}"
-    log_path = folder / "log.txt"
-    folder.mkdir(parents=True, exist_ok=True)
+        raise SystemExit(f"experiments: unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
+    return [resolve_recipe(name, overrides) for name in names]
+
+
+def write_recipe_files(recipes, args):
+    for recipe in recipes:
+        folder = folder_of(args.results, recipe)
+        write_json(
+            folder / "recipe.json",
+            {
+                "format": FORMAT,
+                "recipe": recipe,
+                "key": recipe_key(recipe),
+                "methods": METHODS,
+                "seeds": args.seeds,
+                "teacher_seeds": args.teacher_seeds,
+                "tuning_seed": TUNING_SEED,
+            },
+        )
+
+
+def write_selections(plan, recipes, args):
+    """`selection.json` per recipe: every tuning run's validation accuracy
+    and the chosen configuration (what the report's tuning table shows)."""
+    for recipe in recipes:
+        chosen = {}
+        for (name, method), (config, table) in plan.selections.items():
+            if name == recipe["name"] and config is not None:
+                chosen[method] = {"chosen": config, "grid": table}
+        if chosen:
+            write_json(folder_of(args.results, recipe) / "selection.json", chosen)
+
+
+def make_logger(args):
+    log_path = Path(args.cache) / "log.txt"
 
     def log(message):
         line = f"[{time.strftime('%H:%M:%S')}] {message}"
         print(line, flush=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as handle:
             handle.write(line + "\n")
 
-    command = " ".join(["KERAS_BACKEND=" + backend, "python", *sys.argv])
-    write_json(
-        folder / "recipe.json",
-        {"recipe": recipe, "key": key, "backend": backend, "methods": METHODS},
+    return log
+
+
+def command_line():
+    backend = os.environ.get("KERAS_BACKEND", "")
+    prefix = [f"KERAS_BACKEND={backend}"] if backend else []
+    return " ".join([*prefix, "python", "benchmarks/experiments.py", *sys.argv[1:]])
+
+
+def run(args):
+    """Plans, then runs every ready job (sequentially, or on `--workers`
+    processes) until none is left or the deadline passes."""
+    recipes = resolve_all(args)
+    write_recipe_files(recipes, args)
+    plan = Plan(recipes, args)
+    write_selections(plan, recipes, args)
+    if args.plan:
+        print_plan(plan, args)
+        return plan
+    log = make_logger(args)
+    deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
+    if not plan.ready and not plan.blocked:
+        log("every run is finished")
+        return plan
+    log(f"{len(plan.done)} done, {len(plan.ready)} ready, {len(plan.blocked)} waiting")
+    for note in plan.notes:
+        log(f"note: {note}")
+    command = command_line()
+    if args.workers:
+        Parallel(recipes, args, log, deadline, command).run()
+    else:
+        _set_compilation_cache(args)
+        attempted, failures = set(), []
+        while True:
+            plan = Plan(recipes, args)
+            write_selections(plan, recipes, args)
+            ready = [j for j in plan.ready if j["path"] not in attempted]
+            if not ready:
+                break
+            job = ready[0]
+            if deadline is not None and time.time() > deadline:
+                log(f"deadline reached: {len(ready)} ready job(s) left for the next run")
+                break
+            attempted.add(job["path"])
+            job["command"] = command
+            try:
+                execute(job, args, log)
+            except Exception as error:  # noqa: BLE001 - logged; the other runs go on
+                import traceback
+
+                traceback.print_exc()
+                log(f"FAILED {describe_job(job)}: {type(error).__name__}: {error}")
+                failures.append(job)
+    plan = Plan(recipes, args)
+    write_selections(plan, recipes, args)
+    log(
+        f"finished for now: {len(plan.done)} done, {len(plan.ready)} ready, "
+        f"{len(plan.blocked)} waiting"
     )
-    # Runs in table order: every cheap method for every seed, live-teacher ones last.
-    pending = []
-    for seed in args.seeds:
-        for method in methods:
-            path = folder / f"{method}-seed{seed}.json"
-            done = read_json(path)
-            if done is not None and done.get("run_key") == run_key(recipe, backend, method):
-                continue
-            pending.append((METHODS[method].get("live_teacher", False), seed, method, path))
-    pending.sort(key=lambda item: item[0])
-    if not pending:
-        log(f"{folder.name}: every run is finished")
-        return folder
-    log(f"{folder.name}: {len(pending)} run(s) to do")
-    data = load_data(recipe)
-    teacher, teacher_record, logits = get_teacher(recipe, backend, args.cache, data, log)
-    write_json(folder / "teacher.json", teacher_record)
-    for _, seed, method, path in pending:
-        result = train_student(recipe, method, seed, teacher, logits, data)
-        result.update(
-            {
-                "recipe": recipe["name"],
-                "recipe_key": key,
-                "run_key": run_key(recipe, backend, method),
-                "teacher_key": teacher_record["key"],
-                "method": method,
-                "method_settings": METHODS[method],
-                "seed": seed,
-                "command": command,
-                "versions": versions(),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
+    for note in plan.notes:
+        log(f"note: {note}")
+    if not args.workers and failures:
+        raise SystemExit(f"experiments: {len(failures)} run(s) failed (see the log)")
+    return plan
+
+
+def _set_compilation_cache(args):
+    """JAX: one compilation cache shared by every run (and worker), so that
+    a program compiled once -- the same step for another seed -- is loaded."""
+    if os.environ.get("KERAS_BACKEND", "jax") != "jax" or args.no_compilation_cache:
+        return
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        path = Path(args.cache) / "xla"
+        path.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class Parallel:
+    """`--workers N`: N worker processes (fresh Python processes; JAX
+    unless KERAS_BACKEND says otherwise, no GPU memory preallocation, a
+    memory fraction each, one shared compilation cache), fed one job at a time,
+    the highest-priority ready job first and within a priority the longest
+    first. A job is started only if its estimate (corrected by the ratio of
+    measured to estimated time of the jobs finished so far) fits before the
+    deadline; at the deadline the workers are stopped: a run cut short
+    leaves no file and runs again next time."""
+
+    def __init__(self, recipes, args, log, deadline, command):
+        self.recipes, self.args, self.log = recipes, args, log
+        self.deadline, self.command = deadline, command
+        self.lock = threading.Condition()
+        self.running = {}  # path -> job
+        self.attempted = set()
+        self.ratios = []
+        self.where = platform_of(args)
+        self.rates = measured_rates(args.results, self.where)
+        self.stopping = False
+        self.processes = {}  # worker index -> its current process
+        self.plan = Plan(recipes, args)
+
+    def worker_env(self):
+        env = dict(os.environ)
+        env.setdefault("KERAS_BACKEND", "jax")
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(self.args.memory_fraction))
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(name, "1")
+        if not self.args.no_compilation_cache:
+            path = Path(self.args.cache) / "xla"
+            path.mkdir(parents=True, exist_ok=True)
+            env.setdefault("JAX_COMPILATION_CACHE_DIR", str(path))
+            env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+            env.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        return env
+
+    def start_worker(self, index):
+        logs = Path(self.args.cache) / "workers"
+        logs.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "worker",
+            "--results",
+            str(self.args.results),
+            "--cache",
+            str(self.args.cache),
+            "--name",
+            f"w{index}",
+        ]
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(logs / f"w{index}.log", "a"),
+            env=self.worker_env(),
+            text=True,
+            bufsize=1,
         )
-        write_json(path, result)
-        log(
-            f"{method:16s} seed {seed}: {result['final_accuracy']:.2%} "
-            f"({result['final_errors']} errors) in {result['seconds']:.0f} s"
-        )
-    return folder
+
+    def factor(self):
+        return sorted(self.ratios)[len(self.ratios) // 2] if self.ratios else 1.0
+
+    def next_job(self):
+        """The next job for a free worker, or None when there is nothing
+        left this session; waits while jobs are running that may unblock others."""
+        with self.lock:
+            while not self.stopping:
+                remaining = None if self.deadline is None else self.deadline - time.time()
+                candidates = [
+                    j
+                    for j in self.plan.ready
+                    if j["path"] not in self.attempted and j["path"] not in self.running
+                ]
+                candidates.sort(
+                    key=lambda j: (
+                        priority(j["recipe"], j["stage"], j["seed"]),
+                        -estimate(j, self.where, self.rates, self.args.estimate_scale),
+                    )
+                )
+                for job in candidates:
+                    scale = self.args.estimate_scale
+                    seconds = estimate(job, self.where, self.rates, scale) * self.factor()
+                    if remaining is None or seconds < remaining:
+                        self.attempted.add(job["path"])
+                        self.running[job["path"]] = job
+                        job["estimate"] = seconds
+                        return job
+                if not self.running:
+                    return None
+                self.lock.wait(timeout=5)
+            return None
+
+    def job_done(self, job, reply, seconds):
+        with self.lock:
+            self.running.pop(job["path"], None)
+            if reply and reply.get("ok"):
+                self.ratios.append(seconds / max(1.0, job["estimate"] / self.factor()))
+            self.plan = Plan(self.recipes, self.args)
+            write_selections(self.plan, self.recipes, self.args)
+            self.lock.notify_all()
+
+    def feed(self, index):
+        process = self.processes[index] = self.start_worker(index)
+        try:
+            while True:
+                job = self.next_job()
+                if job is None:
+                    break
+                job["command"] = self.command
+                job["worker"] = f"w{index}"
+                started = time.time()
+                self.log(f"w{index}: start {describe_job(job)} (estimate {job['estimate']:.0f} s)")
+                try:
+                    process.stdin.write(json.dumps(job) + "\n")
+                    process.stdin.flush()
+                    line = process.stdout.readline()
+                except (BrokenPipeError, OSError):
+                    line = ""
+                reply = json.loads(line) if line.strip() else None
+                seconds = time.time() - started
+                if reply is None:
+                    if not self.stopping:
+                        self.log(f"w{index}: worker died during {describe_job(job)}; restarting")
+                        process = self.processes[index] = self.start_worker(index)
+                    self.job_done(job, None, seconds)
+                    if self.stopping:
+                        break
+                    continue
+                if reply.get("ok"):
+                    self.log(f"w{index}: done  {describe_job(job)} in {seconds:.0f} s")
+                else:
+                    self.log(f"w{index}: FAILED {describe_job(job)}: {reply.get('error')}")
+                self.job_done(job, reply, seconds)
+        finally:
+            self._stop(process)
+
+    @staticmethod
+    def _stop(process):
+        if process.poll() is None:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+    def run(self):
+        threads = [
+            threading.Thread(target=self.feed, args=(i,), daemon=True)
+            for i in range(self.args.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            while any(t.is_alive() for t in threads):
+                if self.deadline is not None and time.time() > self.deadline:
+                    self._stop_all("deadline")
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (e.g. from `timeout`)
+            self._stop_all("interrupted")
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            for thread in threads:
+                thread.join(timeout=30)
+
+    def _stop_all(self, why):
+        """Stops every worker (SIGTERM, then SIGKILL): the runs in flight
+        leave no file and run again next time."""
+        with self.lock:
+            self.stopping = True
+            cut = list(self.running.values())
+            self.lock.notify_all()
+        for job in cut:
+            self.log(f"{why}: {describe_job(job)} cut short (it reruns next time)")
+        processes = list(self.processes.values())
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def worker(args):
+    """A worker process: reads one job (a JSON line) at a time from stdin,
+    runs it, answers one JSON line. Everything else it prints goes to its
+    log (stderr), so the protocol channel stays clean."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    _set_compilation_cache(args)
+
+    def log(message):
+        print(f"[{time.strftime('%H:%M:%S')}] {args.name}: {message}", flush=True)
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        job = Job(json.loads(line))
+        try:
+            execute(job, args, log)
+            reply = {"ok": True}
+        except Exception as error:  # noqa: BLE001 - reported, the worker goes on
+            import traceback
+
+            traceback.print_exc()
+            reply = {"ok": False, "error": f"{type(error).__name__}: {error}"[:500]}
+        protocol.write(json.dumps(reply) + "\n")
+        protocol.flush()
 
 
 # ----------------------------------------------------------------- report
-# Two-sided 95 % quantiles of Student's t for 1..10 degrees of freedom.
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+# Two-sided 95 % quantiles of Student's t, 1..30 degrees of freedom.
+T_975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
 
 
 def mean_std(values):
-    import numpy as np
-
-    values = np.asarray(values, dtype="float64")
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def paired(values, baseline):
-    """Mean and std of per-seed differences, and whether they exceed seed
-    noise: |mean| > t(0.975, n-1) * std / sqrt(n) (a paired t-test at 5 %)."""
+    """Paired difference over the common seeds: mean, sample std, n, and
+    the 95 % t-interval of the mean (`low`, `high`); None below 2 seeds."""
     common = sorted(set(values) & set(baseline))
     if len(common) < 2:
         return None
     diffs = [values[s] - baseline[s] for s in common]
     mean, std = mean_std(diffs)
-    bound = T_975[min(len(diffs) - 1, len(T_975)) - 1] * std / math.sqrt(len(diffs))
-    return {"mean": mean, "std": std, "n": len(diffs), "significant": abs(mean) > bound}
-
-
-def load_table(folder):
-    """The runs of one results folder, grouped by method: {method: {seed: record}}."""
-    folder = Path(folder)
-    recipe = read_json(folder / "recipe.json")
-    if recipe is None:
-        return None
-    runs = {}
-    for path in sorted(folder.glob("*-seed*.json")):
-        record = read_json(path)
-        if record is None or record.get("recipe_key") != recipe["key"]:
-            continue
-        runs.setdefault(record["method"], {})[record["seed"]] = record
+    half = T_975[min(len(diffs) - 1, len(T_975)) - 1] * std / math.sqrt(len(diffs))
     return {
-        "folder": folder.name,
-        "recipe": recipe,
-        "teacher": read_json(folder / "teacher.json"),
-        "runs": runs,
+        "mean": mean,
+        "std": std,
+        "n": len(diffs),
+        "low": mean - half,
+        "high": mean + half,
+        "significant": mean - half > 0 or mean + half < 0,
     }
 
 
-def _signed(value, digits):
-    return f"{value:+.{digits}f}"
+def load_recipe_results(folder):
+    """A results folder: its recipe, runs {(method, slug, seed): record}, selection."""
+    recipe = read_json(Path(folder) / "recipe.json")
+    if recipe is None or recipe.get("format") != FORMAT:
+        return None
+    runs = {}
+    for path in sorted(Path(folder).glob("*-seed*.json")):
+        record = read_json(path)
+        if record is None or record.get("format") != FORMAT:
+            continue
+        if record.get("recipe_key") != recipe["key"]:
+            continue
+        runs[(record["method"], slug(record["config"]), record["seed"])] = record
+    return {
+        "folder": Path(folder).name,
+        "meta": recipe,
+        "recipe": recipe["recipe"],
+        "runs": runs,
+        "selection": read_json(Path(folder) / "selection.json") or {},
+    }
 
 
-def _difference(cell, scale, digits):
+def load_teachers(results, recipe, teacher_seeds):
+    teachers = []
+    for seed in teacher_seeds:
+        record = read_json(teacher_paths(results, "", recipe, seed)[0])
+        if record is not None and record.get("key") == teacher_key(recipe, seed):
+            teachers.append(record)
+    return teachers
+
+
+def row_runs(table, method, config, seeds):
+    """{seed: record} of one row (a method at one config) over `seeds`."""
+    if config is None:
+        return {}
+    key = slug(config)
+    return {s: table["runs"][(method, key, s)] for s in seeds if (method, key, s) in table["runs"]}
+
+
+def _metric(table):
+    if table["recipe"]["metric"] == "errors":
+        return (lambda r: float(r["final_test_errors"])), "test errors", 1, False
+    return (lambda r: 100.0 * r["final_test_accuracy"]), "test accuracy %", 2, True
+
+
+def _interval(cell, digits):
     if cell is None:
         return "—"
-    mark = " **" if cell["significant"] else ""
-    text = f"{_signed(cell['mean'] * scale, digits)} ± {cell['std'] * abs(scale):.{digits}f}"
-    return f"{mark.strip()}{text}{mark.strip()}"
+    text = f"{cell['mean']:+.{digits}f} [{cell['low']:+.{digits}f}, {cell['high']:+.{digits}f}]"
+    return f"**{text}**" if cell["significant"] else text
 
 
-def table_markdown(table):
-    """One Markdown table (and a summary sentence) from `load_table`."""
-    recipe = table["recipe"]["recipe"]
-    errors = recipe["metric"] == "errors"
-    runs = table["runs"]
-    teacher = table["teacher"]
-    paper = recipe.get("paper", {})
-    order = [m for m in recipe["methods"] if m in runs] + sorted(set(runs) - set(recipe["methods"]))
-    if errors:
-        value = lambda r: r["final_errors"]  # noqa: E731
-        unit, scale, digits = "test errors / 10,000", -len_test(table), 1
-    else:
-        value = lambda r: 100.0 * r["final_accuracy"]  # noqa: E731
-        unit, scale, digits = "test accuracy %", 100.0, 2
-    lines = []
-    n_test = len_test(table)
-    first = next(iter(next(iter(runs.values())).values()))
-    student = recipe["student"]
-    paper_note = f" — paper: {paper['teacher']} errors" if "teacher" in paper else ""
-    lines.append(
-        f"Teacher: {describe(recipe['teacher'])} "
-        f"({teacher['parameters']:,} parameters), {100 * teacher['test_accuracy']:.2f} % "
-        f"({teacher['test_errors']} errors){paper_note}. "
-        f"Student: {describe(student)} ({first['student_parameters']:,} parameters), "
-        f"{student['epochs']} epochs; "
-        f"{n_test:,} test images; backend {table['recipe']['backend']}."
-    )
-    lines.append("")
-    header = f"| Method | {unit} (final epoch) | best epoch | Δ vs CE | Δ vs KD | seeds |"
-    if paper:
-        header = header.replace("| seeds |", "| paper | seeds |")
-    lines.append(header)
-    lines.append("|" + " --- |" * (header.count("|") - 1))
-    baseline = {s: value(r) for s, r in runs.get("ce", {}).items()}
-    kd = {s: value(r) for s, r in runs.get("kd", {}).items()}
-    for method in order:
-        per_seed = {s: value(r) for s, r in runs[method].items()}
-        mean, std = mean_std(list(per_seed.values()))
-        best_values = [
-            (1 - r["best_accuracy"]) * n_test if errors else 100 * r["best_accuracy"]
-            for r in runs[method].values()
-        ]
-        best_mean, best_std = mean_std(best_values)
-        vs_ce = paired(per_seed, baseline) if method != "ce" else None
-        vs_kd = paired(per_seed, kd) if method != "kd" else None
-        label = METHODS.get(method, {}).get("label", method)
-        if any(r["final_accuracy"] < 0.2 for r in runs[method].values()):
-            label += " — diverged"  # a constant prediction: chance on 10 balanced classes
-        row = [
-            label,
-            f"{mean:.{digits}f} ± {std:.{digits}f}",
-            f"{best_mean:.{digits}f} ± {best_std:.{digits}f}",
-            _difference(vs_ce, 1.0, digits),
-            _difference(vs_kd, 1.0, digits),
-        ]
-        if paper:
-            row.append(str(paper.get(method, "")))
-        seed_digits = 0 if errors else digits
-        row.append(", ".join(f"{per_seed[s]:.{seed_digits}f}" for s in sorted(per_seed)))
-        lines.append("| " + " | ".join(row) + " |")
-    del scale
+def _seeds_text(values, digits):
+    return ", ".join(f"{values[s]:.{digits}f}" for s in sorted(values))
+
+
+def teacher_table(teachers):
+    lines = [
+        "| Teacher seed | epochs | test errors | validation errors | training errors | "
+        "val errors at 50 % / 75 % / 90 % of the schedule | best val epoch | time | device |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in teachers:
+        val = t["val_errors"]
+        marks = [val[max(0, int(len(val) * f) - 1)] for f in (0.5, 0.75, 0.9)]
+        best = min(range(len(val)), key=lambda i: (val[i], -i)) + 1
+        lines.append(
+            f"| {t['seed']} | {len(val)} | {t['final_test_errors']} / {t['n_test']:,} | "
+            f"{t['final_val_errors']} / {t['n_val']:,} | {t['train_errors']} / {t['n_train']:,} | "
+            f"{' / '.join(str(m) for m in marks)} | {best} | {t['seconds'] / 60:.1f} min | "
+            f"{t['device']['name']} |"
+        )
     return "\n".join(lines)
 
 
-def describe(spec):
-    """`mlp(hidden=[800, 800])`: a model spec of a recipe, as written in code."""
-    arguments = ", ".join(f"{k}={v}" for k, v in spec["kwargs"].items())
-    return f"`{spec['model']}({arguments})`"
+def rows_of(table, seeds):
+    """The table's rows: (label, setting, method, config) in order."""
+    recipe = table["recipe"]
+    rows = []
+    for method in recipe["methods"]:
+        default = default_config(recipe, method)
+        rows.append((METHODS[method]["label"], "defaults", method, default))
+        if recipe["tune"]:
+            chosen = table["selection"].get(method, {}).get("chosen")
+            rows.append((METHODS[method]["label"], "tuned", method, chosen))
+    return rows
 
 
-LEGEND = (
-    "Final-epoch values, mean ± sample std over seeds; 'best epoch' is the best of the "
-    "per-epoch test values (what CRD/mdistiller tables report, optimistic). Δ: mean ± std "
-    "of the per-seed differences (same seed, paired); **bold**: beyond seed noise "
-    "(paired t-test, two-sided 5 %)."
-)
+def study_rows(table):
+    recipe = table["recipe"]
+    rows = []
+    for _, label, method, config, stage in recipe["studies"]:
+        config = dict(config or default_config(recipe, method))
+        if method == "cskd_tmean":
+            matches = [
+                r["config"]
+                for (m, _, _), r in table["runs"].items()
+                if m == "cskd_tmean" and r["config"].get("temperature") == config["temperature"]
+            ]
+            config = matches[0] if matches else None
+        rows.append((label, "extra" if stage == "final" else "study", method, config))
+    return rows
 
 
-def len_test(table):
-    for runs in table["runs"].values():
-        for record in runs.values():
-            if record["final_accuracy"] < 1.0:
-                return round(record["final_errors"] / (1.0 - record["final_accuracy"]))
-    return 10000
-
-
-def conclusion(table):
-    """Which methods differ from CE and from KD beyond seed noise, in words."""
-    errors = table["recipe"]["recipe"]["metric"] == "errors"
-    runs = table["runs"]
-
-    def value(record):
-        return record["final_errors"] if errors else record["final_accuracy"]
-
-    better = (lambda d: d < 0) if errors else (lambda d: d > 0)
-    sentences = []
-    for reference, name in (("ce", "CE alone"), ("kd", "KD (T = 4)")):
-        if reference not in runs:
+def main_table(table, teachers, seeds):
+    """The main Markdown table: every method at its published defaults and
+    tuned on validation, final-epoch test numbers over seeds, paired 95 %
+    intervals against CE and KD of the same setting, the fraction of the
+    teacher-student gap closed."""
+    value, unit, digits, higher_better = _metric(table)
+    recipe = table["recipe"]
+    paper = recipe.get("paper", {})
+    teacher_value = None
+    if teachers:
+        teacher_value = mean_std(
+            [
+                t["final_test_errors"] if not higher_better else 100 * t["final_test_accuracy"]
+                for t in teachers
+            ]
+        )[0]
+    header = (
+        f"| Method | setting | configuration | {unit} (final epoch, mean ± sd) | "
+        "Δ vs CE [95 % CI] | Δ vs KD [95 % CI] | gap closed | best-epoch (extra) | n | seeds |"
+    )
+    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    baselines = {}
+    for _, setting, method, config in rows_of(table, seeds):
+        if method in ("ce", "kd"):
+            baselines[(method, setting)] = {
+                s: value(r) for s, r in row_runs(table, method, config, seeds).items()
+            }
+    for label, setting, method, config in rows_of(table, seeds) + study_rows(table):
+        runs = row_runs(table, method, config, seeds)
+        if not runs:
+            shown = describe_config(config) if config else "not chosen yet"
+            lines.append(f"| {label} | {setting} | {shown} | — | — | — | — | — | 0 | |")
             continue
-        base = {s: value(r) for s, r in runs[reference].items()}
-        wins, losses, ties = [], [], []
-        for method in table["recipe"]["recipe"]["methods"]:  # the study has its own rows
-            if method == reference or method not in runs:
-                continue
-            cell = paired({s: value(r) for s, r in runs[method].items()}, base)
-            if cell is None:
-                continue
-            label = METHODS.get(method, {}).get("label", method)
-            if not cell["significant"]:
-                ties.append(label)
-            elif better(cell["mean"]):
-                wins.append(label)
-            else:
-                losses.append(label)
-        sentences.append(
-            f"Against {name}: better beyond seed noise: {', '.join(wins) or 'none'}. "
-            f"Worse beyond noise: {', '.join(losses) or 'none'}. "
-            f"Within noise: {', '.join(ties) or 'none'}."
+        values = {s: value(r) for s, r in runs.items()}
+        mean, std = mean_std(values.values())
+        base = setting if setting in ("defaults", "tuned") else "defaults"
+        ce = baselines.get(("ce", base), {})
+        kd = baselines.get(("kd", base), {})
+        vs_ce = paired(values, ce) if method != "ce" else None
+        vs_kd = paired(values, kd) if method != "kd" else None
+        gap = "—"
+        if teacher_value is not None and ce and method != "ce":
+            ce_mean = mean_std(ce.values())[0]
+            if abs(ce_mean - teacher_value) > 1e-9:
+                gap = f"{100 * (mean - ce_mean) / (teacher_value - ce_mean):.0f} %"
+        best = [
+            r["best_test_errors"]
+            if not higher_better
+            else 100 * (1 - r["best_test_errors"] / r["n_test"])
+            for r in runs.values()
+        ]
+        note = ""
+        if any(r["diverged"] for r in runs.values()):
+            note = f" — diverged in {sum(r['diverged'] for r in runs.values())} run(s)"
+        if method in ("cskd_cswt", "cskd_cswt_class") and any(
+            r["mean_temperature"] for r in runs.values()
+        ):
+            temps = [r["mean_temperature"] for r in runs.values() if r["mean_temperature"]]
+            note += f" (mean CSWT T = {sum(temps) / len(temps):.2f})"
+        shown = describe_config(config)
+        if paper.get(method) and setting == "defaults":
+            shown += f"; paper: {paper[method]}"
+        lines.append(
+            f"| {label}{note} | {setting} | {shown} | {mean:.{digits}f} ± {std:.{digits}f} | "
+            f"{_interval(vs_ce, digits)} | {_interval(vs_kd, digits)} | {gap} | "
+            f"{mean_std(best)[0]:.{digits}f} | {len(values)} | "
+            f"{_seeds_text(values, digits if higher_better else 0)} |"
         )
-    return " ".join(sentences)
+    return "\n".join(lines)
 
 
-def plot_table(table, path):
-    """Bar chart (mean ± std over seeds, per-seed dots, the teacher as a
-    labelled line, an axis that starts at 0 errors or spans the data
-    honestly) and the test-accuracy curves."""
+def tuning_table(table):
+    """The tuning grid: each configuration's final-epoch validation accuracy
+    (one run, seed 100, teacher seed 0) and the choice."""
+    if not table["selection"]:
+        return ""
+    lines = [
+        "| Method | configurations (final-epoch validation accuracy %; chosen in bold) |",
+        "| --- | --- |",
+    ]
+    for method in table["recipe"]["methods"]:
+        entry = table["selection"].get(method)
+        if not entry:
+            continue
+        cells = []
+        for row in entry["grid"]:
+            text = f"{describe_config(row['config'])}: {100 * row['val_accuracy']:.2f}"
+            cells.append(f"**{text}**" if row["config"] == entry["chosen"] else text)
+        lines.append(f"| {METHODS[method]['label']} | {'; '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def cswt_sentence(table, seeds):
+    """The matched-weight CSWT comparison in words: Eq. 9 against CE + 4 CSKD
+    and against CSKD at CSWT's mean temperature, paired."""
+    value, _, digits, _ = _metric(table)
+    recipe = table["recipe"]
+    eq9 = row_runs(table, "cskd_cswt", default_config(recipe, "cskd_cswt"), seeds)
+    w4 = row_runs(table, "cskd", {"temperature": 4.0, "weight": 4.0}, seeds)
+    tmean_rows = [r for r in study_rows(table) if r[2] == "cskd_tmean"]
+    tmean = row_runs(table, "cskd_tmean", tmean_rows[0][3], seeds) if tmean_rows else {}
+    if not eq9:
+        return ""
+    temps = [r["mean_temperature"] for r in eq9.values() if r.get("mean_temperature")]
+    parts = []
+    if temps:
+        parts.append(f"CSWT chose a mean temperature of {sum(temps) / len(temps):.2f}")
+    eq9_values = {s: value(r) for s, r in eq9.items()}
+    for name, runs in (("CE + 4 CSKD(T = 4)", w4), ("CSKD at CSWT's mean T", tmean)):
+        cell = paired(eq9_values, {s: value(r) for s, r in runs.items()})
+        if cell:
+            parts.append(f"Eq. 9 minus {name}: {_interval(cell, digits)} (n = {cell['n']})")
+    return "Matched weight (total CSKD weight 4): " + "; ".join(parts) + "." if parts else ""
+
+
+def devices_text(table, teachers):
+    records = list(table["runs"].values()) + teachers
+    devices = sorted({f"{r['device']['name']} ({r['device']['platform']})" for r in records})
+    backends = sorted({r["versions"]["backend"] for r in records})
+    keras_versions = sorted({r["versions"]["keras"] for r in records})
+    return (
+        f"Devices: {', '.join(devices)}; backend {', '.join(backends)}; "
+        f"Keras {', '.join(keras_versions)}."
+    )
+
+
+def plot_table(table, teachers, seeds, path):
+    """Per row: the final test metric (mean ± sd, seeds as dots; defaults
+    and tuned side by side), and the teachers' validation curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    recipe = table["recipe"]["recipe"]
-    errors = recipe["metric"] == "errors"
-    runs = table["runs"]
-    diverged = [m for m in runs if any(r["final_accuracy"] < 0.2 for r in runs[m].values())]
-    order = [m for m in recipe["methods"] if m in runs and m not in diverged]
-    n_test = len_test(table)
-    figure, (bars, curves) = plt.subplots(1, 2, figsize=(13, 4.6))
-    for i, method in enumerate(order):
-        values = np.array(
+    value, unit, _, higher_better = _metric(table)
+    rows = [r for r in rows_of(table, seeds) + study_rows(table) if r[3] is not None]
+    rows = [r for r in rows if row_runs(table, r[2], r[3], seeds)]
+    figure, (bars, curves) = plt.subplots(1, 2, figsize=(14, 4.8))
+    names = []
+    colours = {
+        "defaults": "tab:gray",
+        "tuned": "tab:blue",
+        "extra": "tab:olive",
+        "study": "tab:olive",
+    }
+    for i, (_, setting, method, config) in enumerate(rows):
+        runs = row_runs(table, method, config, seeds)
+        values = [value(r) for r in runs.values() if not r["diverged"]]
+        names.append(f"{method} ({setting})")
+        if not values:
+            continue
+        mean, std = mean_std(values)
+        bars.bar(i, mean, yerr=std, capsize=3, color=colours[setting], alpha=0.8)
+        bars.plot([i] * len(values), values, "k.", markersize=3)
+    if teachers:
+        t = mean_std(
             [
-                r["final_errors"] if errors else 100 * r["final_accuracy"]
-                for r in runs[method].values()
+                t["final_test_errors"] if not higher_better else 100 * t["final_test_accuracy"]
+                for t in teachers
             ]
-        )
-        spread = values.std(ddof=1) if len(values) > 1 else 0
-        colour = "tab:gray" if method == "ce" else "tab:blue"
-        bars.bar(i, values.mean(), yerr=spread, capsize=4, color=colour, alpha=0.8)
-        bars.plot(np.full(len(values), i), values, "k.", markersize=4)
-        curve = np.array([r["test_accuracy"] for r in runs[method].values()]) * 100
-        curves.plot(np.arange(1, curve.shape[1] + 1), curve.mean(0), label=method)
-    teacher = table["teacher"]
-    teacher_value = teacher["test_errors"] if errors else 100 * teacher["test_accuracy"]
-    bars.axhline(
-        teacher_value, color="tab:red", linestyle="--", label=f"teacher ({teacher_value:.4g})"
-    )
-    if errors:
+        )[0]
+        bars.axhline(t, color="tab:red", linestyle="--", label=f"teachers' mean ({t:.4g})")
+        bars.legend(fontsize=8)
+    bars.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    bars.set_ylabel(f"{unit} (final epoch)" + ("" if higher_better else ", lower is better"))
+    drawn = [value(r) for r in table["runs"].values() if not r["diverged"]]
+    if not higher_better:
         bars.set_ylim(0, None)
-        bars.set_ylabel(f"test errors out of {n_test:,} (lower is better)")
-        paper = recipe.get("paper", {})
-        for method, value in paper.items():
-            if method in order:
-                bars.plot(order.index(method), value, "r*", markersize=10)
-        if paper:
-            bars.plot([], [], "r*", label="paper (Hinton et al.)")
-    else:
-        values = [100 * r["final_accuracy"] for m in order for r in runs[m].values()]
-        low = math.floor(min(values + [teacher_value]) - 1)
-        bars.set_ylim(low, math.ceil(max(values + [teacher_value]) + 0.5))
-        bars.set_ylabel(f"test accuracy % (axis starts at {low} %)")
-    bars.set_xticks(range(len(order)), order, rotation=35, ha="right")
-    bars.set_title(f"{recipe['title']}: mean ± std over seeds (dots: seeds)", fontsize=10)
-    if diverged:
-        bars.text(
-            0.01, 0.99, f"not drawn (diverged): {', '.join(diverged)}",
-            transform=bars.transAxes, va="top", fontsize=8,
-        )  # fmt: skip
-    bars.legend(loc="best", fontsize=8)
-    curves.set_xlabel("student epoch")
-    curves.set_ylabel("test accuracy % (mean over seeds)")
-    curves.set_title("test accuracy per epoch")
-    lows = [min(r["test_accuracy"][-1] for r in runs[m].values()) for m in order]
-    curves.set_ylim(
-        100 * min(lows) - 2,
-        100 * max(max(r["test_accuracy"]) for m in order for r in runs[m].values()) + 0.3,
-    )
-    curves.legend(fontsize=7, ncol=2)
+    elif drawn:  # accuracies: an axis that spans the data, and says where it starts
+        low = math.floor(min(drawn) - 1)
+        bars.set_ylim(low, math.ceil(max(drawn) + 0.5))
+        bars.set_ylabel(f"{unit} (final epoch; the axis starts at {low} %)")
+    bars.set_title("grey: published defaults, blue: tuned on validation, olive: studies; "
+                   "diverged runs not drawn", fontsize=8)  # fmt: skip
+    for t in teachers:
+        curves.plot(range(1, len(t["val_errors"]) + 1), t["val_errors"], label=f"seed {t['seed']}")
+    curves.set_yscale("log")
+    curves.set_xlabel("teacher epoch")
+    curves.set_ylabel(f"validation errors / {teachers[0]['n_val']:,}" if teachers else "")
+    curves.set_title("teachers: validation errors per epoch", fontsize=9)
+    if teachers:
+        curves.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
+LEGEND = (
+    "Final-epoch test numbers, mean ± sample sd over student seeds (each seed paired with "
+    "teacher seed `seed % 2`). Δ: mean of the per-seed paired differences (same seed: same "
+    "initialisation, batch order, augmentation and teacher) with its 95 % t-interval; "
+    "**bold**: the interval excludes 0. 'defaults' rows compare with CE and KD at their "
+    "defaults, 'tuned' rows with CE and KD tuned on validation. Gap closed: "
+    "(CE − method) / (CE − teachers' mean). Best-epoch: the mean of each run's best "
+    "per-epoch test value (optimistic, shown only as the number papers often report)."
+)
+
+
 def report(args):
-    """Writes one PNG per table and the tables, from the result files alone:
+    """Writes the tables and one PNG per recipe from the result files alone:
     between the markers of `<out>/results.md` when it has them, else to
-    `<out>/results-tables.md`."""
-    results = Path(args.results)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    `<out>/results-tables.md`. Returns the generated Markdown."""
+    results, out = Path(args.results), Path(args.out)
     sections = []
-
-    def recipe_order(folder):
-        name = folder.name.rsplit("-", 1)[0]
-        return (list(RECIPES).index(name) if name in RECIPES else len(RECIPES), folder.name)
-
-    for folder in sorted((p for p in results.iterdir() if p.is_dir()), key=recipe_order):
-        table = load_table(folder)
-        if table is None or not table["runs"] or table["teacher"] is None:
-            continue
-        recipe = table["recipe"]["recipe"]
-        image = out / "img" / f"results_{folder.name}.png"
+    tables = []
+    for folder in sorted(p for p in results.iterdir() if p.is_dir()) if results.is_dir() else []:
+        table = load_recipe_results(folder)
+        if table is not None and table["runs"]:
+            tables.append(table)
+    tables.sort(key=lambda t: (t["recipe"]["order"], t["folder"]))
+    for table in tables:
+        recipe = table["recipe"]
+        seeds = table["meta"]["seeds"]
+        teachers = load_teachers(results, recipe, table["meta"]["teacher_seeds"])
+        image = out / "img" / f"results_{table['folder']}.png"
         image.parent.mkdir(parents=True, exist_ok=True)
-        plot_table(table, image)
-        seconds = sum(r["seconds"] for runs in table["runs"].values() for r in runs.values())
-        sections.append(
-            "\n".join(
-                [
-                    f"### {recipe['title']} (`{folder.name}`)",
-                    "",
-                    table_markdown(table),
-                    "",
-                    LEGEND,
-                    "",
-                    conclusion(table),
-                    "",
-                    f"Student training time, all runs: {seconds / 60:.0f} min; teacher: "
-                    f"{table['teacher']['seconds'] / 60:.0f} min. Command: "
-                    f"`{next(iter(next(iter(table['runs'].values())).values()))['command']}`.",
-                    "",
-                    f"![{recipe['title']}](img/{image.name})",
-                ]
-            )
+        plot_table(table, teachers, seeds, image)
+        seconds = sum(r["seconds"] for r in table["runs"].values())
+        paper = recipe.get("paper", {})
+        lines = [f"### {recipe['title']} (`{table['folder']}`)", ""]
+        student = recipe["student"]
+        first = next(iter(table["runs"].values()))
+        arguments = ", ".join(f"{k}={v}" for k, v in student["kwargs"].items())
+        lines.append(
+            f"Student: `{student['model']}({arguments})` "
+            f"({first['student_parameters']:,} parameters), {student['epochs']} epochs, "
+            f"trained on {first['n_train']:,} images"
+            + (f" ({first['labelled']} labelled)" if first.get("labelled") else "")
+            + f"; {first['n_val']:,} validation and {first['n_test']:,} test images. "
+            + devices_text(table, teachers)
         )
-    text = "\n\n".join(sections) + "\n"
+        lines.append("")
+        if teachers:
+            lines += [
+                f"Teachers: `{recipe['teacher']['model']}` ({teachers[0]['parameters']:,} "
+                f"parameters), {recipe['teacher']['epochs']} epochs"
+                + (f"; paper: {paper['teacher']} test errors" if "teacher" in paper else "")
+                + ".",
+                "",
+                teacher_table(teachers),
+                "",
+            ]
+        lines += [main_table(table, teachers, seeds), "", LEGEND, ""]
+        if paper.get("ce") and paper.get("kd") and paper.get("teacher"):
+            closed = (paper["ce"] - paper["kd"]) / (paper["ce"] - paper["teacher"])
+            lines += [
+                f"Paper (Hinton et al.): teacher {paper['teacher']}, student alone "
+                f"{paper['ce']}, KD student {paper['kd']} errors: {100 * closed:.0f} % of the "
+                "gap closed.",
+                "",
+            ]
+        sentence = cswt_sentence(table, seeds)
+        if sentence:
+            lines += [sentence, ""]
+        tuning = tuning_table(table)
+        if tuning:
+            lines += ["Tuning on validation (one run per configuration):", "", tuning, ""]
+        lines += [
+            f"Training time, all student runs: {seconds / 60:.0f} min. "
+            f"Command: `{first['command']}`.",
+            "",
+            f"![{recipe['title']}](img/{image.name})",
+        ]
+        sections.append("\n".join(lines))
+    text = (
+        "\n\n".join(sections) + "\n"
+        if sections
+        else f"No result files in `{_shown(results)}` yet (see Reproduce above).\n"
+    )
     page = out / "results.md"
     if page.exists() and START in page.read_text():
         before, rest = page.read_text().split(START, 1)
         after = rest.split(END, 1)[1] if END in rest else ""
         page.write_text(f"{before}{START}\n\n{text}\n{END}{after}")
     else:
+        out.mkdir(parents=True, exist_ok=True)
         (out / "results-tables.md").write_text(text)
     print(text)
     return text
+
+
+def _shown(path):
+    """`path` relative to the repository when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 # docs/results.md: the report replaces what lies between these markers.
@@ -927,6 +2097,7 @@ START = "<!-- experiments report: start (generated by benchmarks/experiments.py 
 END = "<!-- experiments report: end -->"
 
 
+# -------------------------------------------------------------------- CLI
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -934,31 +2105,54 @@ def parse_args(argv=None):
     )
     commands = parser.add_subparsers(dest="command", required=True)
     go = commands.add_parser("run", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    go.add_argument("--recipe", choices=sorted(RECIPES), required=True)
-    go.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    go.add_argument("--recipes", default="all", help=f"comma-separated of {list(RECIPES)}")
+    go.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
+    go.add_argument("--seeds", type=int, nargs="*", default=None, help="none: tuning only")
+    go.add_argument("--teacher-seeds", type=int, nargs="+", default=None)
+    go.add_argument("--workers", type=int, default=0, help="0: run in this process")
+    go.add_argument("--deadline-minutes", type=float, default=None)
+    go.add_argument("--plan", action="store_true", help="print the planned runs, run nothing")
+    go.add_argument("--assume", choices=["auto", "cpu", "gpu"], default="auto")
     go.add_argument(
-        "--methods", default=None, help="comma-separated, or 'study'; default: the recipe's"
+        "--estimate-scale",
+        type=float,
+        default=1.0,
+        help="multiplies every time estimate (when the device is slower or faster than assumed)",
     )
-    go.add_argument("--results", default=str(DEFAULT_RESULTS))
-    go.add_argument("--cache", default=str(DEFAULT_CACHE), help="teachers and their logits")
-    go.add_argument("--epochs", type=int, default=None, help="override (smoke runs)")
-    go.add_argument("--teacher-epochs", type=int, default=None, help="override (smoke runs)")
-    go.add_argument("--limit", type=int, default=None, help="training subset (smoke runs)")
-    go.add_argument("--test-limit", type=int, default=None, help="test subset (smoke runs)")
+    go.add_argument("--memory-fraction", type=float, default=0.05, help="per worker (JAX GPU)")
+    go.add_argument("--retrain-teachers", action="store_true")
+    go.add_argument("--no-compilation-cache", action="store_true")
+    go.add_argument("--smoke", action="store_true", help=f"tiny settings: {SMOKE}")
+    for name in ("epochs", "teacher-epochs", "limit", "val-limit", "test-limit", "grid-size"):
+        go.add_argument(f"--{name}", type=int, default=None, help="override (smoke runs)")
+    for sub in (go,):
+        sub.add_argument("--results", default=str(DEFAULT_RESULTS))
+        sub.add_argument("--cache", default=str(DEFAULT_CACHE), help="teacher weights, XLA cache")
+    work = commands.add_parser("worker", help="internal: one worker process of `run --workers`")
+    work.add_argument("--results", required=True)
+    work.add_argument("--cache", required=True)
+    work.add_argument("--name", default="w0")
+    work.add_argument("--no-compilation-cache", action="store_true")
     show = commands.add_parser("report", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     show.add_argument("--results", default=str(DEFAULT_RESULTS))
     show.add_argument("--out", default=str(ROOT / "docs"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        if args.smoke:
+            for key, value in SMOKE.items():
+                if getattr(args, key) is None:
+                    setattr(args, key, value)
+        args.seeds = args.seeds if args.seeds is not None else list(SEEDS)
+        args.teacher_seeds = args.teacher_seeds or list(TEACHER_SEEDS)
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "run":
-        from keras_cskd import _backend
-
-        # Seeds x methods fits of the same student: each program compiles once (JAX).
-        with _backend.compile_identical_programs_once():
-            run(args)
+        run(args)
+    elif args.command == "worker":
+        worker(args)
     else:
         report(args)
 

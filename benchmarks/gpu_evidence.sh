@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The evidence runs for a lent GPU (an H200 or H100), in one call that fits in
-# about 8 minutes: the full Fashion-MNIST table (JAX + XLA), the CIFAR-100
-# recipe when keras.datasets finds its archive in the Keras cache (never
-# downloaded), and the resnet32x4 -> resnet8x4 step time in fp32 and bf16.
+# The evidence runs for a lent GPU (an H200 or H100), in one call: the
+# CIFAR-100 recipe when keras.datasets finds its archive in the Keras cache
+# (never downloaded), and the resnet32x4 -> resnet8x4 step time in fp32 and
+# bf16. The results tables (docs/results.md) have their own script,
+# benchmarks/gpu_results.sh.
 #
 #   bash benchmarks/gpu_evidence.sh            # on the GPU machine
 #   TINY=1 bash benchmarks/gpu_evidence.sh     # the same plumbing on a CPU, in a minute
 #
-# Results go to $OUT (the device tool's folder) or cskd-out/gpu: the per-run
-# JSON files under results/, the step-time tables as text. Copy results/*
-# into benchmarks/results/ and run `python benchmarks/experiments.py report`.
+# Results go to $OUT (the device tool's folder) or cskd-out/gpu: the step-time
+# tables as text.
 # Keras is not installed on the lent machine: carry its wheels in .whl/
 # (see the device README); they are installed here when present.
 set -uo pipefail
@@ -22,22 +22,16 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 if [ "${TINY:-0}" = "1" ]; then
-  SMALL="--epochs 1 --teacher-epochs 1 --limit 512 --test-limit 256 --seeds 0"
   STEPS="--steps 2 --rounds 1 --batch-size 8 --losses kd,cskd"
-  BUDGET=300
 else
-  SMALL=""
   STEPS="--steps 20 --rounds 5 --batch-size 64"
-  BUDGET=360
 fi
 start=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$OUT/device.txt"
 python3 -c "import keras, jax; print('keras', keras.__version__, 'jax', jax.__version__, jax.devices())" \
   | tee -a "$OUT/device.txt"
 
-# 1. Full Fashion-MNIST, every method, 3 seeds (resumable: a rerun finishes it).
-timeout "$BUDGET" python3 benchmarks/experiments.py run --recipe fashion_mnist $SMALL \
-  --results "$OUT/results" --cache /tmp/cskd-cache 2>&1 | grep -v "^WARNING" | tee "$OUT/fashion_mnist.log"
+# 1. (The results tables moved to benchmarks/gpu_results.sh.)
 
 # 2. CIFAR-100 (§7 recipe, shortened to the time left), only from the Keras cache.
 if [ -d "$HOME/.keras/datasets/cifar-100-python" ] && [ "${TINY:-0}" != "1" ]; then

@@ -1,156 +1,324 @@
-"""benchmarks/experiments.py: resumable runs, teacher reuse, the report.
+"""benchmarks/experiments.py: the protocol's bookkeeping, not the accuracy
+of the real tables.
 
-The runs here are tiny (a few hundred MNIST images, one epoch): they check
-the bookkeeping, never the accuracy of the real tables.
+The smoke runs train on a small synthetic MNIST-format data set written
+here (IDX files found through KERAS_CSKD_DATA), one epoch each: they check
+resumability, that tuning reads validation numbers only (the same choice
+with garbage test labels and images), the parallel mode with a deadline,
+and that the report is a function of the result files.
 """
 
+import gzip
 import importlib.util
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from subprocess_env import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
-# The runner's bookkeeping is plain Python around one fit; it runs once.
+SCRIPT = ROOT / "benchmarks" / "experiments.py"
+# The runner is plain Python around fits of the library's public API; it runs once.
 pytestmark = pytest.mark.backend_independent
 
 
 def _load_runner():
-    spec = importlib.util.spec_from_file_location(
-        "experiments", ROOT / "benchmarks" / "experiments.py"
-    )
+    spec = importlib.util.spec_from_file_location("experiments", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 experiments = _load_runner()
+SMALL = ["--limit", "240", "--val-limit", "96", "--test-limit", "96"]
 
 
-def _needs_mnist():
-    from keras_cskd import data
-
-    if not (data.shared_data_folder("mnist") / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("the shared MNIST files are not available")
-
-
-def _run(tmp_path, capsys, methods="ce,kd", teacher_epochs=1, seeds=("0",)):
-    argv = [
-        "run", "--recipe", "hinton_mnist", "--methods", methods,
-        "--epochs", "1", "--teacher-epochs", str(teacher_epochs),
-        "--limit", "256", "--test-limit", "128", "--seeds", *seeds,
-        "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"),
-    ]  # fmt: skip
-    folder = experiments.run(experiments.parse_args(argv))
-    return folder, capsys.readouterr().out
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype("uint8").tobytes())
 
 
-@pytest.mark.slow
-def test_resume_skips_finished_runs_and_redoes_broken_ones(tmp_path, capsys):
-    _needs_mnist()
-    folder, out = _run(tmp_path, capsys)
-    assert "2 run(s) to do" in out and "training teacher" in out
-    ce = (folder / "ce-seed0.json").read_bytes()
-    record = json.loads(ce)
-    assert record["method"] == "ce" and record["seed"] == 0
-    assert len(record["test_accuracy"]) == 1 and 0 <= record["final_errors"] <= 128
-    assert record["command"].startswith("KERAS_BACKEND=")
+def _synthetic_mnist(root, garbage_test=False):
+    """An MNIST-format folder: 720 training images (the last 120 are the
+    runner's validation split) and 120 test images, a bright square whose
+    place depends on the class, plus noise. `garbage_test`: the same
+    training file, test images of pure noise with shuffled labels."""
+    rng = np.random.default_rng(0)
 
-    _, out = _run(tmp_path, capsys)
-    assert "every run is finished" in out and "teacher" not in out
+    def images(labels):
+        x = rng.integers(0, 60, (len(labels), 28, 28))
+        for i, label in enumerate(labels):
+            row, col = divmod(int(label), 5)
+            x[i, 4 + 10 * row : 12 + 10 * row, 1 + 5 * col : 6 + 5 * col] = 255
+        return x
 
-    # A new method is the only run; the finished files are left untouched.
-    (folder / "kd-seed0.json").write_text('{"truncated": ')  # a file cut short by a kill
-    _, out = _run(tmp_path, capsys, methods="ce,kd,mse")
-    assert "2 run(s) to do" in out and "reusing teacher" in out
-    assert (folder / "ce-seed0.json").read_bytes() == ce
-    assert json.loads((folder / "kd-seed0.json").read_text())["method"] == "kd"
-    assert json.loads((folder / "mse-seed0.json").read_text())["method"] == "mse"
-    assert not list(folder.glob("*.tmp"))
-
-
-@pytest.mark.slow
-def test_changed_teacher_settings_never_reuse_a_stale_teacher(tmp_path, capsys):
-    _needs_mnist()
-    first, out = _run(tmp_path, capsys, methods="ce")
-    assert "training teacher" in out
-    second, out = _run(tmp_path, capsys, methods="ce", teacher_epochs=2)
-    assert "training teacher" in out and "reusing" not in out
-    assert first != second  # another table, another folder
-    teachers = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert len(teachers) == 2
-    records = [
-        json.loads((first / "teacher.json").read_text()),
-        json.loads((second / "teacher.json").read_text()),
-    ]
-    assert [r["settings"]["epochs"] for r in records] == [1, 2]
-    assert len(records[1]["curve"]) == 2
-
-    # A cached teacher whose weights were cut short is trained again, not trusted.
-    cached = tmp_path / "cache" / f"teacher-hinton_mnist-{records[0]['key']}"
-    (cached / "teacher.weights.h5").write_bytes(b"not an h5 file")
-    _, out = _run(tmp_path, capsys, methods="ce,kd")
-    assert "unreadable" in out and "training teacher" in out
-
-
-def _fake_folder(root, values, metric="accuracy"):
-    """A results folder written by hand: {method: {seed: final accuracy}}."""
-    recipe = experiments.resolve_recipe("fashion_mnist")
-    recipe["metric"] = metric
-    folder = root / "fashion_mnist-fake"
+    y = np.arange(720) % 10
+    rng.shuffle(y)
+    y_test = np.arange(120) % 10
+    x, x_test = images(y), images(y_test)
+    if garbage_test:
+        x_test = rng.integers(0, 256, x_test.shape)
+        y_test = rng.permutation(y_test)
+    folder = Path(root) / "mnist"
     folder.mkdir(parents=True)
-    (folder / "recipe.json").write_text(
-        json.dumps({"recipe": recipe, "key": "fake", "backend": "jax", "methods": {}})
+    for name, array in (
+        ("train-images-idx3-ubyte.gz", x),
+        ("train-labels-idx1-ubyte.gz", y),
+        ("t10k-images-idx3-ubyte.gz", x_test),
+        ("t10k-labels-idx1-ubyte.gz", y_test),
+    ):
+        _write_idx(folder / name, array)
+    return Path(root)
+
+
+def _run_args(tmp, *extra):
+    return experiments.parse_args(
+        [
+            "run", "--smoke", "--recipes", "hinton_mnist", "--methods", "ce,kd",
+            "--teacher-seeds", "0", *SMALL,
+            "--results", str(tmp / "results"), "--cache", str(tmp / "cache"), *extra,
+        ]
+    )  # fmt: skip
+
+
+def _records(results):
+    return {
+        path.name: json.loads(path.read_text())
+        for path in Path(results).glob("hinton_mnist-*/*.json")
+    }
+
+
+@pytest.mark.slow
+def test_smoke_run_resumes_and_tunes_on_validation_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
+    first = tmp_path / "first"
+    plan = experiments.run(_run_args(first, "--seeds", "0", "1"))
+    assert not plan.ready and not plan.blocked
+    records = _records(first / "results")
+    runs = {k: r for k, r in records.items() if "-seed" in k}
+    # 2 configurations x 2 methods tuned; CE and KD at defaults and tuned, 2 seeds
+    assert sum(r["seed"] == experiments.TUNING_SEED for r in runs.values()) == 4
+    assert {r["method"] for r in runs.values()} == {"ce", "kd"}
+    for record in runs.values():
+        assert len(record["val_errors"]) == len(record["test_errors"]) == 1
+        assert record["n_train"] == 240 and record["n_val"] == 96 and record["n_test"] == 96
+        assert record["device"]["platform"] == "cpu" and record["versions"]["keras"]
+        assert (
+            record["command"].startswith("KERAS_BACKEND=") or "experiments.py" in record["command"]
+        )
+        if record["method"] == "kd":
+            assert record["teacher_seed"] == 0 and record["teacher_fingerprint"]
+    selection = records["selection.json"]
+    assert set(selection) == {"ce", "kd"}
+    for entry in selection.values():
+        assert len(entry["grid"]) == 2 and entry["chosen"] in [r["config"] for r in entry["grid"]]
+        best = max(r["val_accuracy"] for r in entry["grid"])
+        chosen = [r for r in entry["grid"] if r["config"] == entry["chosen"]][0]
+        assert chosen["val_accuracy"] == best
+    teacher = json.loads(next((first / "results" / "teachers").glob("*.json")).read_text())
+    assert len(teacher["val_errors"]) == 1 and teacher["train_errors"] >= 0
+    capsys.readouterr()
+
+    # A second run finds everything done and changes no file.
+    stamps = {p: p.read_bytes() for p in (first / "results").rglob("*.json")}
+    experiments.run(_run_args(first, "--seeds", "0", "1"))
+    assert "every run is finished" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in (first / "results").rglob("*.json")} == stamps
+
+    # Garbage test images and labels: the same validation numbers, the same choice.
+    monkeypatch.setenv(
+        "KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "garbage", garbage_test=True))
     )
-    (folder / "teacher.json").write_text(
-        json.dumps({"parameters": 1000, "test_accuracy": 0.93, "test_errors": 700, "seconds": 60})
-    )
-    for method, per_seed in values.items():
-        for seed, accuracy in per_seed.items():
-            errors = round((1 - accuracy) * 10000)
-            record = {
-                "method": method, "seed": seed, "recipe_key": "fake",
-                "final_accuracy": accuracy, "final_errors": errors,
-                "best_accuracy": accuracy + 0.001, "test_accuracy": [accuracy - 0.01, accuracy],
-                "seconds": 10.0, "command": "python benchmarks/experiments.py run",
-                "student_parameters": 500,
-            }  # fmt: skip
-            (folder / f"{method}-seed{seed}.json").write_text(json.dumps(record))
+    second = tmp_path / "second"
+    experiments.run(_run_args(second, "--seeds"))  # no seed: the tuning runs only
+    garbage = _records(second / "results")
+    assert garbage["selection.json"] == selection
+    tuning = [k for k in garbage if k.endswith(f"seed{experiments.TUNING_SEED}.json")]
+    assert len(tuning) == 4
+    for name in tuning:
+        assert garbage[name]["val_errors"] == records[name]["val_errors"]
+    assert any(garbage[n]["test_errors"] != records[n]["test_errors"] for n in tuning)
+
+
+@pytest.mark.slow
+def test_parallel_workers_stop_at_the_deadline_and_resume(tmp_path):
+    data = _synthetic_mnist(tmp_path / "data")
+    command = [
+        sys.executable, str(SCRIPT), "run", "--smoke", "--recipes", "hinton_mnist",
+        "--methods", "ce,kd", "--teacher-seeds", "0", "--seeds", "0", *SMALL,
+        "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"),
+        "--workers", "2", "--assume", "cpu",
+    ]  # fmt: skip
+    env = subprocess_env("jax", KERAS_CSKD_DATA=str(data))
+    start = time.time()
+    # Estimates 100x too short: jobs are started that the deadline then cuts.
+    cut = subprocess.run(
+        [*command, "--deadline-minutes", "0.1", "--estimate-scale", "0.01"], env=env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    assert time.time() - start < 6 + 20  # the deadline, start-up and the workers' stop
+    assert "cut short (it reruns next time)" in cut.stdout
+    kept = {p: p.read_bytes() for p in (tmp_path / "results").rglob("*.json")}
+    for content in kept.values():
+        json.loads(content)  # every file complete (atomic writes)
+    assert not list((tmp_path / "results").rglob("*.tmp"))
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "finished for now:" in done.stdout and "0 ready, 0 waiting" in done.stdout
+    runs = {k: r for k, r in _records(tmp_path / "results").items() if "-seed" in k}
+    assert len(runs) >= 6 and {r["worker"] for r in runs.values()} <= {"w0", "w1"}
+    for path, content in kept.items():
+        assert path.read_bytes() == content  # finished before the deadline: not run again
+    log = (tmp_path / "cache" / "log.txt").read_text()
+    assert "w0: start" in log and "w1: start" in log
+
+
+def test_distillation_term_sees_the_unlabelled_images():
+    """The low-label row's construction: label -1 with the runner's labelled
+    cross-entropy leaves the distillation loss as with every label, while a
+    sample weight of 0 would remove those images from it too."""
+    import keras
+
+    import keras_cskd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    logits = rng.normal(size=(64, 3)).astype("float32") * 3
+    unlabelled = np.where(np.arange(64) % 2 == 0, -1, y)
+
+    def distillation_loss(labels, loss="auto", sample_weight=None):
+        keras.utils.set_random_seed(0)
+        student = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+        model = keras_cskd.Distiller(student, None, keras_cskd.losses.KLDivergenceDistillation())
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=loss)
+        history = model.fit(
+            {"x": x, "teacher_logits": logits}, labels, sample_weight=sample_weight,
+            batch_size=64, epochs=1, verbose=0, shuffle=False,
+        )  # fmt: skip
+        return history.history["distillation_loss"][0], history.history["student_loss"][0]
+
+    every = distillation_loss(y)
+    partial = distillation_loss(unlabelled, loss=experiments.labelled_cross_entropy)
+    assert partial[0] == pytest.approx(every[0], rel=1e-6)
+    assert partial[1] != pytest.approx(every[1], rel=1e-3)
+    weighted = distillation_loss(y, sample_weight=(unlabelled >= 0).astype("float32"))
+    assert weighted[0] != pytest.approx(every[0], rel=1e-3)
+
+
+# ------------------------------------------------------------------ report
+def _fake_results(root, ce, kd, cskd, tuned_kd=None):
+    """A results folder written by hand: {seed: test errors} per row."""
+    recipe = experiments.resolve_recipe("hinton_mnist", {})
+    recipe["methods"] = ["ce", "kd", "cskd"]
+    recipe["studies"] = []
+    key = experiments.recipe_key(recipe)
+    folder = root / f"hinton_mnist-{key}"
+    folder.mkdir(parents=True)
+    meta = {"format": 2, "recipe": recipe, "key": key, "seeds": [0, 1, 2, 3],
+            "teacher_seeds": [0, 1]}  # fmt: skip
+    (folder / "recipe.json").write_text(json.dumps(meta))
+
+    def record(method, config, seed, errors):
+        return {
+            "format": 2, "recipe_key": key, "method": method, "config": config, "seed": seed,
+            "final_test_errors": errors, "final_test_accuracy": 1 - errors / 10000,
+            "best_test_errors": errors - 2, "n_test": 10000, "n_val": 10000, "n_train": 50000,
+            "diverged": False, "mean_temperature": None, "seconds": 30.0, "labelled": None,
+            "command": "python benchmarks/experiments.py run", "student_parameters": 1276810,
+            "device": {"platform": "gpu", "name": "NVIDIA H200"},
+            "versions": {"backend": "jax", "keras": "3.15.1"},
+            "val_errors": [errors + 5], "test_errors": [errors],
+        }  # fmt: skip
+
+    kd_default = experiments.default_config(recipe, "kd")
+    rows = [
+        ("ce", experiments.default_config(recipe, "ce"), ce),
+        ("kd", kd_default, kd),
+        ("cskd", experiments.default_config(recipe, "cskd"), cskd),
+    ]
+    if tuned_kd:
+        rows.append(("kd", {"temperature": 4.0, "weight": 0.5}, tuned_kd))
+    for method, config, values in rows:
+        for seed, errors in values.items():
+            name = f"{method}-{experiments.slug(config)}-seed{seed}.json"
+            (folder / name).write_text(json.dumps(record(method, config, seed, errors)))
+    grid = [
+        {"config": kd_default, "val_accuracy": 0.98},
+        {"config": {"temperature": 4.0, "weight": 0.5}, "val_accuracy": 0.985},
+    ]
+    selection = {
+        "kd": {"chosen": {"temperature": 4.0, "weight": 0.5}, "grid": grid},
+        "ce": {"chosen": experiments.default_config(recipe, "ce"),
+               "grid": [{"config": experiments.default_config(recipe, "ce"),
+                         "val_accuracy": 0.97}]},
+        "cskd": {"chosen": experiments.default_config(recipe, "cskd"),
+                 "grid": [{"config": experiments.default_config(recipe, "cskd"),
+                           "val_accuracy": 0.981}]},
+    }  # fmt: skip
+    (folder / "selection.json").write_text(json.dumps(selection))
+    teachers = root / "teachers"
+    teachers.mkdir()
+    for seed, errors in ((0, 70), (1, 80)):
+        name = f"mnist_mlp1200-{experiments.teacher_key(recipe, seed)}-seed{seed}.json"
+        (teachers / name).write_text(
+            json.dumps(
+                {
+                    "key": experiments.teacher_key(recipe, seed), "seed": seed,
+                    "parameters": 2395210, "final_test_errors": errors,
+                    "final_test_accuracy": 1 - errors / 10000, "final_val_errors": errors,
+                    "train_errors": 0, "n_test": 10000, "n_val": 10000, "n_train": 50000,
+                    "val_errors": [300, 150, 100, errors], "seconds": 120.0,
+                    "device": {"platform": "gpu", "name": "NVIDIA H200"},
+                    "versions": {"backend": "jax", "keras": "3.15.1"},
+                }
+            )
+        )  # fmt: skip
     return folder
 
 
 def test_report_is_a_function_of_the_result_files(tmp_path):
-    ce = {0: 0.880, 1: 0.884, 2: 0.882}
-    kd = {0: 0.890, 1: 0.893, 2: 0.892}  # +1.0, +0.9, +1.0 points: consistent
-    cskd = {0: 0.885, 1: 0.880, 2: 0.889}  # +0.5, -0.4, +0.7: noise
+    ce = {0: 160, 1: 166, 2: 158, 3: 162}
+    kd = {0: 120, 1: 127, 2: 119, 3: 122}  # -40, -39, -39, -40: consistent
+    cskd = {0: 150, 1: 175, 2: 150, 3: 170}  # -10, +9, -8, +8: noise
+    tuned = {0: 110, 1: 115, 2: 112, 3: 111}
     results = tmp_path / "results"
-    _fake_folder(results, {"ce": ce, "kd": kd, "cskd": cskd})
-    args = experiments.parse_args(
-        ["report", "--results", str(results), "--out", str(tmp_path / "docs")]
-    )
+    _fake_results(results, ce, kd, cskd, tuned)
+    args = experiments.parse_args(["report", "--results", str(results), "--out", str(tmp_path)])
     text = experiments.report(args)
     assert experiments.report(args) == text  # nothing but the files goes in
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
 
-    rows = {
-        line.split(" | ")[0].lstrip("| "): line
-        for line in text.splitlines()
-        if line.startswith("| ")
-    }
-    mean = np.mean([88.0, 88.4, 88.2])
-    std = np.std([88.0, 88.4, 88.2], ddof=1)
-    assert f"{mean:.2f} ± {std:.2f}" in rows["CE (student alone)"]
-    diffs = np.array([89.0 - 88.0, 89.3 - 88.4, 89.2 - 88.2])
-    assert f"**+{diffs.mean():.2f} ± {diffs.std(ddof=1):.2f}**" in rows["KD (T = 4)"]
-    noisy = np.array([88.5 - 88.0, 88.0 - 88.4, 88.9 - 88.2])
-    cell = f"+{noisy.mean():.2f} ± {noisy.std(ddof=1):.2f}"
-    assert cell in rows["CSKD"] and f"**{cell}**" not in rows["CSKD"]
-    assert "better beyond seed noise: KD (T = 4)." in text
-    assert "Within noise: CSKD." in text
-    assert (tmp_path / "docs" / "img" / "results_fashion_mnist-fake.png").stat().st_size > 0
+    def row(label, setting):
+        return next(r for r in rows if r.startswith(f"| {label} | {setting} |"))
+
+    diffs = np.array([-40.0, -39, -39, -40])
+    half = 3.182 * diffs.std(ddof=1) / 2
+    cell = f"**{diffs.mean():+.1f} [{diffs.mean() - half:+.1f}, {diffs.mean() + half:+.1f}]**"
+    assert cell in row("KD", "defaults")
+    noisy = np.array([-10.0, 9, -8, 8])
+    half = 3.182 * noisy.std(ddof=1) / 2
+    cell = f"{noisy.mean():+.1f} [{noisy.mean() - half:+.1f}, {noisy.mean() + half:+.1f}]"
+    assert cell in row("CSKD", "defaults") and f"**{cell}" not in row("CSKD", "defaults")
+    # Gap closed: (CE - KD) / (CE - teachers' mean of 75 errors)
+    gap = (np.mean(list(ce.values())) - np.mean(list(kd.values()))) / (161.5 - 75)
+    assert f"| {100 * gap:.0f} % |" in row("KD", "defaults")
+    assert "T = 4, w = 0.5" in row("KD", "tuned") and "112.0 ±" in row("KD", "tuned")
+    assert "**T = 4, w = 0.5: 98.50**" in text  # the tuning table marks the choice
+    assert "91 % of the gap closed" in text  # the paper's, next to ours
+    assert "| 0 | 4 | 70 / 10,000 |" in text  # the teachers' table
+    assert "NVIDIA H200 (gpu)" in text
+    assert (tmp_path / "img").glob("results_hinton_mnist-*.png")
 
     # In a page with the markers, only the text between them is replaced.
-    page = tmp_path / "docs" / "results.md"
+    page = tmp_path / "results.md"
     page.write_text(
         f"# Results\nprose before\n{experiments.START}\nold table\n{experiments.END}\nprose after\n"
     )
@@ -160,17 +328,54 @@ def test_report_is_a_function_of_the_result_files(tmp_path):
     assert "old table" not in written and text in written
 
 
-def test_paired_difference_against_a_t_test_by_hand():
+def test_paired_interval_against_a_t_test_by_hand():
     values = {0: 3.0, 1: 5.0, 2: 4.0, 3: 4.5}
     baseline = {0: 2.0, 1: 2.0, 2: 2.5, 3: 9.0}
     cell = experiments.paired(values, baseline)
     diffs = np.array([1.0, 3.0, 1.5, -4.5])
+    half = 3.182 * diffs.std(ddof=1) / 2.0
     assert cell["n"] == 4
     assert cell["mean"] == pytest.approx(diffs.mean())
-    assert cell["std"] == pytest.approx(diffs.std(ddof=1))
-    t = abs(diffs.mean()) / (diffs.std(ddof=1) / 2.0)
-    assert cell["significant"] is bool(t > 3.182)
+    assert cell["low"] == pytest.approx(diffs.mean() - half)
+    assert cell["high"] == pytest.approx(diffs.mean() + half)
+    assert cell["significant"] is bool(abs(diffs.mean()) > half)
     assert experiments.paired({0: 1.0}, {0: 2.0}) is None  # one seed: no noise estimate
+
+
+def test_every_method_gets_the_same_grid_size_and_its_defaults():
+    for name in experiments.RECIPES:
+        recipe = experiments.resolve_recipe(name, {})
+        if not recipe["tune"]:
+            continue
+        for method in recipe["methods"]:
+            configs = experiments.grid(recipe, method)
+            assert len(configs) == 4, method
+            assert configs[0] == experiments.default_config(recipe, method)
+            assert len({experiments.slug(c) for c in configs}) == 4
+    ce = experiments.grid(experiments.resolve_recipe("hinton_mnist", {}), "ce")
+    assert {tuple(sorted(c)) for c in ce} == {("label_smoothing", "weight_decay")}
+    assert experiments.TUNING_SEED not in experiments.SEEDS
+    hinton = experiments.resolve_recipe("hinton_mnist", {})
+    assert experiments.default_config(hinton, "kd")["temperature"] == 20.0
+
+
+def test_plan_runs_teachers_first_and_tuned_rows_after_tuning(tmp_path, capsys):
+    args = experiments.parse_args(
+        ["run", "--plan", "--assume", "gpu", "--workers", "14",
+         "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    )  # fmt: skip
+    plan = experiments.run(args)
+    out = capsys.readouterr().out
+    assert not plan.done
+    first = sorted(
+        plan.ready, key=lambda j: experiments.priority(j["recipe"], j["stage"], j["seed"])
+    )
+    assert [j["kind"] for j in first[:4]] == ["teacher"] * 4  # 2 data sets x 2 seeds
+    assert all(j["method"] == "ce" for j in first[4:])  # CE needs no teacher
+    tuned = [j for j in plan.blocked if j["kind"] == "student" and j["config"] is None]
+    assert tuned and all(j["stage"] in ("final", "study") for j in tuned)
+    assert "config chosen after tuning" in out and "min on 14 worker(s)" in out
+    assert not list((tmp_path / "results").rglob("*-seed*.json"))  # --plan runs nothing
 
 
 def test_settings_hash_is_stable_and_order_free():
