@@ -520,6 +520,14 @@ def finished(job, teachers):
     return record if record.get("run_key") == key else None
 
 
+def steps_per_execution():
+    """Training steps per compiled call (`EXPERIMENTS_STEPS_PER_EXECUTION`,
+    default 1): on a GPU shared by many worker processes, one Python call
+    per step costs more than the step; several steps a call change nothing
+    in what is computed (the same updates, in the same order)."""
+    return max(1, int(os.environ.get("EXPERIMENTS_STEPS_PER_EXECUTION", "1")))
+
+
 def priority(recipe, stage, seed):
     """Lower runs first. (a) the MNIST table: tuning, seeds 0-1, seeds 2-4;
     (b) the Fashion conv table likewise; (c) the low-label row; (d) studies."""
@@ -991,6 +999,7 @@ def train_teacher(job, args, log):
     teacher.compile(
         optimizer=make_optimizer(spec["lr"], spec["epochs"], steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=steps_per_execution(),
     )
     batches = make_batches(x, y, spec["batch_size"], seed, spec["augment"])
     scores = Scores.make(teacher, splits)
@@ -1214,7 +1223,11 @@ def train_student(job, args, log):
         order=order,
     )
     steps = len(batches)
-    model.compile(optimizer=make_optimizer(spec["lr"], epochs, steps), loss=loss)
+    model.compile(
+        optimizer=make_optimizer(spec["lr"], epochs, steps),
+        loss=loss,
+        steps_per_execution=steps_per_execution(),
+    )
     scores = Scores.make(student, splits)
     start = time.time()
     history = model.fit(
@@ -1517,7 +1530,9 @@ class Parallel:
                 for job in candidates:
                     scale = self.args.estimate_scale
                     seconds = estimate(job, self.where, self.rates, scale) * self.factor()
-                    if remaining is None or seconds < remaining:
+                    # Started when half its estimate fits: an idle worker
+                    # finishes nothing, and estimates err both ways.
+                    if remaining is None or 0.5 * seconds < remaining:
                         self.attempted.add(job["path"])
                         self.running[job["path"]] = job
                         job["estimate"] = seconds

@@ -1,9 +1,10 @@
-"""The only backend-specific code in keras-cskd, each piece with the Keras
-behaviour it works around: telling a concrete tensor (whose values can be
-checked eagerly) from a symbolic or traced one; reading a tensor's Keras
-mask; `tf.distribute` replica
-scaling and gathering; restoring the variables JAX's `fit` empties when a
-step fails; compiling each of a run's identical JAX programs once."""
+"""The only backend-specific code in keras-cskd, and the one place of every
+workaround of a Keras behaviour, each piece naming the behaviour it works
+around: telling a concrete tensor (whose values can be checked eagerly)
+from a symbolic or traced one; reading a tensor's Keras mask (no public
+getter); `tf.distribute` replica scaling and gathering; restoring the
+variables JAX's `fit` empties when a step fails; compiling each of a run's
+identical JAX programs once; moving the epoch a resumed `fit` starts at."""
 
 import contextlib
 import shutil
@@ -291,3 +292,21 @@ def compile_identical_programs_once():
             jax.config.update(name, value)
         compilation_cache.reset_cache()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_fit_at_epoch(model, epoch):
+    """Makes the running `fit` continue at `epoch` (a resumed backup).
+
+    Works around the absence of a public way for a callback to move the
+    epoch `fit` starts at: Keras' own `keras.callbacks.BackupAndRestore`
+    sets the model's private `_initial_epoch`, which `fit` reads after
+    `on_train_begin`. A Keras without it is refused loudly (a silent restart
+    at epoch 0 would train the restored weights again)."""
+    if not hasattr(model, "_initial_epoch"):  # pragma: no cover - a future Keras
+        raise RuntimeError(
+            "keras_cskd.callbacks.BackupAndRestore cannot resume at epoch "
+            f"{epoch}: this Keras ({keras.__version__}) no longer lets a callback set "
+            "the epoch fit starts at. Pass fit(initial_epoch=...) yourself, or use "
+            "keras.callbacks.BackupAndRestore."
+        )
+    model._initial_epoch = int(epoch)

@@ -26,6 +26,7 @@ from keras_cskd.distiller.step import Step, input_mask, position_weights
 from keras_cskd.distiller.teachers import Teachers
 from keras_cskd.distiller.terms import DistillationTerms, check_features_with_cache, resolve_pairs
 from keras_cskd.features import FeatureTaps
+from keras_cskd.losses.student import FunctionLoss
 from keras_cskd.metrics import ClassStatistics
 
 
@@ -174,6 +175,7 @@ class Distiller(keras.Model):
         self._mixup_alpha_config = mixup_alpha
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.student_loss_fn = None  # set by compile
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
@@ -277,9 +279,22 @@ class Distiller(keras.Model):
             self.student_loss_weight.assign(a)
             self.distillation_loss_weight.assign(b)
             self._weights_config = (a, b)
-        super().compile(
-            optimizer=optimizer, loss=kd_losses.student_loss(loss), metrics=metrics, **kwargs
-        )
+        if kwargs.get("loss_weights") is not None:
+            raise ValueError(
+                "Distiller.compile(loss_weights=...): the student has one output; weigh the "
+                "supervised term with Distiller(..., student_loss_weight=...)."
+            )
+        # The student's supervised loss is called by `compute_loss` itself
+        # (not compiled into Keras' CompileLoss), so Keras compiles no loss.
+        self.student_loss_fn = _as_loss(kd_losses.student_loss(loss))
+        super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
+        self.loss = self.student_loss_fn
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config["loss"] = keras.saving.serialize_keras_object(self.student_loss_fn)
+        return config
 
     def compile_from_config(self, config):
         # Keras skips compile on load for models that override `compile`;
@@ -431,12 +446,17 @@ class Distiller(keras.Model):
         return total
 
     def _evaluation_loss(self, x, y, y_pred, sample_weight, training):
-        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
-        if self._compile_loss is not None and y is not None:
-            student_loss = self._compile_loss(y, y_pred, sample_weight)
+        """`evaluate()` and `validation_data`: the student's supervised loss
+        and its regularization losses."""
+        total = ops.zeros((), "float32")
+        if self.student_loss_fn is not None and y is not None:
+            student_loss = ops.cast(self.student_loss_fn(y, y_pred, sample_weight), "float32")
             self.student_loss_tracker.update_state(_backend.times_replicas(student_loss))
-            self.total_loss_tracker.update_state(_backend.times_replicas(loss))
-        return loss
+            total = total + student_loss
+        for extra in self.losses:
+            total = total + _backend.divide_by_replicas(ops.cast(ops.sum(extra), "float32"))
+        self.total_loss_tracker.update_state(_backend.times_replicas(total))
+        return total
 
     def _supervised_loss(self, y, step, sample_weight, weights):
         """The student's compiled loss on the step (mixed labels under
@@ -444,9 +464,9 @@ class Distiller(keras.Model):
         (Keras' own losses do so for a Keras mask on the logits; for a
         `padding_mask` input or a per-position `sample_weight` the mean is
         taken here)."""
-        if self._compile_loss is None or y is None:
+        if self.student_loss_fn is None or y is None:
             return ops.zeros((), "float32")
-        loss_fn = self._compile_loss
+        loss_fn = self.student_loss_fn
         logits = step.student_logits
         rescale = (
             weights is not None and len(logits.shape) > 2 and _backend.keras_mask(logits) is None
@@ -580,6 +600,19 @@ class Distiller(keras.Model):
         elif teacher is not None:
             teacher = keras.saving.deserialize_keras_object(teacher)
         return cls(student=student, teacher=teacher, **config)
+
+
+def _as_loss(loss):
+    """The student loss as a `keras.losses.Loss` (a plain function wrapped),
+    called as `loss(y, logits, sample_weight)`; None stays None."""
+    if loss is None or isinstance(loss, keras.losses.Loss):
+        return loss
+    if callable(loss):
+        return FunctionLoss(loss)
+    raise ValueError(
+        f"Distiller.compile(loss={loss!r}): pass a keras.losses loss, its name, or a "
+        "function f(y_true, y_pred) of the student's logits."
+    )
 
 
 def _deserialized(model):

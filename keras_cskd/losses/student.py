@@ -137,3 +137,33 @@ def student_loss(identifier):
         f"compile(loss={named}) would read the student's logits as probabilities{why}. "
         f"Distiller students output logits: pass `from_logits=True`, e.g. {fix}."
     )
+
+
+@register
+class FunctionLoss(keras.losses.Loss):
+    """A function `f(y_true, y_pred)` of per-sample values as a
+    `keras.losses.Loss` (Keras' reduction and `sample_weight`), so that the
+    `Distiller` calls every supervised loss the same way.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd.losses.student import FunctionLoss
+    >>> loss = FunctionLoss(lambda y, p: (y - p) ** 2)
+    >>> float(loss(np.array([1.0, 3.0]), np.array([0.0, 1.0])))
+    2.5
+    """
+
+    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None):
+        if isinstance(fn, (str, dict)):
+            fn = keras.saving.deserialize_keras_object(fn)
+        super().__init__(
+            name=name or getattr(fn, "__name__", "loss"), reduction=reduction, dtype=dtype
+        )
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
