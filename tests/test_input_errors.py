@@ -302,7 +302,7 @@ def test_checked_batches_train_exactly_like_arrays(source, one_hot):
 
 
 def test_batch_checks_of_hard_labels_and_unknown_class_count():
-    from keras_cskd.checks.data import BatchChecks
+    from keras_cskd.checks.batches import BatchChecks
 
     x = np.zeros((3, 4), "float32")
     soft = np.full((3, 3), 1.0 / 3.0, "float32")
@@ -316,7 +316,7 @@ def test_batch_checks_of_hard_labels_and_unknown_class_count():
 
 
 def test_sample_weight_checks():
-    from keras_cskd.checks.data import check_sample_weight
+    from keras_cskd.checks.arrays import check_sample_weight
 
     check_sample_weight(np.array([0, 1, 2]), "fit")
     with pytest.raises(ValueError, match=r"contains NaN or inf \(first in sample 1\)"):

@@ -376,7 +376,7 @@ def test_losses_read_the_student_logits_keras_mask():
 def test_per_batch_label_checks_read_labels_of_the_leading_shape():
     """Datasets and generators are checked batch by batch: token labels
     `(batch, length)` are class ids, one per position."""
-    from keras_cskd.checks.data import BatchChecks
+    from keras_cskd.checks.batches import BatchChecks
 
     distiller = keras_cskd.Distiller(_token_model("student", 4, 1), _token_model("t", 8, 0), "kd")
     distiller.compile(optimizer="sgd")

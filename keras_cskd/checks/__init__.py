@@ -2,5 +2,6 @@
 
 - `tensors`: the tensors a loss receives (every loss and the CSWT layer).
 - `models`: the models given to a `Distiller`.
-- `data`: the arrays and batches given to `Distiller.fit`.
+- `arrays`: the arrays given to `Distiller.fit`.
+- `batches`: the batches of any input pipeline, as they are read.
 """

@@ -5,8 +5,10 @@
 - `step`: the `Step` record of one training step, and which positions count.
 - `teachers`: the `Teachers` (inference mode, never trained, cached logits,
   ensembles).
-- `terms`: the distillation term on a `Step` and its statistics.
+- `objective`: the supervised and distillation terms of a `Step`, and its
+  statistics.
 - `mixup`: mixup's draw, mixed labels and weights, dominant labels.
+- `config`: the constructor's arguments resolved, and the saved config.
 """
 
 from keras_cskd.distiller.model import Distiller

@@ -7,6 +7,9 @@ student's supervised loss with the distillation term (`DistillationTerms`);
 `compute_metrics` logs them. No `train_step` is overridden, so the same
 code runs under TensorFlow (`tf.function` + XLA), JAX (`jax.jit`) and
 PyTorch.
+
+(Over 400 lines for its docstrings: `help(keras_cskd.Distiller)` is the
+reference of the class; the code is under 350 lines.)
 """
 
 import inspect
@@ -17,16 +20,22 @@ from keras import ops
 
 from keras_cskd import _backend, interop
 from keras_cskd import losses as kd_losses
-from keras_cskd.callbacks import SkippedStepWarning, UncountedStepWarning
-from keras_cskd.checks import data as data_checks
+from keras_cskd.checks import batches as batch_checks
 from keras_cskd.checks import models as model_checks
 from keras_cskd.checks import tensors as tensor_checks
+from keras_cskd.distiller import config
 from keras_cskd.distiller.mixup import Mixup
+from keras_cskd.distiller.objective import (
+    DistillationTerms,
+    check_features_with_cache,
+    distillation_term,
+    regularization,
+    resolve_pairs,
+    supervised_loss,
+)
 from keras_cskd.distiller.step import Step, input_mask, position_weights
 from keras_cskd.distiller.teachers import Teachers
-from keras_cskd.distiller.terms import DistillationTerms, check_features_with_cache, resolve_pairs
 from keras_cskd.features import FeatureTaps
-from keras_cskd.losses.student import FunctionLoss
 from keras_cskd.metrics import ClassStatistics
 
 
@@ -150,11 +159,11 @@ class Distiller(keras.Model):
             distillation_loss, distillation_losses, distillation_loss_weights
         )
         super().__init__(name=name, **kwargs)
-        student = _deserialized(student)
+        student = config.deserialized(student)
         if isinstance(teacher, (list, tuple)):
-            teacher = [_deserialized(t) for t in teacher]
+            teacher = [config.deserialized(t) for t in teacher]
         else:
-            teacher = _deserialized(teacher)
+            teacher = config.deserialized(teacher)
         self.student = student
         self.teacher = teacher  # a model, a list of models, or None (tracked)
         self.check_roles = bool(check_roles)
@@ -210,7 +219,7 @@ class Distiller(keras.Model):
         self.feature_projections = [
             l.projection_layer for l in self.terms.feature_losses if l.projection_layer is not None
         ]
-        alpha = _mixup_alpha(self._mixup_alpha_config, self.terms.losses)
+        alpha = config.mixup_alpha(self._mixup_alpha_config, self.terms.losses)
         if alpha is not None and self.terms.requires_labels:
             names = [type(l).__name__ for l in self.terms.losses if l.requires_labels]
             raise ValueError(
@@ -286,7 +295,7 @@ class Distiller(keras.Model):
             )
         # The student's supervised loss is called by `compute_loss` itself
         # (not compiled into Keras' CompileLoss), so Keras compiles no loss.
-        self.student_loss_fn = _as_loss(kd_losses.student_loss(loss))
+        self.student_loss_fn = config.as_loss(kd_losses.student_loss(loss))
         super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
         self.loss = self.student_loss_fn
 
@@ -326,20 +335,7 @@ class Distiller(keras.Model):
         """
         arguments = inspect.signature(keras.Model.fit).bind(self, x, y, *args, **kwargs).arguments
         arguments = {k: v for k, v in arguments.items() if k != "self"}
-        data_checks.check_fit_arguments(self, arguments)
-        self._mark_built()
-        arguments["x"], first = data_checks.first_batch(arguments)
-        if first is not None:
-            classes = model_checks.check_first_batch(self, first)
-            if self.num_classes is None and self.labels_are_classes():
-                # A subclassed student: its class count is known only now.
-                data_checks.check_labels_of_arrays(arguments, classes)
-        checks = data_checks.BatchChecks.of(self)
-        arguments["x"] = data_checks.check_each_batch(arguments.get("x"), checks)
-        callbacks = arguments.get("callbacks")
-        if isinstance(getattr(self, "optimizer", None), keras.optimizers.LossScaleOptimizer):
-            callbacks = SkippedStepWarning.add_to(callbacks)
-        arguments["callbacks"] = UncountedStepWarning.add_to(callbacks)
+        arguments, checks = batch_checks.prepare_fit(self, arguments)
         try:
             return _backend.fit_keeping_state(super().fit, arguments)
         except Exception as error:
@@ -420,18 +416,18 @@ class Distiller(keras.Model):
                     teacher_logits, step.student_logits, type(loss).__name__, values=False
                 )
         weights = position_weights(step.mask, sample_weight, step.student_logits)
-        student_loss = self._supervised_loss(y, step, sample_weight, weights)
-        distillation_loss, statistics, counted = self._distillation_loss(
-            y, step, sample_weight, weights
+        student_loss = supervised_loss(self.student_loss_fn, y, step, sample_weight, weights)
+        distillation_loss, statistics, counted = distillation_term(
+            self.terms, self.teachers, y, step, sample_weight, weights
         )
         # Keras divides its compiled (student) loss by the tf.distribute
         # replica count; the other terms are divided here, so that the
         # replicas' summed gradients are those of the global-batch loss.
-        total = self.student_loss_weight * student_loss + _backend.divide_by_replicas(
-            self.distillation_loss_weight * distillation_loss
+        total = (
+            self.student_loss_weight * student_loss
+            + _backend.divide_by_replicas(self.distillation_loss_weight * distillation_loss)
+            + regularization(self.losses)
         )
-        for extra in self.losses:
-            total = total + _backend.divide_by_replicas(ops.cast(ops.sum(extra), "float32"))
         self.student_loss_tracker.update_state(_backend.times_replicas(student_loss))
         self.distillation_loss_tracker.update_state(distillation_loss, sample_weight=counted)
         self.total_loss_tracker.update_state(_backend.times_replicas(total))
@@ -448,70 +444,13 @@ class Distiller(keras.Model):
     def _evaluation_loss(self, x, y, y_pred, sample_weight, training):
         """`evaluate()` and `validation_data`: the student's supervised loss
         and its regularization losses."""
-        total = ops.zeros((), "float32")
+        student_loss = ops.zeros((), "float32")
         if self.student_loss_fn is not None and y is not None:
             student_loss = ops.cast(self.student_loss_fn(y, y_pred, sample_weight), "float32")
             self.student_loss_tracker.update_state(_backend.times_replicas(student_loss))
-            total = total + student_loss
-        for extra in self.losses:
-            total = total + _backend.divide_by_replicas(ops.cast(ops.sum(extra), "float32"))
+        total = student_loss + regularization(self.losses)
         self.total_loss_tracker.update_state(_backend.times_replicas(total))
         return total
-
-    def _supervised_loss(self, y, step, sample_weight, weights):
-        """The student's compiled loss on the step (mixed labels under
-        mixup); over positions, the mean over the positions that count
-        (Keras' own losses do so for a Keras mask on the logits; for a
-        `padding_mask` input or a per-position `sample_weight` the mean is
-        taken here)."""
-        if self.student_loss_fn is None or y is None:
-            return ops.zeros((), "float32")
-        loss_fn = self.student_loss_fn
-        logits = step.student_logits
-        rescale = (
-            weights is not None and len(logits.shape) > 2 and _backend.keras_mask(logits) is None
-        )
-        if rescale:
-            sample_weight = weights
-        if step.mixup is None:
-            loss = loss_fn(y, logits, sample_weight)
-        else:
-            loss = Mixup.supervised_loss(loss_fn, y, logits, sample_weight, step.mixup)
-        loss = ops.cast(loss, "float32")
-        if rescale:
-            # Keras averages over every position: the mean over the kept ones.
-            kept = ops.sum(ops.cast(weights > 0, "float32"))
-            loss = loss * ops.divide_no_nan(ops.cast(ops.size(weights), "float32"), kept)
-        return loss
-
-    def _distillation_loss(self, y, step, sample_weight, weights):
-        """`(value, statistics, counted)` of the distillation term, on the
-        global batch under tf.distribute (the replicas' tensors
-        all-gathered; a no-op elsewhere)."""
-        if step.mixup is not None:
-            sample_weight = Mixup.mixed_weights(sample_weight, step.mixup)
-        if weights is not None and len(step.student_logits.shape) > 2:
-            mask, sample_weight = weights, None
-        else:
-            mask = step.mask
-        gathered = _backend.gather_replicas(
-            (step.teacher_logits, step.student_logits, sample_weight, y, mask)
-        )
-        teacher_logits, student_logits, sample_weight, labels, mask = gathered
-        features = _backend.gather_replicas(
-            (tuple(step.teacher_features), tuple(step.student_features))
-        )
-        global_step = step._replace(
-            teacher_logits=tuple(teacher_logits),
-            student_logits=student_logits,
-            teacher_features=tuple(features[0]),
-            student_features=tuple(features[1]),
-        )
-        value, statistics = self.terms(
-            global_step, self.teachers, labels=labels, sample_weight=sample_weight, mask=mask
-        )
-        counted = self.terms.counted(student_logits, sample_weight, mask)
-        return value, statistics, counted
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         distilling = isinstance(y_pred, Step)
@@ -559,77 +498,11 @@ class Distiller(keras.Model):
             self.seed_generator.state.assign(store[self._SEED_STATE_KEY])
 
     def get_config(self):
-        config = super().get_config()
-        teacher = self.teacher
-        if isinstance(teacher, (list, tuple)):
-            teacher = [keras.saving.serialize_keras_object(t) for t in teacher]
-        else:
-            teacher = keras.saving.serialize_keras_object(teacher)
-        student_loss_weight, distillation_loss_weight = self._weights_config
-        config.update(
-            {
-                "student": keras.saving.serialize_keras_object(self.student),
-                "teacher": teacher,
-                "distillation_loss": [
-                    (keras.saving.serialize_keras_object(loss), weight)
-                    for loss, weight in self.distillation_losses
-                ],
-                "student_loss_weight": student_loss_weight,
-                "distillation_loss_weight": distillation_loss_weight,
-                "ensemble": self.teachers.ensemble,
-                "teacher_weights": self.teachers._given_weights,
-                "mixup_alpha": self._mixup_alpha_config,
-                "num_classes": self.num_classes,
-                "seed": self.seed,
-                "check_roles": self.check_roles,
-            }
-        )
-        return config
+        return {**super().get_config(), **config.arguments_of(self)}
 
     @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["distillation_loss"] = [
-            (keras.saving.deserialize_keras_object(loss), weight)
-            for loss, weight in config["distillation_loss"]
-        ]
-        student = keras.saving.deserialize_keras_object(config.pop("student"))
-        teacher = config.pop("teacher")
-        if isinstance(teacher, list):
-            teacher = [keras.saving.deserialize_keras_object(t) for t in teacher]
-        elif teacher is not None:
-            teacher = keras.saving.deserialize_keras_object(teacher)
-        return cls(student=student, teacher=teacher, **config)
-
-
-def _as_loss(loss):
-    """The student loss as a `keras.losses.Loss` (a plain function wrapped),
-    called as `loss(y, logits, sample_weight)`; None stays None."""
-    if loss is None or isinstance(loss, keras.losses.Loss):
-        return loss
-    if callable(loss):
-        return FunctionLoss(loss)
-    raise ValueError(
-        f"Distiller.compile(loss={loss!r}): pass a keras.losses loss, its name, or a "
-        "function f(y_true, y_pred) of the student's logits."
-    )
-
-
-def _deserialized(model):
-    if isinstance(model, dict):
-        return keras.saving.deserialize_keras_object(model)
-    return model
-
-
-def _mixup_alpha(mixup_alpha, losses):
-    if mixup_alpha == "auto":
-        alphas = [getattr(l, "mixup_alpha", None) for l in losses]
-        alphas = [a for a in alphas if a]
-        return alphas[0] if alphas else None
-    if mixup_alpha is None or mixup_alpha == 0:
-        return None
-    tensor_checks.check_positive("mixup_alpha", mixup_alpha)
-    return float(mixup_alpha)
+    def from_config(cls, config_dict):
+        return cls(**config.from_arguments(config_dict))
 
 
 def _with_teachers(non_trainable, trainable, distiller):

@@ -60,9 +60,9 @@ class Teachers:
         if ensemble not in ENSEMBLES:
             raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}.")
         self.ensemble = ensemble
-        self._given_weights = None if teacher_weights is None else list(teacher_weights)
-        if self._given_weights is not None:
-            values = np.asarray(self._given_weights, dtype="float64")
+        self.given_weights = None if teacher_weights is None else list(teacher_weights)
+        if self.given_weights is not None:
+            values = np.asarray(self.given_weights, dtype="float64")
             if values.ndim != 1 or not np.all(np.isfinite(values)) or np.any(values < 0):
                 raise ValueError(
                     f"teacher_weights must be finite numbers >= 0, one per teacher; got "
@@ -98,15 +98,15 @@ class Teachers:
 
     def weights_for(self, count):
         """The normalised weights of `count` teachers (equal by default)."""
-        if self._given_weights is None:
+        if self.given_weights is None:
             return [1.0 / count] * count
-        if len(self._given_weights) != count:
+        if len(self.given_weights) != count:
             raise ValueError(
-                f"teacher_weights has {len(self._given_weights)} entries but the batch "
+                f"teacher_weights has {len(self.given_weights)} entries but the batch "
                 f"carries logits of {count} teacher(s): give one weight per teacher."
             )
-        total = float(sum(self._given_weights))
-        return [float(w) / total for w in self._given_weights]
+        total = float(sum(self.given_weights))
+        return [float(w) / total for w in self.given_weights]
 
     def variable_ids(self):
         """`id`s of the teachers' variables: the Distiller never trains them."""

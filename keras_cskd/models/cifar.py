@@ -1,5 +1,8 @@
 """The CIFAR knowledge-distillation model zoo, ported to Keras 3.
 
+(Over 400 lines: one module for the zoo of the benchmark, one builder a
+family, as in RepDistiller's and mdistiller's `models/`.)
+
 Keras ports of the architectures of the standard CIFAR-100 distillation
 benchmark (CRD, Tian et al. 2020, github.com/HobbitLong/RepDistiller, reused
 unchanged by mdistiller): the CIFAR ResNets (resnet8 ... resnet110,

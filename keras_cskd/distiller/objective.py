@@ -1,11 +1,13 @@
-"""The distillation term of a training step: the Distiller's losses with their
-weights, computed on a `Step` against each teacher target, and the
-statistics its metrics log."""
+"""The objective of a training step, from its `Step` record: the student's
+supervised term, the distillation term (the Distiller's losses with their
+weights against each teacher target, on the global batch) with the
+statistics its metrics log, and which steps count."""
 
 from keras import ops
 
-from keras_cskd import interop
+from keras_cskd import _backend, interop
 from keras_cskd import losses as kd_losses
+from keras_cskd.distiller.mixup import Mixup
 from keras_cskd.features import FeatureDistillation
 
 
@@ -128,3 +130,64 @@ def check_features_with_cache(terms, cached):
             "FeatureDistillation needs the live teacher's layers; cached teacher "
             "logits cannot replace them. Pass x without 'teacher_logits'."
         )
+
+
+def supervised_loss(loss_fn, y, step, sample_weight, weights):
+    """The student's supervised loss on a step (mixed labels under mixup);
+    over positions, the mean over the positions that count (Keras' own
+    losses do so for a Keras mask on the logits; for a `padding_mask`
+    input or a per-position `sample_weight` the mean is taken here)."""
+    if loss_fn is None or y is None:
+        return ops.zeros((), "float32")
+    logits = step.student_logits
+    rescale = weights is not None and len(logits.shape) > 2 and _backend.keras_mask(logits) is None
+    if rescale:
+        sample_weight = weights
+    if step.mixup is None:
+        loss = loss_fn(y, logits, sample_weight)
+    else:
+        loss = Mixup.supervised_loss(loss_fn, y, logits, sample_weight, step.mixup)
+    loss = ops.cast(loss, "float32")
+    if rescale:
+        # Keras averages over every position: the mean over the kept ones.
+        kept = ops.sum(ops.cast(weights > 0, "float32"))
+        loss = loss * ops.divide_no_nan(ops.cast(ops.size(weights), "float32"), kept)
+    return loss
+
+
+def distillation_term(terms, teachers, y, step, sample_weight, weights):
+    """`(value, statistics, counted)` of the distillation term, on the
+    global batch under tf.distribute (the replicas' tensors all-gathered;
+    a no-op elsewhere)."""
+    if step.mixup is not None:
+        sample_weight = Mixup.mixed_weights(sample_weight, step.mixup)
+    if weights is not None and len(step.student_logits.shape) > 2:
+        mask, sample_weight = weights, None
+    else:
+        mask = step.mask
+    gathered = _backend.gather_replicas(
+        (step.teacher_logits, step.student_logits, sample_weight, y, mask)
+    )
+    teacher_logits, student_logits, sample_weight, labels, mask = gathered
+    features = _backend.gather_replicas(
+        (tuple(step.teacher_features), tuple(step.student_features))
+    )
+    global_step = step._replace(
+        teacher_logits=tuple(teacher_logits),
+        student_logits=student_logits,
+        teacher_features=tuple(features[0]),
+        student_features=tuple(features[1]),
+    )
+    value, statistics = terms(
+        global_step, teachers, labels=labels, sample_weight=sample_weight, mask=mask
+    )
+    return value, statistics, terms.counted(student_logits, sample_weight, mask)
+
+
+def regularization(losses):
+    """The sum of a model's `losses` (its regularizers), each divided by the
+    tf.distribute replica count as Keras divides its compiled loss."""
+    total = ops.zeros((), "float32")
+    for extra in losses:
+        total = total + _backend.divide_by_replicas(ops.cast(ops.sum(extra), "float32"))
+    return total
