@@ -350,3 +350,35 @@ def test_loads_in_a_fresh_process_after_import_keras_cskd(digits, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-1500:]
     np.testing.assert_array_equal(np.load(tmp_path / "pred.npy"), distiller.predict(x, verbose=0))
+
+
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+
+
+def test_a_distiller_saved_by_keras_cskd_0_1_loads_and_trains_on():
+    """A `.keras` file written by keras-cskd 0.1 (tests/data, made by
+    commit c325d19's code: CSKD+CSWT and KD, weights 0.5 / 2.0, trained two
+    epochs) loads with this release: the same predictions, losses and
+    weights, and `fit` continues it without training its teacher."""
+    expected = np.load(DATA / "distiller-keras-cskd-0.1-expected.npz")
+    loaded = keras.saving.load_model(DATA / "distiller-keras-cskd-0.1.keras")
+    assert isinstance(loaded, keras_cskd.Distiller)
+    np.testing.assert_allclose(
+        loaded.student.predict(expected["x"], verbose=0), expected["student"], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        loaded.teacher.predict(expected["x"], verbose=0), expected["teacher"], rtol=1e-5, atol=1e-6
+    )
+    assert [type(loss).__name__ for loss, _ in loaded.distillation_losses] == [
+        "CosineSimilarityDistillation",
+        "KLDivergenceDistillation",
+    ]
+    assert [w for _, w in loaded.distillation_losses] == [1.0, 0.5]
+    assert loaded.configured_loss_weights == (0.5, 2.0)
+    assert never_trains_its_teachers(loaded)
+    teacher_before = [np.array(w) for w in loaded.teacher.get_weights()]
+    student_before = [np.array(w) for w in loaded.student.get_weights()]
+    loaded.fit(expected["x"], expected["y"], batch_size=16, epochs=1, verbose=0)
+    for a, b in zip(teacher_before, loaded.teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(student_before, loaded.student.get_weights()))
