@@ -217,7 +217,11 @@ def cskd_loss(t, s, temperature=4.0, sample_weight=None):
     if np.count_nonzero(weight > 0) < 2:
         return 0.0
     cos = cskd_cosines(t, s, temperature, sample_weight)
-    return float(np.mean(temperature)) ** 2 * (1.0 - float(np.mean(cos)))
+    if temperature.ndim == 2 and temperature.shape[1] == 1 and temperature.shape[0] == batch:
+        mean = float(np.mean(temperature[weight > 0]))  # over the samples that count
+    else:
+        mean = float(np.mean(temperature))
+    return mean**2 * (1.0 - float(np.mean(cos)))
 
 
 def cskd_cosines(t, s, temperature=4.0, sample_weight=None):
@@ -271,7 +275,20 @@ def cswt_temperatures(t, s, low=2.0, high=6.0, granularity="sample"):
 
 
 def cskd_cswt_loss(t, s, low=2.0, high=6.0, granularity="sample", sample_weight=None):
-    temps = cswt_temperatures(t, s, low, high, granularity)
+    """CSKD with CSWT temperatures taken over the samples of positive weight
+    only (a sample of weight 0 takes no part in the similarities, the min or
+    the max; per sample it gets the midpoint, which no term reads)."""
+    t, s = f64(t), f64(s)
+    if sample_weight is None:
+        temps = cswt_temperatures(t, s, low, high, granularity)
+        return cskd_loss(t, s, temps, sample_weight)
+    kept = f64(sample_weight).reshape(-1) > 0
+    part = cswt_temperatures(t[kept], s[kept], low, high, granularity)
+    if granularity == "sample":
+        temps = np.full((len(t), 1), (low + high) / 2.0)
+        temps[kept] = part
+    else:
+        temps = part
     return cskd_loss(t, s, temps, sample_weight)
 
 

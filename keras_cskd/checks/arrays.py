@@ -6,7 +6,7 @@ generators and `PyDataset`s are not read ahead (`checks.batches`)."""
 import keras
 import numpy as np
 
-from keras_cskd.checks.models import check_trainable_student, output_rank
+from keras_cskd.checks.models import check_trainable_student, label_spec
 from keras_cskd.checks.tensors import check_hard_labels, check_values
 
 
@@ -41,11 +41,20 @@ def check_finite_array(values, what, owner, chunk_size=4096):
             )
 
 
-def check_class_labels(labels, num_classes, owner, what="y", position_axes=0):
+IGNORE_LABEL = -100  # token datasets' label for positions without one
+
+
+def check_class_labels(
+    labels, num_classes, owner, what="y", position_axes=0, positions=None, kind="auto"
+):
     """Raises unless `labels` are class indices in `[0, num_classes)` of
-    shape `(n,)`/`(n, 1)`, or one-hot/soft labels of shape `(n, C)`; for a
-    model with `position_axes` position axes (`(n, ..., C)` logits), of
-    shape `(n, ...)`/`(n, ..., 1)` or `(n, ..., C)`.
+    shape `(n,)`/`(n, 1)`, or one-hot/soft labels of shape `(n, C)` (rows
+    >= 0 summing to 1); for a model with `position_axes` position axes
+    (`(n, ..., C)` logits, `positions` the shape of `...` where known), of
+    shape `(n, ...)`/`(n, ..., 1)` or `(n, ..., C)`, where the label `-100`
+    marks a position without one (token datasets' convention: the position
+    is left out). `kind` is the supervised loss's: `"sparse"` needs class
+    indices, `"categorical"` one-hot or soft rows.
 
     Example:
 
@@ -59,11 +68,35 @@ def check_class_labels(labels, num_classes, owner, what="y", position_axes=0):
     predicts 3 classes), but 1 label(s) lie outside (min 1, max 3). ...
     """
     labels = np.asarray(labels)
+    one_hot_like = labels.ndim == 2 + position_axes and labels.shape[-1] not in (1,)
+    if kind == "sparse" and one_hot_like and labels.shape[-1] == num_classes:
+        raise ValueError(
+            f"{owner}: the labels `{what}` are one-hot or soft, shape {labels.shape}, but "
+            "the student's loss is a sparse cross-entropy (class indices). Pass "
+            "np.argmax(y, axis=-1), or compile(loss='categorical_crossentropy')."
+        )
+    if kind == "categorical" and not one_hot_like:
+        raise ValueError(
+            f"{owner}: the labels `{what}` are class indices, shape {labels.shape}, but the "
+            "student's loss is a categorical cross-entropy (one-hot rows). Pass "
+            f"np.eye({num_classes})[y], or compile(loss='sparse_categorical_crossentropy')."
+        )
     if position_axes:
         if labels.ndim == 2 + position_axes and labels.shape[-1] == 1:
             labels = labels[..., 0]
+        if labels.ndim in (1 + position_axes, 2 + position_axes) and positions is not None:
+            given = labels.shape[1 : 1 + position_axes]
+            if any(p is not None and g != p for g, p in zip(given, positions)):
+                raise ValueError(
+                    f"{owner}: the labels `{what}` have shape {labels.shape}, but the student "
+                    f"predicts positions of shape {tuple(positions)} per sample: give one "
+                    f"label per position, shape (n, {', '.join(map(str, positions))}) (for "
+                    "a language model, the next token of each position; -100 where there "
+                    "is none)."
+                )
         if labels.ndim == 1 + position_axes:  # class ids, one per position
             labels = labels.reshape(-1)
+            labels = labels[labels != IGNORE_LABEL]
         elif labels.ndim == 2 + position_axes:
             labels = labels.reshape(-1, labels.shape[-1])
         else:
@@ -82,6 +115,17 @@ def check_class_labels(labels, num_classes, owner, what="y", position_axes=0):
                 f"one-hot labels of shape (n, {num_classes})."
             )
         check_finite_array(labels, f"the labels `{what}`", owner)
+        sums = labels.sum(axis=1)
+        bad = (labels < 0).any(axis=1) | (np.abs(sums - 1.0) > 1e-3)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise ValueError(
+                f"{owner}: the labels `{what}` of shape {labels.shape} are read as one-hot or "
+                f"soft labels (one distribution over the classes per row), but "
+                f"{int(bad.sum())} row(s) are not (row {first} sums to {sums[first]:g}). "
+                "Multi-label (multi-hot) targets are not class labels: distil one class "
+                "per sample, or normalise each row to sum to 1."
+            )
         return
     if labels.ndim not in (1, 2):
         raise ValueError(
@@ -116,9 +160,12 @@ def check_class_labels(labels, num_classes, owner, what="y", position_axes=0):
         )
 
 
-def check_sample_weight(weights, owner, what="sample_weight"):
+def check_sample_weight(weights, owner, what="sample_weight", leading=None):
     """Raises unless `weights` are finite, non-negative numbers: one NaN
-    weight makes the loss, and then the student's weights, NaN.
+    weight makes the loss, and then the student's weights, NaN; with
+    `leading` (the logits' shape without the class axis, `(n, ...)`, None
+    where unknown), unless they are one per sample `(n,)`/`(n, 1)` or one
+    per position `(n, ...)`.
 
     Example:
 
@@ -131,6 +178,20 @@ def check_sample_weight(weights, owner, what="sample_weight"):
     ValueError: Distiller.fit: `sample_weight` holds 1 negative weight(s) (first in sample 1,
     -2.0). A negative weight trains the student away from its labels: use weights >= 0 ...
     """
+    if leading is not None:
+        shape = np.shape(weights)
+        per_sample = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+        per_position = len(shape) == len(leading) and all(
+            b is None or a == b for a, b in zip(shape[1:], leading[1:])
+        )
+        if not (per_sample or (len(leading) > 1 and per_position)):
+            expected = "(n,)" + (
+                f" or one per position {('n', *leading[1:])}" if len(leading) > 1 else ""
+            )
+            raise ValueError(
+                f"{owner}: `{what}` has shape {shape}; give one weight per sample, shape "
+                f"{expected} (for several weights per sample, multiply them first)."
+            )
     weights = np.asarray(weights)
     if not (np.issubdtype(weights.dtype, np.integer) or np.issubdtype(weights.dtype, np.floating)):
         raise ValueError(
@@ -239,16 +300,24 @@ def check_fit_arguments(distiller, arguments):
     inputs, cached = distiller.split_inputs(x)
     for path, leaf in _named_leaves(inputs, "x"):
         check_finite_array(leaf, path, owner)
+    spec = label_spec(distiller)
     if isinstance(arguments.get("sample_weight"), np.ndarray):
-        check_sample_weight(arguments["sample_weight"], owner)
+        check_sample_weight(arguments["sample_weight"], owner, leading=spec["leading"])
     for index, logits in enumerate(cached or ()):
         what = "cached teacher logits" + ("" if len(cached) == 1 else f" of teacher {index}")
         check_values(np.asarray(logits, "float32"), what, owner)
     labels_are_classes = distiller.labels_are_classes()
     num_classes = distiller.num_classes
-    position_axes = max((output_rank(distiller.student) or 2) - 2, 0)
+    position_axes = spec["position_axes"]
     if y is not None and num_classes is not None and labels_are_classes:
-        check_class_labels(y, num_classes, owner, position_axes=position_axes)
+        check_class_labels(
+            y,
+            num_classes,
+            owner,
+            position_axes=position_axes,
+            positions=spec["positions"],
+            kind=spec["kind"],
+        )
         validation_data = arguments.get("validation_data")
         if isinstance(validation_data, (tuple, list)) and len(validation_data) > 1:
             if isinstance(validation_data[1], np.ndarray):

@@ -19,7 +19,7 @@ from keras import ops
 
 from keras_cskd import _backend
 from keras_cskd.checks.arrays import check_class_labels, check_sample_weight
-from keras_cskd.checks.models import output_rank
+from keras_cskd.checks.models import label_spec
 from keras_cskd.checks.tensors import check_hard_labels
 
 
@@ -112,11 +112,21 @@ class BatchChecks:
     [0, 3) (the student predicts 3 classes), but 1 label(s) lie outside (min 0, max 3). ...
     """
 
-    def __init__(self, num_classes, hard_labels_for=(), owner="Distiller.fit", position_axes=0):
+    def __init__(
+        self,
+        num_classes,
+        hard_labels_for=(),
+        owner="Distiller.fit",
+        position_axes=0,
+        positions=None,
+        kind="auto",
+    ):
         self.num_classes = num_classes
         self.hard_labels_for = tuple(hard_labels_for)
         self.owner = owner
         self.position_axes = position_axes  # of per-position logits (batch, ..., classes)
+        self.positions = positions  # their sizes, where known
+        self.kind = kind  # the supervised loss's labels: "sparse", "categorical" or "auto"
         self.batches_read = 0
         self.message = None
 
@@ -124,10 +134,13 @@ class BatchChecks:
     def of(cls, distiller):
         """The checks of the batches given to `distiller.fit`: labels only
         when they are class labels (see `Distiller.labels_are_classes`)."""
+        spec = label_spec(distiller)
         return cls(
             distiller.num_classes if distiller.labels_are_classes() else None,
             [type(l).__name__ for l in distiller.terms.losses if l.requires_labels],
-            position_axes=max((output_rank(distiller.student) or 2) - 2, 0),
+            position_axes=spec["position_axes"],
+            positions=spec["positions"],
+            kind=spec["kind"],
         )
 
     def __call__(self, batch, index=None):
@@ -141,7 +154,12 @@ class BatchChecks:
             if y is not None and self.num_classes is not None and not keras.tree.is_nested(y):
                 labels = _on_host(y)
                 check_class_labels(
-                    labels, self.num_classes, owner, position_axes=self.position_axes
+                    labels,
+                    self.num_classes,
+                    owner,
+                    position_axes=self.position_axes,
+                    positions=self.positions,
+                    kind=self.kind,
                 )
                 for name in self.hard_labels_for:
                     check_hard_labels(
@@ -151,7 +169,8 @@ class BatchChecks:
                         logits_rank=2 + self.position_axes,
                     )
             if sample_weight is not None and not keras.tree.is_nested(sample_weight):
-                check_sample_weight(_on_host(sample_weight), owner)
+                leading = None if self.positions is None else (None, *self.positions)
+                check_sample_weight(_on_host(sample_weight), owner, leading=leading)
         except ValueError as error:
             self.message = str(error)
             raise

@@ -203,6 +203,10 @@ def check_first_batch(distiller, batch, owner="Distiller.fit"):
 
     x, y, _ = batch
     inputs, cached = distiller.split_inputs(x)
+    if isinstance(inputs, dict) and "padding_mask" in inputs:
+        from keras_cskd.checks.tensors import check_weights
+
+        check_weights(inputs["padding_mask"], "padding_mask input", owner)
     few = slice(0, 8)  # checked (and counted in messages) on 8 samples
     take = lambda value: keras.tree.map_structure(lambda leaf: leaf[few], value)  # noqa: E731
     student_logits = distiller.student(take(inputs), training=False)
@@ -252,8 +256,9 @@ def _check_roles_by_accuracy(student_logits, teacher_outputs, labels, y, mask, o
             continue
         if student_accuracy >= 0.5 and student_accuracy - teacher_accuracy >= 0.3:
             raise ValueError(
-                f"{owner}: on the first batch the student predicts {student_accuracy:.0%} "
-                f"of the labels and the {label} {teacher_accuracy:.0%}: the roles look "
+                f"{owner}: on the first batch the student predicts the labels with a "
+                f"balanced accuracy of {student_accuracy:.0%} and the {label} "
+                f"{teacher_accuracy:.0%}: the roles look "
                 "swapped, and training would change the trained model given as the "
                 "student. keras_cskd.Distiller takes (student, teacher), "
                 "keras.distillation.Distiller (teacher, student): pass them by keyword, "
@@ -280,7 +285,10 @@ def _check_not_sigmoid(logits, role, owner):
 
 
 def _accuracy(logits, y, mask=None):
-    """Accuracy of `logits` on integer labels `y` (None for other labels)."""
+    """Balanced accuracy (the mean recall of the classes the labels hold) of
+    `logits` on class labels `y`, None for other labels or fewer than 8: a
+    model that predicts one class everywhere (an untrained one, often)
+    scores 1 / classes, however imbalanced the batch."""
     import numpy as np
     from keras import ops
 
@@ -294,9 +302,36 @@ def _accuracy(logits, y, mask=None):
         labels = np.argmax(labels, -1)
     if labels.shape != predictions.shape or not np.issubdtype(labels.dtype, np.number):
         return None
-    keep = np.ones(labels.shape, bool)
+    keep = labels != -100
     if mask is not None:
-        keep = np.asarray(ops.convert_to_numpy(mask)).astype(bool).reshape(labels.shape)
-    if keep.sum() < 8:
+        keep &= np.asarray(ops.convert_to_numpy(mask)).astype(bool).reshape(labels.shape)
+    labels, predictions = labels[keep], predictions[keep]
+    if len(labels) < 8:
         return None
-    return float(np.mean(predictions[keep] == labels[keep]))
+    recalls = [np.mean(predictions[labels == c] == c) for c in np.unique(labels)]
+    return float(np.mean(recalls))
+
+
+def label_spec(distiller):
+    """What the labels and sample weights given to `distiller.fit` must
+    look like: `{"position_axes", "positions", "kind", "leading"}` (the
+    student's position axes and their sizes where known, the supervised
+    loss's label kind: `"sparse"`, `"categorical"` or `"auto"`, and the
+    logits' leading shape `(n, ...)`)."""
+    rank = output_rank(distiller.student) or 2
+    positions = None
+    outputs = getattr(distiller.student, "outputs", None)
+    if outputs and len(outputs) == 1:
+        positions = tuple(outputs[0].shape[1:-1])
+    loss = getattr(distiller, "loss", None)
+    kind = getattr(loss, "kind", "auto")
+    if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
+        kind = "sparse"
+    elif isinstance(loss, keras.losses.CategoricalCrossentropy):
+        kind = "categorical"
+    return {
+        "position_axes": max(rank - 2, 0),
+        "positions": positions,
+        "kind": kind,
+        "leading": None if positions is None else (None, *positions),
+    }

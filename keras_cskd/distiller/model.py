@@ -415,7 +415,7 @@ class Distiller(keras.Model):
                 tensor_checks.check_logits(
                     teacher_logits, step.student_logits, type(loss).__name__, values=False
                 )
-        weights = position_weights(step.mask, sample_weight, step.student_logits)
+        weights = position_weights(step.mask, sample_weight, step.student_logits, y)
         student_loss = supervised_loss(self.student_loss_fn, y, step, sample_weight, weights)
         distillation_loss, statistics, counted = distillation_term(
             self.terms, self.teachers, y, step, sample_weight, weights
@@ -443,10 +443,13 @@ class Distiller(keras.Model):
 
     def _evaluation_loss(self, x, y, y_pred, sample_weight, training):
         """`evaluate()` and `validation_data`: the student's supervised loss
-        and its regularization losses."""
-        student_loss = ops.zeros((), "float32")
+        (over positions, on the positions that count, as in training) and
+        its regularization losses."""
+        inputs, _ = Teachers.split_inputs(x) if x is not None else (None, None)
+        step = Step(student_logits=y_pred, teacher_logits=(), mask=input_mask(inputs, y_pred))
+        weights = position_weights(step.mask, sample_weight, y_pred, y)
+        student_loss = supervised_loss(self.student_loss_fn, y, step, sample_weight, weights)
         if self.student_loss_fn is not None and y is not None:
-            student_loss = ops.cast(self.student_loss_fn(y, y_pred, sample_weight), "float32")
             self.student_loss_tracker.update_state(_backend.times_replicas(student_loss))
         total = student_loss + regularization(self.losses)
         self.total_loss_tracker.update_state(_backend.times_replicas(total))
@@ -458,10 +461,14 @@ class Distiller(keras.Model):
             if y_pred.mixup is not None and y is not None:
                 # Metrics compare with the dominant label of each mixed sample.
                 y = Mixup.dominant_labels(y, y_pred.mixup)
-            weights = position_weights(y_pred.mask, sample_weight, y_pred.student_logits)
-            if weights is not None and len(y_pred.student_logits.shape) > 2:
-                sample_weight = weights
-            y_pred = y_pred.student_logits
+            step = y_pred
+        else:
+            inputs, _ = Teachers.split_inputs(x) if x is not None else (None, None)
+            step = Step(student_logits=y_pred, teacher_logits=(), mask=input_mask(inputs, y_pred))
+        weights = position_weights(step.mask, sample_weight, step.student_logits, y)
+        if weights is not None and len(step.student_logits.shape) > 2:
+            sample_weight = weights
+        y_pred = step.student_logits
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
         for key in ("class_cosine_similarity", "class_temperature", "uncounted_steps"):
             logs.pop(key, None)

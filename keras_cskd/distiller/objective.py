@@ -3,10 +3,12 @@ supervised term, the distillation term (the Distiller's losses with their
 weights against each teacher target, on the global batch) with the
 statistics its metrics log, and which steps count."""
 
+import keras
 from keras import ops
 
 from keras_cskd import _backend, interop
 from keras_cskd import losses as kd_losses
+from keras_cskd import ops as kd_ops
 from keras_cskd.distiller.mixup import Mixup
 from keras_cskd.features import FeatureDistillation
 
@@ -134,25 +136,42 @@ def check_features_with_cache(terms, cached):
 
 def supervised_loss(loss_fn, y, step, sample_weight, weights):
     """The student's supervised loss on a step (mixed labels under mixup);
-    over positions, the mean over the positions that count (Keras' own
-    losses do so for a Keras mask on the logits; for a `padding_mask`
-    input or a per-position `sample_weight` the mean is taken here)."""
+    over positions with `weights`, the weighted mean over the positions
+    that count, where nothing the masked positions hold (their logits, a
+    `-100` label) reaches the value or the gradient."""
     if loss_fn is None or y is None:
         return ops.zeros((), "float32")
     logits = step.student_logits
-    rescale = weights is not None and len(logits.shape) > 2 and _backend.keras_mask(logits) is None
-    if rescale:
+    positional = weights is not None and len(logits.shape) > 2
+    if positional:
+        # The mask's own zeros drop positions: Keras' mask on the logits (if
+        # any) is replaced by the weights, which hold it.
+        logits = kd_ops.mask_logits(logits, weights)
+        y = _masked_labels(y, weights, logits)
         sample_weight = weights
     if step.mixup is None:
         loss = loss_fn(y, logits, sample_weight)
     else:
         loss = Mixup.supervised_loss(loss_fn, y, logits, sample_weight, step.mixup)
     loss = ops.cast(loss, "float32")
-    if rescale:
+    if positional:
         # Keras averages over every position: the mean over the kept ones.
         kept = ops.sum(ops.cast(weights > 0, "float32"))
         loss = loss * ops.divide_no_nan(ops.cast(ops.size(weights), "float32"), kept)
     return loss
+
+
+def _masked_labels(y, weights, logits):
+    """Integer labels `(batch, ...)` with the dropped positions' labels set to
+    0 (a `-100` there would reach the loss's one-hot); other labels as given."""
+    if keras.tree.is_nested(y):
+        return y
+    y = ops.convert_to_tensor(y)
+    dtype = keras.backend.standardize_dtype(y.dtype)
+    if len(y.shape) == len(logits.shape) and y.shape[-1] == logits.shape[-1]:
+        return y  # one-hot or soft: multiplied by a weight of 0
+    keep = ops.reshape(weights > 0, ops.shape(y)) if "int" in dtype or "float" in dtype else None
+    return y if keep is None else ops.where(keep, y, ops.zeros_like(y))
 
 
 def distillation_term(terms, teachers, y, step, sample_weight, weights):

@@ -11,6 +11,7 @@ structure) carries it as it is.
 
 import typing
 
+import keras
 from keras import ops
 
 from keras_cskd import _backend
@@ -64,20 +65,42 @@ def input_mask(x, student_logits):
     return ops.cast(mask, "float32")
 
 
-def position_weights(mask, sample_weight, student_logits):
-    """The weights of the positions the distillation terms count: the
-    step's mask times a per-position `sample_weight` (shape `(batch,
-    ...)` of per-position logits); None when there are neither. A
-    per-sample `sample_weight` `(batch,)` is not a mask: it is passed to
-    the losses as a sample weight."""
-    rank = len(student_logits.shape)
-    if sample_weight is not None and rank > 2 and _per_position(sample_weight, student_logits):
-        weights = ops.reshape(
+IGNORE_LABEL = -100  # token datasets' label for a position without one
+
+
+def position_weights(mask, sample_weight, student_logits, labels=None):
+    """The weights of the positions the terms count, for per-position logits
+    `(batch, ..., classes)`: the step's mask, times a per-position
+    `sample_weight` (shape `(batch, ...)`: keras-hub's preprocessors mark
+    the positions with a label so), times 0 where an integer label is
+    `-100` (token datasets' "no label here"); None when there are none of
+    these. For `(batch, classes)` logits: the mask (a per-sample
+    `sample_weight` is not a mask: it weighs the samples)."""
+    if len(student_logits.shape) <= 2:
+        return mask
+    weights = mask
+    if sample_weight is not None and _per_position(sample_weight, student_logits):
+        per_position = ops.reshape(
             ops.cast(kd_ops.to_positions(sample_weight, student_logits), "float32"),
             ops.shape(student_logits)[:-1],
         )
-        return weights if mask is None else weights * mask
-    return mask
+        weights = per_position if weights is None else weights * per_position
+    if labels is not None and _ids_per_position(labels, student_logits):
+        labelled = ops.cast(
+            ops.reshape(labels, ops.shape(student_logits)[:-1]) != IGNORE_LABEL, "float32"
+        )
+        weights = labelled if weights is None else weights * labelled
+    return weights
+
+
+def _ids_per_position(labels, logits):
+    if keras.tree.is_nested(labels) or not hasattr(labels, "shape"):
+        return False
+    shape = tuple(labels.shape)
+    if len(shape) == len(logits.shape) and shape[-1] == 1:
+        shape = shape[:-1]
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    return len(shape) == len(logits.shape) - 1 and ("int" in dtype or "float" in dtype)
 
 
 def _per_position(sample_weight, logits):

@@ -70,9 +70,10 @@ class CosineSimilarityDistillation(BatchwiseLoss):
         or at 1 with CSWT (whose adaptive temperatures then soften it)."""
         return "temperature" if self.cswt is None else "one"
 
-    def _temperatures(self, teacher_logits, student_logits, mask=None):
+    def _temperatures(self, teacher_logits, student_logits, mask=None, sample_weight=None):
         if self.cswt is None:
             return ops.convert_to_tensor(self.temperature, "float32")
+        mask = _kept(mask, sample_weight, student_logits)
         # `compute` runs inside the training step, after the inputs were
         # checked: the layer's `call` skips `Layer.__call__`'s bookkeeping,
         # which eager PyTorch would otherwise pay on every step.
@@ -92,7 +93,7 @@ class CosineSimilarityDistillation(BatchwiseLoss):
         loss, statistics = kd_ops.cosine_similarity_distillation_with_statistics(
             teacher_logits,
             student_logits,
-            self._temperatures(teacher_logits, student_logits, mask),
+            self._temperatures(teacher_logits, student_logits, mask, sample_weight),
             sample_weight,
             mask=mask,
             temperature_levels=levels,
@@ -109,7 +110,7 @@ class CosineSimilarityDistillation(BatchwiseLoss):
         return kd_ops.cosine_similarity_distillation(
             teacher_logits,
             student_logits,
-            self._temperatures(teacher_logits, student_logits, mask),
+            self._temperatures(teacher_logits, student_logits, mask, sample_weight),
             sample_weight,
             mask=mask,
             temperature_levels=levels,
@@ -150,3 +151,15 @@ def cskd_paper_objective(temperature=4.0, low=2.0, high=6.0, balance=1.0):
         name="cswt_distillation",
     )
     return [(fixed, 2.0 * balance), (adaptive, 2.0 * balance)]
+
+
+def _kept(mask, sample_weight, logits):
+    """The positions CSWT's temperatures look at: those of positive mask and
+    sample weight (a sample of weight 0 takes no part in the min and max)."""
+    if sample_weight is None:
+        return mask
+    weights = ops.reshape(kd_ops.to_positions(sample_weight, logits), ops.shape(logits)[:-1])
+    kept = ops.cast(ops.cast(weights, "float32") > 0, "float32")
+    if mask is None:
+        return kept
+    return kept * ops.cast(ops.cast(mask, "float32") > 0, "float32")

@@ -119,7 +119,9 @@ def cosine_similarity_distillation_with_statistics(
     cosine, distance = cosine_and_distance(
         unit_vectors_from_logs(log_p_t, 0, log_w), unit_vectors_from_logs(log_p_s, 0, log_w), 0
     )
-    average_temperature = mean_temperature(temperature, keep)
+    # Per-position temperatures are averaged over the positions that count.
+    counted = keep if weight is None else ops.cast(weight > 0, "float32")
+    average_temperature = mean_temperature(temperature, counted)
     loss = gate_batchwise(ops.square(average_temperature) * ops.mean(distance), weight, t)
     statistics = {
         "cosine_similarity": ops.mean(cosine),
