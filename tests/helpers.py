@@ -144,10 +144,12 @@ class LossCase:
         # (low, high, granularity) for CSWT losses, else None.
         self.cswt = cswt
 
-    def __call__(self, loss, t, s, labels=None, sample_weight=None):
+    def __call__(self, loss, t, s, labels=None, sample_weight=None, mask=None):
         kwargs = {"sample_weight": sample_weight}
         if self.needs_labels:
             kwargs["labels"] = labels
+        if mask is not None:
+            kwargs["mask"] = mask
         return loss(t, s, **kwargs)
 
     def __repr__(self):
