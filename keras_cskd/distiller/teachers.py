@@ -121,14 +121,6 @@ class Teachers:
             model_checks.check_models(student, teacher, teacher_role=label)
         if len(self.models) < 2:
             return
-        if self.ensemble == "mean_probs":
-            raw = [type(loss).__name__ for loss, _ in losses if loss.temperature_of_target is None]
-            if raw:
-                raise ValueError(
-                    f"ensemble='mean_probs' with {', '.join(raw)}: that loss compares raw "
-                    "logits, which a mean of the teachers' distributions does not have. Use "
-                    "ensemble='mean_logits' or 'per_teacher'."
-                )
         from keras_cskd.features import FeatureDistillation
 
         if any(isinstance(loss, FeatureDistillation) for loss, _ in losses):
@@ -137,6 +129,14 @@ class Teachers:
                 "Distil the features of one teacher (a Distiller with that teacher), or "
                 "distil the logits of the ensemble."
             )
+        if self.ensemble == "mean_probs":
+            raw = [type(loss).__name__ for loss, _ in losses if loss.temperature_of_target is None]
+            if raw:
+                raise ValueError(
+                    f"ensemble='mean_probs' with {', '.join(raw)}: that loss compares raw "
+                    "logits, which a mean of the teachers' distributions does not have. Use "
+                    "ensemble='mean_logits' or 'per_teacher'."
+                )
 
     # -------------------------------------------------------------- the step
     @staticmethod
