@@ -193,14 +193,9 @@ def _is_kl_or_cross_entropy(form):
     return any(form is kind for kind in kinds[2:]) or isinstance(form, kinds[:2])
 
 
-_WARNED = set()
-
-
 def _warn_once(message):
-    if message in _WARNED:
-        return
-    _WARNED.add(message)
-    warnings.warn(message, UserWarning, stacklevel=4)
+    """A `UserWarning` (shown once per place by Python's default filter)."""
+    warnings.warn(message, UserWarning, stacklevel=5)
 
 
 def tutorial_compile_arguments(kwargs):
