@@ -31,12 +31,20 @@ def check_no_softmax_head(model, role):
     """Raises when `model` (the `role`: "teacher" or "student") ends with a
     softmax; distillation needs logits. The one place of this check."""
     if model is not None and has_softmax_head(model):
+        last = model.layers[-1]
+        if isinstance(last, keras.layers.Softmax):
+            fix = (
+                f"cut the separate softmax layer: keras.Model({role}.inputs, "
+                f"{role}.layers[-2].output)"
+            )
+        else:
+            fix = (
+                f"set its last layer's activation to linear: {role}.layers[-1].activation "
+                "= keras.activations.linear (the weights stay as they are)"
+            )
         raise ValueError(
-            f"The {role} ends with a softmax, so it outputs "
-            "probabilities; distillation needs logits. Rebuild it "
-            "without the final activation (e.g. Dense(n)) or cut the "
-            f"softmax: keras.Model({role}.inputs, {role}.layers[-2].output) "
-            "if the softmax is a separate layer."
+            f"The {role} ends with a softmax, so it outputs probabilities; distillation "
+            f"needs logits: {fix}."
         )
 
 

@@ -186,9 +186,10 @@ def check_values(x, what, owner, mask=None):
     if looks_like_probabilities(values):
         raise ValueError(
             f"{owner}: {what} look like probabilities (every row lies in "
-            "[0, 1] and sums to 1), but logits are expected. Remove the "
-            "final softmax (e.g. `Dense(n, activation=None)`), or rebuild "
-            "the model up to the layer before it."
+            "[0, 1] and sums to 1), but logits are expected. Set the last "
+            "layer's activation to linear (`model.layers[-1].activation = "
+            "keras.activations.linear`), or return the values before the "
+            "softmax from call()."
         )
 
 

@@ -1,7 +1,22 @@
 """Small teacher/student pairs for the embedded data and quick experiments."""
 
+import collections
+
 import keras
 from keras import layers
+
+_BUILT = collections.Counter()
+
+
+def _unique(name, default):
+    """`name` as given, or `default`, `default_1`, ... (one per model
+    built in this process), so that a teacher and a student built by the
+    same function have different names in messages and summaries."""
+    if name is not None:
+        return name
+    count = _BUILT[default]
+    _BUILT[default] += 1
+    return default if count == 0 else f"{default}_{count}"
 
 
 def mlp(
@@ -11,7 +26,7 @@ def mlp(
     dropout=0.0,
     input_dropout=0.0,
     max_norm=None,
-    name="mlp",
+    name=None,
 ):
     """A multilayer perceptron returning logits.
 
@@ -36,10 +51,10 @@ def mlp(
         if dropout:
             x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=_unique(name, "mlp"))
 
 
-def small_cnn(input_shape, num_classes, filters=(32, 64), dense=128, name="small_cnn"):
+def small_cnn(input_shape, num_classes, filters=(32, 64), dense=128, name=None):
     """A small conv net with BatchNorm returning logits (teacher-sized for
     8x8 digits with the default filters, student-sized with fewer).
 
@@ -59,7 +74,7 @@ def small_cnn(input_shape, num_classes, filters=(32, 64), dense=128, name="small
     if dense:
         x = layers.Dense(dense, activation="relu")(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=_unique(name, "small_cnn"))
 
 
 def conv_net(
@@ -68,7 +83,7 @@ def conv_net(
     blocks=((32,), (64, 64), (128,)),
     dense=256,
     dropout=0.5,
-    name="conv_net",
+    name=None,
 ):
     """A VGG-style conv net returning logits: each block is 3x3 convolutions
     (BatchNorm + ReLU) followed by 2x2 max pooling, then dropout and a
@@ -98,4 +113,4 @@ def conv_net(
         if dropout:
             x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=_unique(name, "conv_net"))
