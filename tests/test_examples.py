@@ -33,6 +33,7 @@ ALL_EXAMPLES = (
     "backend_agnostic.py",
     "token_distillation.py",
     "pixel_distillation.py",
+    "teachers_and_chains.py",
 )
 # Tutorials that use TensorFlow whatever their backend (the others run
 # without it, as after `pip install ".[jax,demo]"`; see subprocess_env.py).
@@ -236,3 +237,17 @@ def test_pixel_distillation(tmp_path):
         values = [float(v) for v in match.group(2).split() if v != "-"]
         assert all(0.0 <= v <= 1.0 for v in values), values
     assert (tmp_path / "pixel_distillation.png").exists()
+
+
+@pytest.mark.slow
+def test_teachers_and_chains(tmp_path):
+    out = run_example("teachers_and_chains.py", tmp_path)
+    for row in (
+        r"ensemble \(mean of the softmaxes\): test accuracy ([0-9.]+)",
+        r"student distilled from the ensemble: test accuracy ([0-9.]+)",
+        r"student of the chain: test accuracy ([0-9.]+)",
+        r"born-again generation 2: test accuracy ([0-9.]+)",
+    ):
+        assert 0.0 <= number(row, out) <= 1.0
+    assert "the assistant was not trained by the second Distiller: True" in out
+    assert (tmp_path / "born_again_2.keras").stat().st_size > 0
