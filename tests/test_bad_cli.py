@@ -4,6 +4,8 @@ on stderr, before the teacher trains and before anything is written. One
 case per row of docs/reliability.md's table; the harness is
 `bad_inputs.py`."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -143,6 +145,119 @@ def _(lab):
 )
 def _(lab):
     return ["--temperature", "nan"]
+
+
+# The data file itself (keras_cskd.data.load_npz) ----------------------------
+@cases.cli_error(
+    "cli_npz_no_samples",
+    "`keras-cskd distill --data` with an `.npz` whose `x` and `y` hold 0 samples",
+    ["inputs and labels hold no samples (x has shape (0, 8))", "at least one sample"],
+)
+def _(lab):
+    return _npz(lab, "data", x=lab.x[:0], y=lab.y[:0])
+
+
+@cases.cli_error(
+    "cli_npz_zero_bytes",
+    "`keras-cskd distill --data` on an empty (0-byte) `.npz` file",
+    ["is empty (0 bytes)", "np.savez(path, x=x, y=y)"],
+)
+def _(lab):
+    (lab.tmp / "data.npz").write_bytes(b"")
+    return ["--data", str(lab.tmp / "data.npz")]
+
+
+@cases.cli_error(
+    "cli_npz_text_file",
+    "`keras-cskd distill --data` on a text file named `data.npz`",
+    ["is not a readable .npz file: not a zip archive", "np.savez(path, x=x, y=y)"],
+)
+def _(lab):
+    (lab.tmp / "data.npz").write_text("x,y\n0.5,1\n")
+    return ["--data", str(lab.tmp / "data.npz")]
+
+
+@cases.cli_error(
+    "cli_npz_truncated",
+    "`keras-cskd distill --data` on an `.npz` cut in half (interrupted copy)",
+    ["truncated or damaged zip archive", "write it again"],
+)
+def _(lab):
+    path = Path(_npz(lab, "data", x=lab.x, y=lab.y)[1])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return ["--data", str(path)]
+
+
+@cases.cli_error(
+    "cli_npz_object_arrays",
+    "`keras-cskd distill --data` with an `.npz` of Python objects (`x` saved from a list of "
+    "rows of different lengths)",
+    ["the array 'x' holds Python objects (dtype=object", "numeric arrays"],
+)
+def _(lab):
+    rows = np.empty(32, dtype=object)
+    rows[:] = [list(range(1 + i % 3)) for i in range(32)]
+    return _npz(lab, "data", x=rows, y=lab.y)
+
+
+@cases.cli_error(
+    "cli_npz_wrong_names",
+    "`keras-cskd distill --data` with an `.npz` whose arrays are named `a` and `b`",
+    ["holds ['a', 'b']; expected arrays 'x' and 'y'"],
+)
+def _(lab):
+    return _npz(lab, "data", a=lab.x, b=lab.y)
+
+
+@cases.cli_error(
+    "cli_npz_scalars",
+    "`keras-cskd distill --data` with an `.npz` whose `x` and `y` are single numbers",
+    ["inputs are a single value (shape ())", "x of shape (n, features)"],
+)
+def _(lab):
+    return _npz(lab, "data", x=np.float32(1.0), y=np.int32(1))
+
+
+@cases.cli_error(
+    "cli_x_one_dimensional",
+    "`keras-cskd distill --data` with 1-D inputs `x` of shape `(n,)` (trained a teacher on "
+    "scalars before)",
+    ["inputs have shape (32,)", "x[:, None]"],
+)
+def _(lab):
+    return _npz(lab, "data", x=lab.x[:, 0], y=lab.y)
+
+
+@cases.cli_error(
+    "cli_complex_x",
+    "`keras-cskd distill --data` with complex inputs (their imaginary part was dropped)",
+    ["inputs have dtype complex64", "real and imaginary parts as separate features"],
+)
+def _(lab):
+    return _npz(lab, "data", x=lab.x.astype("complex64"), y=lab.y)
+
+
+@cases.cli_error(
+    "cli_labels_per_position",
+    "`keras-cskd distill --data` with labels of shape `(n, 3)` holding a class index per "
+    "position (were read as one-hot rows: their argmax)",
+    ["labels have shape (32, 3)", "not one-hot", "class indices of shape (n,)"],
+)
+def _(lab):
+    return _npz(lab, "data", x=lab.x, y=np.stack([lab.y, lab.y[::-1], lab.y], axis=1))
+
+
+@cases.cli_error(
+    "cli_sparse_class_ids",
+    "`keras-cskd distill --data` with labels {0, 100000, 200000} (built a 200,001-class run)",
+    [
+        "3 distinct values (0, 100000, 200000)",
+        "200,001 classes",
+        "np.unique(y, return_inverse=True)[1]",
+    ],
+)
+def _(lab):
+    return _npz(lab, "data", x=lab.x, y=lab.y * 100_000)
 
 
 @pytest.mark.parametrize("key", list(cases))
