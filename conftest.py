@@ -55,8 +55,11 @@ _LONGEST_FIRST = (
     "tests/test_distributed.py",
     "tests/test_serialization.py",
     "tests/test_models.py",
-    "tests/test_bad_inputs.py",
+    "tests/test_bad_models.py",
     "tests/test_interruption.py",
+    "tests/test_bad_data.py",
+    "tests/test_bad_losses.py",
+    "tests/test_bad_files.py",
 )
 
 

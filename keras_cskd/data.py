@@ -7,6 +7,8 @@ arrays: images as float32 in `[0, 1]` with a channel axis, labels as int32.
 
 import gzip
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +137,7 @@ def load_idx_folder(folder, limit=None):
     for split in ("train", "test"):
         if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
             raise DataError(f"{folder}: {split} images and labels differ in count.")
+    _check_class_ids([arrays["y_train"], arrays["y_test"]], folder)
     if limit is not None:
         arrays = {key: value[:limit] for key, value in arrays.items()}
     return _as_model_arrays(arrays["x_train"], arrays["y_train"], folder), _as_model_arrays(
@@ -178,15 +181,12 @@ def load_npz(path, test_fraction=0.2, seed=0):
     path = Path(path)
     if not path.exists():
         raise DataError(f"Data file {path} does not exist.")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path} is not a readable .npz file ({error}).") from error
+    arrays = _read_npz(path)
     if {"x_train", "y_train", "x_test", "y_test"} <= set(arrays):
-        return _as_model_arrays(arrays["x_train"], arrays["y_train"], path), _as_model_arrays(
-            arrays["x_test"], arrays["y_test"], path, "test"
-        )
+        train = _as_model_arrays(arrays["x_train"], arrays["y_train"], path)
+        test = _as_model_arrays(arrays["x_test"], arrays["y_test"], path, "test")
+        _check_class_ids([arrays["y_train"], arrays["y_test"]], path)
+        return train, test
     if not {"x", "y"} <= set(arrays):
         raise DataError(
             f"{path} holds {sorted(arrays)}; expected arrays 'x' and 'y' "
@@ -194,12 +194,71 @@ def load_npz(path, test_fraction=0.2, seed=0):
         )
     x, y = arrays["x"], arrays["y"]
     _check_arrays(x, y, path, "")
+    if len(x) < 2:
+        raise DataError(
+            f"{path} holds {len(x)} sample; at least 2 are needed (a fifth of them, at "
+            "least one, is split off for testing)."
+        )
+    _check_class_ids([y], path)
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     n_test = max(1, int(round(len(x) * test_fraction)))
     return _as_model_arrays(x[n_test:], y[n_test:], path), _as_model_arrays(
         x[:n_test], y[:n_test], path, "test"
     )
+
+
+_WRITE_NPZ = "np.savez(path, x=x, y=y) (or x_train=..., y_train=..., x_test=..., y_test=...)"
+
+
+def _read_npz(path):
+    """`{name: array}` of the `.npz` at `path`, or a `DataError` that says
+    what the file is instead."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            start = handle.read(6)
+        if not start:
+            raise DataError(f"Data file {path} is empty (0 bytes). Write it with {_WRITE_NPZ}.")
+        if start.startswith(b"PK"):
+            raise DataError(
+                f"{path} is a truncated or damaged zip archive (an interrupted copy or "
+                f"download?). Copy or write it again with {_WRITE_NPZ}."
+            )
+        if start == b"\x93NUMPY":
+            raise DataError(
+                f"{path} holds a single array (written by np.save), not an .npz archive of "
+                f"inputs and labels. Write it with {_WRITE_NPZ}."
+            )
+        raise DataError(
+            f"{path} is not a readable .npz file: not a zip archive (text, or another "
+            f"format named .npz). Write it with {_WRITE_NPZ}."
+        )
+    arrays, key = {}, None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for key in archive.files:
+                arrays[key] = archive[key]
+    except ValueError as error:
+        if "allow_pickle" in str(error):  # NumPy: "Object arrays cannot be loaded ..."
+            raise DataError(
+                f"{path}: the array {key!r} holds Python objects (dtype=object, e.g. "
+                "lists of different lengths or mixed types), which are not read (loading "
+                "them would run pickled code). Save numeric arrays, e.g. "
+                "np.asarray(x, dtype='float32')."
+            ) from None
+        raise DataError(f"{path} is not a readable .npz file ({_first_line(error)}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(
+            f"{path} is not a readable .npz file ({type(error).__name__}: "
+            f"{_first_line(error)}); it may be truncated. Write it again with {_WRITE_NPZ}."
+        ) from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # np.load returns other members as bytes
+            raise DataError(
+                f"{path}: {key!r} is not a NumPy array (a file of another kind inside the "
+                f"archive). Write the archive with {_WRITE_NPZ}."
+            )
+    return arrays
 
 
 def load_image_folder(folder, image_size=(32, 32), test_fraction=0.2, seed=0):
@@ -313,14 +372,42 @@ def _check_arrays(x, y, source, split):
     same length, `x` finite and `y` class indices (whole numbers >= 0) or
     one-hot rows."""
     where = f"{source}: the {split} " if split else f"{source}: "
+    for name, array in (("inputs", x), ("labels", y)):
+        if array.ndim == 0:
+            raise DataError(
+                f"{where}{name} are a single value (shape ()); expected one entry per "
+                "sample, e.g. x of shape (n, features) and y of shape (n,)."
+            )
     if len(x) != len(y):
         raise DataError(
             f"{where}inputs and labels differ in count ({len(x)} inputs, {len(y)} "
             "labels). Give one label per input."
         )
+    if len(x) == 0:
+        raise DataError(
+            f"{where}inputs and labels hold no samples (x has shape {x.shape}). Give at "
+            "least one sample" + (" per split." if split else ".")
+        )
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise DataError(f"{where}inputs have dtype {x.dtype}; expected numbers (e.g. float32).")
-    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(
+            f"{where}inputs have dtype {x.dtype}; expected real numbers (e.g. float32): "
+            "give the real and imaginary parts as separate features."
+        )
+    if x.ndim == 1:
+        raise DataError(
+            f"{where}inputs have shape {x.shape}: one number per sample, no feature axis. "
+            "Give them the shape (n, features...), e.g. x[:, None] for one feature."
+        )
+    if x[0].size == 0:
+        raise DataError(
+            f"{where}inputs have shape {x.shape}: no features per sample. Give each "
+            "sample at least one feature."
+        )
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_) or np.issubdtype(
+        y.dtype, np.complexfloating
+    ):
         raise DataError(
             f"{where}labels have dtype {y.dtype} (e.g. {str(y.flat[0])!r}); expected class "
             "indices 0..C-1. Map names to indices first, e.g. "
@@ -343,7 +430,8 @@ def _check_arrays(x, y, source, split):
     labels = np.asarray(y, dtype="float64")
     if not np.isfinite(labels).all():
         raise DataError(f"{where}labels hold NaN or inf. Every sample needs a class index.")
-    if labels.ndim == 1 or (labels.ndim == 2 and labels.shape[1] == 1):
+    labels = labels.reshape(len(labels), -1)
+    if labels.shape[1] == 1:
         if not np.all(labels == np.round(labels)):
             raise DataError(
                 f"{where}labels hold non-integer values (e.g. "
@@ -356,6 +444,42 @@ def _check_arrays(x, y, source, split):
                 f"(min {labels.min():g}); class indices must be 0..C-1. Remap them, e.g. "
                 "np.unique(y, return_inverse=True)[1]."
             )
+        return
+    # (n, C): one-hot rows, or class probabilities (soft labels): argmax is the class.
+    rows = (labels >= 0).all(axis=1) & (np.abs(labels.sum(axis=1) - 1.0) <= 1e-3)
+    if not rows.all():
+        bad = int(np.argmin(rows))
+        raise DataError(
+            f"{where}labels have shape {y.shape}, but {int(np.count_nonzero(~rows))} of "
+            f"their rows are not one-hot (nor probabilities summing to 1), e.g. row {bad}: "
+            f"{np.round(labels[bad][:6], 3).tolist()}. Give one class per sample: class "
+            "indices of shape (n,) or one-hot rows of shape (n, C)."
+        )
+
+
+def _check_class_ids(label_arrays, source):
+    """Refuses class indices that use few of the ids up to their maximum
+    (e.g. {0, 100000, 200000}): every id up to the maximum becomes a class
+    of the models, so such labels would build a 200,001-class run. They are
+    refused rather than remapped: the trained models' output k is class k
+    of the user's data, which a silent remapping would break."""
+    sparse = [
+        np.asarray(y).reshape(len(y), -1)[:, 0]
+        for y in label_arrays
+        if np.asarray(y).reshape(len(y), -1).shape[1] == 1
+    ]
+    if not sparse:
+        return
+    values = [int(v) for v in np.unique(np.concatenate(sparse))]  # whole numbers >= 0
+    classes = values[-1] + 1
+    if classes > max(10 * len(values), 2):
+        shown = ", ".join(map(str, values[:4])) + (", ..." if len(values) > 4 else "")
+        raise DataError(
+            f"{source}: the labels take {len(values)} distinct values ({shown}) but reach "
+            f"{values[-1]}, so the models would get {classes:,} classes, "
+            f"{len(values)} of them with samples. Number the classes 0..{len(values) - 1}, "
+            "e.g. y = np.unique(y, return_inverse=True)[1] (on all the labels together)."
+        )
 
 
 def _as_model_arrays(x, y, source="data", split="training"):

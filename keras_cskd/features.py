@@ -20,7 +20,11 @@ width. The `Distiller` trains it with the student and leaves it out of
 
 The `Distiller` reads the features with `FeatureTaps`: a functional model
 over the student's (teacher's) own layers that returns the logits and the
-named layers' outputs in one forward pass.
+named layers' outputs in one forward pass. A layer inside a nested
+functional model (a backbone used as a layer) is named by its path,
+`"backbone/layer_0"`; the taps then run a copy of the model's graph over
+the same layers (`keras.models.clone_model` sharing every layer), since a
+nested model's own `.output` is not connected to the outer model's inputs.
 """
 
 import dataclasses
@@ -52,9 +56,12 @@ class FeatureDistillation(kd_losses.DistillationLoss):
             function `f(teacher_features, student_features)` returning values
             per position; it is averaged over the positions of each sample.
         teacher_layer_name: name of the teacher layer (one of
-            `teacher.layers`); `None` is the teacher's output.
-        student_layer_name: name of the student layer; `None` is the
-            student's output.
+            `teacher.layers`, or a nested functional model among them);
+            `None` is the teacher's output. A layer inside a nested
+            functional or Sequential model is named by its path,
+            `"backbone/layer_0"` (any depth).
+        student_layer_name: name of the student layer (or its path, as
+            for the teacher); `None` is the student's output.
         projection: `"auto"` (default): a learned projection of the student's
             features to the teacher's width when the widths differ, none when
             they match. `True`: always (FitNets' regressor). `False`: never;
@@ -278,11 +285,15 @@ class FeatureDistillation(kd_losses.DistillationLoss):
 def _per_position_values(loss):
     """A function `f(teacher_features, student_features)` returning the
     unreduced values of `loss` (a `keras.losses` name, instance or function)."""
-    resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
+    try:
+        resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
+    except ValueError:  # Keras: "Could not interpret loss identifier: ..."
+        resolved = None
     if resolved is None or not callable(resolved):
+        unknown = "unknown loss name; " if isinstance(loss, str) else ""
         raise ValueError(
-            f"FeatureDistillation(loss={loss!r}): use a keras.losses name such as 'mse', "
-            "'mae' or 'cosine_similarity', a keras.losses.Loss or a function "
+            f"FeatureDistillation(loss={loss!r}): {unknown}use a keras.losses name such as "
+            "'mse', 'mae' or 'cosine_similarity', a keras.losses.Loss or a function "
             "f(teacher_features, student_features)."
         )
     if isinstance(resolved, keras.losses.Loss):
@@ -320,19 +331,144 @@ class FeatureTaps:
         taps = {}
         for role, model in (("student", student), ("teacher", teacher)):
             name_of = "student_layer_name" if role == "student" else "teacher_layer_name"
-            features = [
-                cls.layer_output(model, getattr(loss, name_of), role) for loss in feature_losses
-            ]
-            taps[role] = keras.Model(
-                cls.model_inputs(model, role),
-                [model.outputs[0], *features],
-                name=f"{model.name}_feature_taps",
-            )
+            names = [getattr(loss, name_of) for loss in feature_losses]
+            taps[role] = cls.tap_model(model, names, role)
         for loss, t, s in zip(
             feature_losses, taps["teacher"].outputs[1:], taps["student"].outputs[1:]
         ):
             loss.build(t.shape, s.shape)
         return cls(feature_losses, taps["student"], taps["teacher"])
+
+    @classmethod
+    def tap_model(cls, model, layer_names, role):
+        """A functional model over `model`'s own layers (no new weights)
+        returning `[logits, features_1, ...]`, the outputs of `layer_names`
+        (`None`: the model's output; `"outer/inner"`: the layer `inner` of
+        the nested model `outer`)."""
+        inputs = cls.model_inputs(model, role)
+        name = f"{model.name}_feature_taps"
+        if not any(cls._inside_nested_model(model, layer_name) for layer_name in layer_names):
+            features = [cls.layer_output(model, layer_name, role) for layer_name in layer_names]
+            return keras.Model(inputs, [model.outputs[0], *features], name=name)
+        # A nested functional model's `.output` belongs to its own graph,
+        # not to `model`'s: run `model`'s graph again over the same layers
+        # and take the outputs where the named layers are called.
+        paths = [None if n is None else n.split("/") for n in layer_names]
+        for layer_name in layer_names:
+            if layer_name is not None:
+                cls._resolve(model, layer_name.split("/"), role, layer_name)
+        copy, features = cls._copy_with_taps(model, [p for p in paths if p], role)
+        features = iter(features)
+        outputs = [copy.outputs[0] if p is None else next(features) for p in paths]
+        copy_inputs = copy.inputs[0] if len(copy.inputs) == 1 else copy.input
+        return keras.Model(copy_inputs, [copy.outputs[0], *outputs], name=name)
+
+    @staticmethod
+    def _is_graph_model(layer):
+        """Whether `layer` is a Functional or Sequential model with symbolic
+        inputs, whose layers can be named by path."""
+        return isinstance(layer, keras.Model) and bool(getattr(layer, "inputs", None))
+
+    @classmethod
+    def _inside_nested_model(cls, model, layer_name):
+        """Whether `layer_name` is a path (`"outer/inner"`) or names a nested
+        functional model, whose output only a copy of the graph reaches."""
+        if layer_name is None:
+            return False
+        if "/" in layer_name:
+            return True
+        layers = {layer.name: layer for layer in model.layers}
+        return layer_name in layers and cls._is_graph_model(layers[layer_name])
+
+    @classmethod
+    def _resolve(cls, model, path, role, full_name, prefix=""):
+        """Checks that `path` names a layer of `model` (through nested
+        functional models); a `ValueError` naming the layers otherwise."""
+        layers = {layer.name: layer for layer in model.layers}
+        head, rest = path[0], path[1:]
+        if head not in layers:
+            nested = [n for n, layer in layers.items() if cls._is_graph_model(layer)]
+            hint = (
+                f" Layers inside a nested model are named by path, e.g. "
+                f"'{prefix}{nested[0]}/{_layer_names(layers[nested[0]])[0]}'."
+                if nested
+                else ""
+            )
+            if prefix:
+                raise ValueError(
+                    f"FeatureDistillation: the {role}'s nested model {prefix.rstrip('/')!r} "
+                    f"has no layer named {head!r} ({role}_layer_name={full_name!r}). Its "
+                    f"layers are {list(layers)}; pass {role}_layer_name='{prefix}<one of "
+                    f"them>'.{hint}"
+                )
+            raise ValueError(
+                f"FeatureDistillation: the {role} {model.name!r} has no layer named "
+                f"{head!r}. Its layers are {list(layers)}; pass {role}_layer_name= one "
+                f"of them (`{role}.summary()` lists them).{hint}"
+            )
+        if not rest:
+            return
+        layer = layers[head]
+        if not cls._is_graph_model(layer):
+            raise ValueError(
+                f"FeatureDistillation: the {role}'s layer {prefix + head!r} is a "
+                f"{type(layer).__name__}, not a functional or Sequential model, so "
+                f"{role}_layer_name={full_name!r} cannot name a layer inside it. Name "
+                f"{prefix + head!r} itself (its output), or build it with keras.Input(...) "
+                "so that its layers can be named by path."
+            )
+        cls._resolve(layer, rest, role, full_name, f"{prefix}{head}/")
+
+    @classmethod
+    def _copy_with_taps(cls, model, paths, role, prefix=""):
+        """`model`'s graph built again over the same layers (a functional
+        copy sharing every weight) and the symbolic outputs of the layers at
+        `paths` (lists of names, checked by `_resolve`) in that copy."""
+        found = [None] * len(paths)
+        calls = {}
+
+        def call(layer, *args, **kwargs):
+            mine = [(i, path[1:]) for i, path in enumerate(paths) if path[0] == layer.name]
+            if not mine:
+                return layer(*args, **kwargs)
+            calls[layer.name] = calls.get(layer.name, 0) + 1
+            if calls[layer.name] > 1:
+                raise ValueError(
+                    f"FeatureDistillation: the {role}'s layer {prefix + layer.name!r} is "
+                    "called more than once, so it has no single output to read. Pick a "
+                    f"layer that is called once in the {role}."
+                )
+            deeper = [(i, rest) for i, rest in mine if rest]
+            if deeper:
+                inner, features = cls._copy_with_taps(
+                    layer, [rest for _, rest in deeper], role, f"{prefix}{layer.name}/"
+                )
+                inner_inputs = inner.inputs[0] if len(inner.inputs) == 1 else inner.input
+                tapped = keras.Model(inner_inputs, [inner.output, *features])
+                output, *features = tapped(*args, **kwargs)
+                for (i, _), feature in zip(deeper, features):
+                    found[i] = feature
+            else:
+                output = layer(*args, **kwargs)
+            for i, rest in mine:
+                if not rest:
+                    found[i] = output
+            return output
+
+        functional = model
+        if isinstance(model, keras.Sequential):  # clone_model calls layers of Functionals only
+            functional = keras.Model(model.inputs, model.outputs, name=model.name)
+        copy = keras.models.clone_model(
+            functional, clone_function=lambda layer: layer, call_function=call
+        )
+        # Input layers are not called: their outputs are the copy's inputs.
+        originals = [id(tensor) for tensor in functional.inputs]
+        for i, path in enumerate(paths):
+            if found[i] is None and len(path) == 1:
+                tensor = functional.get_layer(path[0]).output
+                if id(tensor) in originals:
+                    found[i] = copy.inputs[originals.index(id(tensor))]
+        return copy, found
 
     @staticmethod
     def model_inputs(model, role):
@@ -358,13 +494,15 @@ class FeatureTaps:
         cls.model_inputs(model, role)
         if layer_name is None:
             return model.outputs[0]
-        names = [layer.name for layer in model.layers]
-        if layer_name not in names:
+        if cls._inside_nested_model(model, layer_name):
+            cls._resolve(model, layer_name.split("/"), role, layer_name)
             raise ValueError(
-                f"FeatureDistillation: the {role} {model.name!r} has no layer named "
-                f"{layer_name!r}. Its layers are {names}; pass {role}_layer_name= one "
-                f"of them (`{role}.summary()` lists them)."
+                f"FeatureDistillation: {role}_layer_name={layer_name!r} is inside a nested "
+                "model (or is one), which keras.distillation.Distiller cannot read "
+                "(model.get_layer(name).output is in the nested model's own graph). Use "
+                "keras_cskd.Distiller, which reads it."
             )
+        cls._resolve(model, [layer_name], role, layer_name)
         try:
             return model.get_layer(layer_name).output
         except (AttributeError, ValueError) as error:
@@ -380,3 +518,11 @@ class FeatureTaps:
         student_logits, *student_features = self.student(x, training=training)
         teacher_logits, *teacher_features = self.teacher(x, training=False)
         return student_logits, student_features, teacher_logits, teacher_features
+
+
+def _layer_names(model):
+    """The names of `model`'s layers, its input layers last."""
+    layers = model.layers
+    return [layer.name for layer in layers if not isinstance(layer, keras.layers.InputLayer)] + [
+        layer.name for layer in layers if isinstance(layer, keras.layers.InputLayer)
+    ]
