@@ -115,14 +115,9 @@ def build(args):
     return steps
 
 
-REGIONS = {
-    "_distillation_loss": "cskd::distillation_loss",
-    "_student_loss": "cskd::student_loss",
-}
-
-
 def label_regions(distiller):
-    """Wraps the Distiller's loss terms and metric updates in
+    """Wraps the Distiller's loss terms (each distillation loss's `compute`,
+    the supervised loss) and metric updates in
     `torch.profiler.record_function` regions (instance attributes only)."""
     import torch
 
@@ -133,8 +128,12 @@ def label_regions(distiller):
 
         return wrapper
 
-    for attribute, label in REGIONS.items():
-        object.__setattr__(distiller, attribute, labelled(getattr(distiller, attribute), label))
+    for loss in distiller.terms.losses:
+        for method in ("compute", "compute_with_statistics"):
+            object.__setattr__(
+                loss, method, labelled(getattr(loss, method), "cskd::distillation_loss")
+            )
+    distiller.student_loss_fn = labelled(distiller.student_loss_fn, "cskd::student_loss")
     for metric in distiller.metrics:
         object.__setattr__(
             metric, "update_state", labelled(metric.update_state, "cskd::metric_update")

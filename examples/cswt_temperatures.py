@@ -25,9 +25,10 @@ keras-cskd offers two granularities in
 
 - `granularity="sample"` (the authors' code): one temperature per sample,
   from the cosine of the sample's two rows of class probabilities;
-- `granularity="class"` (a keras-cskd extension): one temperature per class,
-  from the cosine of the class's two columns across the batch (the CSKD
-  similarity).
+- `granularity="class"` (a keras-cskd extension, experimental): one
+  temperature per class, from the cosine of the class's two columns across
+  the batch (the CSKD similarity), mapped without the min-max stretch,
+  `T_c = low + (1 - cos_c) * (high - low)`, and rounded to 9 levels.
 
 This example computes both on a hand-made batch, then trains students with
 each and records how the temperatures evolve, with
@@ -99,15 +100,19 @@ for c, (sim, temp) in enumerate(zip(class_sim, class_t, strict=True)):
     print(f"  class {c}: cosine {sim:.3f} -> T = {temp:.2f}")
 
 """
-The best-agreeing entry always gets exactly `low` and the worst exactly
-`high`: CSWT ranks the batch, it does not measure absolute agreement. When
-all similarities are equal (for example a batch of one sample) keras-cskd
-returns the midpoint `(low + high) / 2`; the authors' formula divides by zero
-there.
+Per sample, the best-agreeing entry always gets exactly `low` and the worst
+exactly `high`: the authors' CSWT ranks the batch, it does not measure
+absolute agreement. When all similarities are equal (for example a batch of
+one sample) keras-cskd returns the midpoint `(low + high) / 2`; the authors'
+formula divides by zero there. Per class, the temperature follows the
+cosine itself: a perfectly matched class gets `low`, an orthogonal one
+`high`, and small differences stay small.
 
-In the loss, CSKD uses `softmax(s / T)` and `softmax(t / T)` with these
-temperatures broadcast over rows (per sample) or columns (per class), and
-scales by `mean(T)^2` instead of `tau^2`.
+In the loss, CSKD uses `softmax(s / T)` and `softmax(t / T)` with the
+per-sample temperatures broadcast over rows; per class, class `c`'s column
+is taken from `softmax(z / T_c)` over all classes (one temperature inside
+one softmax keeps the ranking of the classes). It scales by `mean(T)^2`
+instead of `tau^2`.
 """
 
 """
@@ -170,10 +175,9 @@ for c in range(10):
 print(f"Saved {class_plot}")
 
 """
-Classes the student finds hard (low cosine) get temperatures near `high`;
-as a class's cosine catches up with the others, its temperature drops. The
-numbers are epoch means of per-batch values, so they rarely touch exactly 2
-or 6.
+Classes the student finds hard (low cosine) get higher temperatures; as a
+class's cosine rises, its temperature drops towards `low`. The numbers are
+epoch means of per-batch values.
 """
 
 """
@@ -250,9 +254,9 @@ print(f"Saved {sample_plot}")
 """
 ## Take-aways
 
-- Temperatures always span `[low, high]` inside a batch: as the student
-  improves, the *ranking* changes, not the range. The mean temperature moves
-  only when the similarities bunch up at one end.
+- Per sample, temperatures always span `[low, high]` inside a batch: as the
+  student improves, the *ranking* changes, not the range. Per class they
+  follow the cosines, and drop towards `low` as the student catches up.
 - Per-sample CSWT softens the targets of the samples the student gets most
   wrong; per-class CSWT softens the classes it gets most wrong.
 - Use `"cskd_cswt"` (per sample, the authors') or `"cskd_cswt_class"` as a

@@ -41,7 +41,7 @@ class TwoHeadTeacher(keras.Model):
     "teacher_softmax_activation",
     "Teacher outputs probabilities: `Dense(n, activation='softmax')` head",
     ValueError,
-    ["ends with a softmax", "logits", "Rebuild it without the final activation"],
+    ["ends with a softmax", "logits", "activation to linear", "keras.activations.linear"],
 )
 def _(lab):
     teacher = lab.model("teacher", activation="softmax")
@@ -78,7 +78,7 @@ def _(lab):
     "Teacher outputs probabilities: `keras.ops.softmax` applied to a linear head in a "
     "functional model",
     ValueError,
-    ["teacher logits look like probabilities", "Remove the final softmax"],
+    ["teacher logits look like probabilities", "activation to linear"],
 )
 def _(lab):
     inputs = keras.Input((8,), name="teacher_input")

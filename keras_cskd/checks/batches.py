@@ -41,7 +41,7 @@ def first_batch(arguments, size=64):
     if x is None:
         return x, None
     leaves = keras.tree.flatten(x)
-    if all(isinstance(leaf, np.ndarray) for leaf in leaves):
+    if all(isinstance(leaf, np.ndarray) or keras.ops.is_tensor(leaf) for leaf in leaves):
         if not leaves or len(leaves[0]) == 0:
             return x, None
 

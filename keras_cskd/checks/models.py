@@ -245,7 +245,7 @@ def check_first_batch(distiller, batch, owner="Distiller.fit"):
                 "class across the batch and need(s) at least 2 samples per batch. Batch "
                 "the data in twos or more (e.g. `dataset.batch(32)`)."
             )
-    if distiller.check_roles and cached is None and teacher_outputs and y is not None:
+    if _never_trained(distiller) and cached is None and teacher_outputs and y is not None:
         # On the whole first batch (up to 64 samples): accuracies on 8 are noise.
         student_logits = distiller.student(inputs, training=False)
         teacher_outputs = [t(inputs, training=False) for t in distiller.teachers.live]
@@ -254,25 +254,40 @@ def check_first_batch(distiller, batch, owner="Distiller.fit"):
     return int(student_logits.shape[-1])
 
 
+def _never_trained(distiller):
+    """Whether the roles check applies: asked for, and before this
+    Distiller's first step (a student it trained may well beat a weak
+    teacher by then)."""
+    if not distiller.check_roles:
+        return False
+    optimizer = getattr(distiller, "optimizer", None)
+    if optimizer is None or not optimizer.built:
+        return True
+    return int(keras.ops.convert_to_numpy(optimizer.iterations)) == 0
+
+
 def _check_roles_by_accuracy(student_logits, teacher_outputs, labels, y, mask, owner):
-    student_accuracy = _accuracy(student_logits, y, mask)
-    if student_accuracy is None:
+    """Refuses when the student is already skilled and the teacher is not:
+    skill is the balanced accuracy above chance, `(a - 1/K) / (1 - 1/K)`
+    over the K classes the batch holds (a model that predicts one class
+    everywhere, as untrained ones often do, has skill 0). Needs 16
+    labelled positions and two classes."""
+    student_skill = _skill(student_logits, y, mask)
+    if student_skill is None or student_skill < 0.5:
         return
     for label, teacher_logits in zip(labels, teacher_outputs):
-        teacher_accuracy = _accuracy(teacher_logits, y, mask)
-        if teacher_accuracy is None:
+        teacher_skill = _skill(teacher_logits, y, mask)
+        if teacher_skill is None or teacher_skill > student_skill - 0.4:
             continue
-        if student_accuracy >= 0.5 and student_accuracy - teacher_accuracy >= 0.3:
-            raise ValueError(
-                f"{owner}: on the first batch the student predicts the labels with a "
-                f"balanced accuracy of {student_accuracy:.0%} and the {label} "
-                f"{teacher_accuracy:.0%}: the roles look "
-                "swapped, and training would change the trained model given as the "
-                "student. keras_cskd.Distiller takes (student, teacher), "
-                "keras.distillation.Distiller (teacher, student): pass them by keyword, "
-                "Distiller(student=..., teacher=...). For a deliberately weaker teacher "
-                "use Distiller(..., check_roles=False)."
-            )
+        raise ValueError(
+            f"{owner}: on the first batch the student already predicts the labels "
+            f"(skill {student_skill:.0%} above chance) and the {label} does not "
+            f"({teacher_skill:.0%}): the roles look swapped, and training would change "
+            "the trained model given as the student. keras_cskd.Distiller takes "
+            "(student, teacher), keras.distillation.Distiller (teacher, student): pass "
+            "them by keyword, Distiller(student=..., teacher=...). For a deliberately "
+            "weaker teacher use Distiller(..., check_roles=False)."
+        )
 
 
 def _check_not_sigmoid(logits, role, owner):
@@ -292,11 +307,10 @@ def _check_not_sigmoid(logits, role, owner):
         )
 
 
-def _accuracy(logits, y, mask=None):
-    """Balanced accuracy (the mean recall of the classes the labels hold) of
-    `logits` on class labels `y`, None for other labels or fewer than 8: a
-    model that predicts one class everywhere (an untrained one, often)
-    scores 1 / classes, however imbalanced the batch."""
+def _skill(logits, y, mask=None):
+    """Balanced accuracy (the mean recall of the classes the labels hold)
+    above chance, `(a - 1/K) / (1 - 1/K)`, of `logits` on class labels `y`;
+    None for other labels, fewer than 16 labelled positions or one class."""
     import numpy as np
     from keras import ops
 
@@ -314,10 +328,12 @@ def _accuracy(logits, y, mask=None):
     if mask is not None:
         keep &= np.asarray(ops.convert_to_numpy(mask)).astype(bool).reshape(labels.shape)
     labels, predictions = labels[keep], predictions[keep]
-    if len(labels) < 8:
+    classes = np.unique(labels)
+    if len(labels) < 16 or len(classes) < 2:
         return None
-    recalls = [np.mean(predictions[labels == c] == c) for c in np.unique(labels)]
-    return float(np.mean(recalls))
+    balanced = np.mean([np.mean(predictions[labels == c] == c) for c in classes])
+    chance = 1.0 / len(classes)
+    return float((balanced - chance) / (1.0 - chance))
 
 
 def label_spec(distiller):
