@@ -4,7 +4,8 @@ around: telling a concrete tensor (whose values can be checked eagerly)
 from a symbolic or traced one; reading a tensor's Keras mask (no public
 getter); `tf.distribute` replica scaling and gathering; restoring the
 variables JAX's `fit` empties when a step fails; compiling each of a run's
-identical JAX programs once; moving the epoch a resumed `fit` starts at."""
+identical JAX programs once; moving the epoch a resumed `fit` starts at;
+loading a saved optimizer under another backend than it was saved with."""
 
 import contextlib
 import shutil
@@ -310,3 +311,23 @@ def start_fit_at_epoch(model, epoch):
             "keras.callbacks.BackupAndRestore."
         )
     model._initial_epoch = int(epoch)
+
+
+def portable_compile_config(config):
+    """A saved compile config whose optimizer loads under any backend.
+
+    Works around Keras saving a backend's own optimizer class: a model
+    compiled under PyTorch stores `"module":
+    "keras.src.backend.torch.optimizers.torch_adam"`, and loading it under
+    JAX rebuilds PyTorch's Adam, whose update fails on JAX arrays
+    ("expected Tensor ... got jaxlib ArrayImpl"). The public class of the same
+    name (`keras.optimizers.Adam`) is used instead; other configs are
+    returned unchanged."""
+    optimizer = config.get("optimizer") if isinstance(config, dict) else None
+    if not isinstance(optimizer, dict):
+        return config
+    module = str(optimizer.get("module", ""))
+    if module.startswith("keras.src.backend.") and ".optimizers" in module:
+        optimizer = {**optimizer, "module": "keras.optimizers"}
+        config = {**config, "optimizer": optimizer}
+    return config

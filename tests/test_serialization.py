@@ -382,3 +382,40 @@ def test_a_distiller_saved_by_keras_cskd_0_1_loads_and_trains_on():
     for a, b in zip(teacher_before, loaded.teacher.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert any(not np.allclose(a, b) for a, b in zip(student_before, loaded.student.get_weights()))
+
+
+@pytest.mark.parametrize(
+    "saved_under", [b for b in ("torch", "jax", "tensorflow") if b != keras.backend.backend()]
+)
+def test_a_distiller_saved_under_one_backend_trains_on_under_another(saved_under, tmp_path):
+    """Saved and compiled under `saved_under` (in a subprocess), loaded and
+    trained on under this backend. Keras stores a backend's own optimizer
+    class (PyTorch's Adam saved under torch failed under JAX: "expected
+    Tensor ... got jaxlib ArrayImpl"); keras-cskd loads the public class."""
+    path = tmp_path / "distiller.keras"
+    script = (
+        "import sys, numpy as np, keras, keras_cskd\n"
+        "from keras_cskd.models import mlp\n"
+        "keras.utils.set_random_seed(0)\n"
+        "t, s = mlp((6,), 3, hidden=(16,), name='t'), mlp((6,), 3, hidden=(4,), name='s')\n"
+        "x = np.random.rand(32, 6).astype('float32'); y = np.arange(32) % 3\n"
+        "d = keras_cskd.Distiller(s, t, 'cskd_cswt', check_roles=False)\n"
+        "d.compile('adam', metrics=['accuracy'])\n"
+        "d.fit(x, y, batch_size=16, epochs=1, verbose=0)\n"
+        f"d.save({str(path)!r})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=subprocess_env(saved_under),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-1500:]
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(0).random((32, 6)).astype("float32")
+    y = np.arange(32) % 3
+    before = [np.array(w) for w in loaded.student.get_weights()]
+    history = loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.allclose(a, b) for a, b in zip(before, loaded.student.get_weights()))

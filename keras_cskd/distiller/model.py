@@ -308,7 +308,7 @@ class Distiller(keras.Model):
     def compile_from_config(self, config):
         # Keras skips compile on load for models that override `compile`;
         # without this a loaded Distiller has no optimizer (state) to resume.
-        config = keras.saving.deserialize_keras_object(config)
+        config = keras.saving.deserialize_keras_object(_backend.portable_compile_config(config))
         self.compile(**config)
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
