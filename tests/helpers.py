@@ -256,6 +256,43 @@ LOSS_CASES = [
     ),
 ]
 
+# The divergences of language-model distillation.
+LOSS_CASES += [
+    LossCase(
+        "reverse_kl_tau1",
+        lambda: losses.ReverseKLDistillation(),
+        lambda t, s, y, w: reference.batch_reduce(reference.reverse_kl_per_sample(t, s), w),
+        batchwise=False,
+    ),
+    LossCase(
+        "jsd_beta0.3_tau2",
+        lambda: losses.JensenShannonDistillation(beta=0.3, temperature=2.0),
+        lambda t, s, y, w: reference.batch_reduce(reference.jsd_per_sample(t, s, 0.3, 2.0), w),
+        batchwise=False,
+        scale=4.0,
+    ),
+    LossCase(
+        "skew_kl",
+        lambda: losses.SkewKLDistillation(alpha=0.1),
+        lambda t, s, y, w: reference.batch_reduce(reference.skew_kl_per_sample(t, s, 0.1), w),
+        batchwise=False,
+    ),
+    LossCase(
+        "skew_reverse_kl",
+        lambda: losses.SkewKLDistillation(alpha=0.1, reverse=True),
+        lambda t, s, y, w: reference.batch_reduce(
+            reference.skew_kl_per_sample(t, s, 0.1, reverse=True), w
+        ),
+        batchwise=False,
+    ),
+    LossCase(
+        "total_variation",
+        lambda: losses.TotalVariationDistillation(),
+        lambda t, s, y, w: reference.batch_reduce(reference.tv_per_sample(t, s), w),
+        batchwise=False,
+    ),
+]
+
 LOSS_CASE_IDS = [case.name for case in LOSS_CASES]
 # One case per method (the others differ only in settings): for the
 # robustness tests, where the settings do not matter.
@@ -272,6 +309,10 @@ METHOD_CASES = [
         "stkd_tau4",
         "dist_tau4",
         "dkd_tau4",
+        "reverse_kl_tau1",
+        "jsd_beta0.3_tau2",
+        "skew_kl",
+        "total_variation",
     )
 ]
 METHOD_CASE_IDS = [case.name for case in METHOD_CASES]

@@ -373,6 +373,45 @@ def dkd_loss(t, s, labels, temperature=4.0, alpha=1.0, beta=8.0, sample_weight=N
 
 
 # ----------------------------------------------------------------------------
+# 7. The divergences of language-model distillation (per position, tau^2-scaled).
+
+
+def _kl_rows(log_p, log_q):
+    return np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def reverse_kl_per_sample(t, s, temperature=1.0):
+    log_pt, log_ps = log_softmax(t, temperature), log_softmax(s, temperature)
+    return temperature**2 * _kl_rows(log_ps, log_pt)
+
+
+def jsd_per_sample(t, s, beta=0.5, temperature=1.0):
+    """TRL's generalized JSD: m = beta p_t + (1 - beta) p_s; beta KL(p_t||m) +
+    (1 - beta) KL(p_s||m); beta = 0 forward KL, beta = 1 reverse KL."""
+    log_pt, log_ps = log_softmax(t, temperature), log_softmax(s, temperature)
+    if beta == 0.0:
+        return temperature**2 * _kl_rows(log_pt, log_ps)
+    if beta == 1.0:
+        return temperature**2 * _kl_rows(log_ps, log_pt)
+    # The mixture from the logs: exact where the probabilities underflow.
+    log_m = np.logaddexp(np.log(beta) + log_pt, np.log1p(-beta) + log_ps)
+    return temperature**2 * (beta * _kl_rows(log_pt, log_m) + (1 - beta) * _kl_rows(log_ps, log_m))
+
+
+def skew_kl_per_sample(t, s, alpha=0.1, temperature=1.0, reverse=False):
+    log_pt, log_ps = log_softmax(t, temperature), log_softmax(s, temperature)
+    if reverse:
+        log_pt, log_ps = log_ps, log_pt
+    log_m = np.logaddexp(np.log(alpha) + log_pt, np.log1p(-alpha) + log_ps)
+    return temperature**2 * _kl_rows(log_pt, log_m)
+
+
+def tv_per_sample(t, s, temperature=1.0):
+    p_t, p_s = softmax(t, temperature), softmax(s, temperature)
+    return temperature**2 * 0.5 * np.sum(np.abs(p_t - p_s), axis=-1)
+
+
+# ----------------------------------------------------------------------------
 # Finite differences.
 
 

@@ -187,3 +187,37 @@ def test_class_cswt_at_scale():
     clear = np.abs((raw - 2.0) / 0.5 - np.round((raw - 2.0) / 0.5)) < 0.49
     np.testing.assert_array_equal(temps.reshape(-1)[clear], expected[clear])
     assert clear.mean() > 0.9
+
+
+def _divergences_reference(t, s):
+    """Reverse KL, JSD(0.5), skew KL(0.1) and TV per row, float64 from logs."""
+    log_t, log_s = _log_softmax(t), _log_softmax(s)
+    p_t, p_s = np.exp(log_t), np.exp(log_s)
+
+    def kl(log_p, log_q):
+        return np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
+
+    log_m = np.logaddexp(np.log(0.5) + log_t, np.log(0.5) + log_s)
+    log_skew = np.logaddexp(np.log(0.1) + log_t, np.log(0.9) + log_s)
+    return {
+        "reverse_kl": kl(log_s, log_t),
+        "jsd": 0.5 * kl(log_t, log_m) + 0.5 * kl(log_s, log_m),
+        "skew_kl": kl(log_t, log_skew),
+        "tv": 0.5 * np.sum(np.abs(p_t - p_s), axis=-1),
+    }
+
+
+@pytest.mark.parametrize("size", [(2, 262_144), (8_192, 64)], ids=str)
+def test_language_model_divergences_at_scale(size):
+    """The token-level divergences per position, at a 262k vocabulary and at
+    8,192 positions, against float64."""
+    t, s = _pairs("random", *size, seed=6)
+    expected = _divergences_reference(t.astype("float64"), s.astype("float64"))
+    values = {
+        "reverse_kl": kd_ops.reverse_kl_divergence(t, s),
+        "jsd": kd_ops.jensen_shannon_divergence(t, s, 0.5),
+        "skew_kl": kd_ops.skew_kl_divergence(t, s, 0.1),
+        "tv": kd_ops.total_variation_distance(t, s),
+    }
+    for name, value in values.items():
+        np.testing.assert_allclose(to_numpy(value), expected[name], rtol=2e-5, atol=1e-6)

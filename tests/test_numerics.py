@@ -162,7 +162,11 @@ def test_degenerate_logits(case, inputs):
     assert np.isfinite(value)
     assert np.all(np.isfinite(grad)), grad
     expected = case.ref(t.astype("float64"), s.astype("float64"), labels, None)
-    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5 * case.scale)
+    # Logits of magnitude ~1e4 (huge_scale): float32 holds them to ~1e-3, and
+    # the reverse-direction divergences weigh log-ratios of that size by the
+    # student's probabilities (NumPy in float32 is off by the same amount).
+    rtol = 5e-4 if inputs == "huge_scale" else 1e-5
+    np.testing.assert_allclose(value, expected, rtol=rtol, atol=1e-5 * case.scale)
 
 
 @pytest.mark.parametrize(

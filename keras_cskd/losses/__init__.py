@@ -1,5 +1,6 @@
 """Distillation losses: thin `keras.losses.Loss` wrappers over `keras_cskd.ops`,
-one module a method (`kd`, `mse`, `cskd`, `stkd`, `dist`, `dkd`), the base
+one module a method (`kd`, `mse`, `cskd`, `stkd`, `dist`, `dkd`; `language`:
+the divergences of language-model distillation), the base
 classes (`base`), the student's cross-entropy (`student`) and the registry
 of named methods (`registry`).
 
@@ -42,6 +43,12 @@ from keras_cskd.losses.cskd import CosineSimilarityDistillation, cskd_paper_obje
 from keras_cskd.losses.dist import DISTDistillation
 from keras_cskd.losses.dkd import DecoupledKDDistillation
 from keras_cskd.losses.kd import KLDivergenceDistillation
+from keras_cskd.losses.language import (
+    JensenShannonDistillation,
+    ReverseKLDistillation,
+    SkewKLDistillation,
+    TotalVariationDistillation,
+)
 from keras_cskd.losses.mse import LogitMSEDistillation
 from keras_cskd.losses.registry import ALIASES, METHODS, Method, get
 from keras_cskd.losses.stkd import SimilarityTransferDistillation
@@ -54,12 +61,16 @@ __all__ = [
     "DISTDistillation",
     "DecoupledKDDistillation",
     "DistillationLoss",
+    "JensenShannonDistillation",
     "KLDivergenceDistillation",
     "LogitMSEDistillation",
     "METHODS",
     "Method",
+    "ReverseKLDistillation",
     "SimilarityTransferDistillation",
+    "SkewKLDistillation",
     "StudentCrossEntropy",
+    "TotalVariationDistillation",
     "cskd_paper_objective",
     "get",
     "student_loss",

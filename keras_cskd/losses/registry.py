@@ -11,6 +11,12 @@ from keras_cskd.losses.cskd import CosineSimilarityDistillation
 from keras_cskd.losses.dist import DISTDistillation
 from keras_cskd.losses.dkd import DecoupledKDDistillation
 from keras_cskd.losses.kd import KLDivergenceDistillation
+from keras_cskd.losses.language import (
+    JensenShannonDistillation,
+    ReverseKLDistillation,
+    SkewKLDistillation,
+    TotalVariationDistillation,
+)
 from keras_cskd.losses.mse import LogitMSEDistillation
 from keras_cskd.losses.stkd import SimilarityTransferDistillation
 
@@ -56,10 +62,16 @@ METHODS = {
     "stkd": Method("STKD-style", SimilarityTransferDistillation),
     "dist": Method("DIST", DISTDistillation),
     "dkd": Method("DKD", DecoupledKDDistillation),
+    # The divergences of language-model distillation (losses.language).
+    "reverse_kl": Method("Reverse KL", ReverseKLDistillation),
+    "jsd": Method("Generalized JSD", JensenShannonDistillation),
+    "skew_kl": Method("Skew KL", SkewKLDistillation),
+    "skew_reverse_kl": Method("Skew reverse KL", SkewKLDistillation, lambda: {"reverse": True}),
+    "tv": Method("Total variation", TotalVariationDistillation),
 }
 """The named methods, in display order; `get` also accepts the aliases of
 `ALIASES`, and spellings with `-` or `+` for `_`."""
-ALIASES = {"kl": "kd"}
+ALIASES = {"kl": "kd", "forward_kl": "kd", "total_variation": "tv"}
 
 
 def get(identifier, **kwargs):

@@ -1,7 +1,8 @@
 """The math of keras-cskd: small pure functions of `keras.ops`.
 
 This package is the one place to check a formula against the papers, one
-module a family: `divergences` (KD, logit MSE, DKD), `cskd` (CSKD and its
+module a family: `divergences` (KD, logit MSE, DKD, and the language-model
+divergences: reverse KL, generalized JSD, skew KL, total variation), `cskd` (CSKD and its
 CSWT temperatures), `stkd`, `dist`, `similarity` (the cosines and
 correlations they share), `mixup`. Every function takes teacher and student
 *logits* of shape `(batch, classes)`, or `(batch, ..., classes)` where every
@@ -55,8 +56,12 @@ from keras_cskd.ops.cskd import (
 from keras_cskd.ops.dist import dist_distillation
 from keras_cskd.ops.divergences import (
     decoupled_kd,
+    jensen_shannon_divergence,
     kl_divergence_distillation,
     logit_mse,
+    reverse_kl_divergence,
+    skew_kl_divergence,
+    total_variation_distance,
 )
 from keras_cskd.ops.mixup import sample_beta
 from keras_cskd.ops.similarity import (
@@ -78,14 +83,18 @@ __all__ = [
     "decoupled_kd",
     "dist_distillation",
     "flatten_positions",
+    "jensen_shannon_divergence",
     "kl_divergence_distillation",
     "logit_mse",
     "mask_logits",
     "min_max_temperatures",
     "pearson_correlation",
+    "reverse_kl_divergence",
     "sample_beta",
     "sample_cosine_similarity",
     "similarity_transfer_distillation",
+    "skew_kl_divergence",
     "softened_probabilities",
     "to_positions",
+    "total_variation_distance",
 ]

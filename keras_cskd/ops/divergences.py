@@ -1,5 +1,8 @@
-"""Per-position divergences: KD (Hinton), logit MSE (Kim et al.) and DKD."""
+"""Per-position divergences: KD (Hinton), logit MSE (Kim et al.), DKD, and the
+divergences of language-model distillation (reverse KL, generalized JSD,
+skew KL, total variation)."""
 
+import numpy as np
 from keras import ops
 
 from keras_cskd.ops._common import MASKED, as_float32, target_mask
@@ -121,3 +124,107 @@ def decoupled_kd(
     nckd = kl_divergence(t_rest, s_rest, lse_t_rest, lse_s_rest)
     scale = ops.square(temperature)
     return scale * (target_weight * tckd + non_target_weight * nckd)
+
+
+# ------------------------------------------------------------------------
+# The divergences of language-model distillation, per position, each
+# `tau^2`-scaled like KD (at the field's usual tau = 1, the plain value).
+
+
+def _log_probabilities(teacher_logits, student_logits, temperature):
+    temperature = as_float32(temperature)
+    t = as_float32(teacher_logits) / temperature
+    s = as_float32(student_logits) / temperature
+    log_p_t = t - ops.logsumexp(t, axis=-1, keepdims=True)
+    log_p_s = s - ops.logsumexp(s, axis=-1, keepdims=True)
+    return log_p_t, log_p_s, ops.square(temperature)
+
+
+def _kl_of_logs(log_p, log_q):
+    """`KL(p || q) = sum p (log p - log q)` from log-probabilities."""
+    return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def _mixture(log_p, log_q, weight_p):
+    """`log(weight_p * p + (1 - weight_p) * q)` from the logs (exact)."""
+    return ops.logaddexp(log_p + float(np.log(weight_p)), log_q + float(np.log1p(-weight_p)))
+
+
+def reverse_kl_divergence(teacher_logits, student_logits, temperature=1.0):
+    """Reverse KL per position: `tau^2 * KL(p_s || p_t)` (mode-seeking; torchtune's
+    ReverseKL, MiniLLM at the token level).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[2.0, 0.0, -1.0]], "float32")
+    >>> round(float(kd_ops.reverse_kl_divergence(t, np.zeros_like(t))[0]), 4)
+    0.7379
+    """
+    log_p_t, log_p_s, scale = _log_probabilities(teacher_logits, student_logits, temperature)
+    return scale * _kl_of_logs(log_p_s, log_p_t)
+
+
+def jensen_shannon_divergence(teacher_logits, student_logits, beta=0.5, temperature=1.0):
+    """Generalized Jensen-Shannon divergence per position (GKD, Agarwal et al.
+    2024), as TRL's `generalized_jsd_loss` defines it: with the mixture
+    `m = beta * p_t + (1 - beta) * p_s`,
+    `tau^2 * [beta * KL(p_t || m) + (1 - beta) * KL(p_s || m)]`; at the
+    endpoints TRL's convention, `beta = 0`: forward `KL(p_t || p_s)`,
+    `beta = 1`: reverse `KL(p_s || p_t)`. `beta = 0.5` is the symmetric JSD
+    (at most `log 2`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[9.0, -9.0]], "float32")  # p_t ~ (1, 0)
+    >>> round(float(kd_ops.jensen_shannon_divergence(t, -t)[0]), 4)  # disjoint: log 2
+    0.6931
+    """
+    log_p_t, log_p_s, scale = _log_probabilities(teacher_logits, student_logits, temperature)
+    if beta == 0.0:
+        return scale * _kl_of_logs(log_p_t, log_p_s)
+    if beta == 1.0:
+        return scale * _kl_of_logs(log_p_s, log_p_t)
+    log_m = _mixture(log_p_t, log_p_s, beta)
+    return scale * (beta * _kl_of_logs(log_p_t, log_m) + (1.0 - beta) * _kl_of_logs(log_p_s, log_m))
+
+
+def skew_kl_divergence(teacher_logits, student_logits, alpha=0.1, temperature=1.0, reverse=False):
+    """Skew KL per position (DistiLLM, Ko et al. 2024):
+    `tau^2 * KL(p_t || alpha p_t + (1 - alpha) p_s)`; with `reverse=True`, skew
+    reverse KL `tau^2 * KL(p_s || alpha p_s + (1 - alpha) p_t)`. `alpha = 0`
+    is the forward (reverse) KL; the skew keeps the divergence finite where
+    the student gives a class almost no probability.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[2.0, 0.0, -1.0]], "float32")
+    >>> float(kd_ops.skew_kl_divergence(t, t)[0])
+    0.0
+    """
+    log_p_t, log_p_s, scale = _log_probabilities(teacher_logits, student_logits, temperature)
+    if reverse:
+        log_p_t, log_p_s = log_p_s, log_p_t
+    if alpha == 0.0:
+        return scale * _kl_of_logs(log_p_t, log_p_s)
+    return scale * _kl_of_logs(log_p_t, _mixture(log_p_t, log_p_s, alpha))
+
+
+def total_variation_distance(teacher_logits, student_logits, temperature=1.0):
+    """Total variation distance per position: `tau^2 * 1/2 sum |p_t - p_s|`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cskd import ops as kd_ops
+    >>> t = np.array([[9.0, -9.0]], "float32")
+    >>> round(float(kd_ops.total_variation_distance(t, -t)[0]), 4)
+    1.0
+    """
+    log_p_t, log_p_s, scale = _log_probabilities(teacher_logits, student_logits, temperature)
+    return scale * 0.5 * ops.sum(ops.abs(ops.exp(log_p_t) - ops.exp(log_p_s)), axis=-1)
