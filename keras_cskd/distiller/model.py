@@ -33,7 +33,7 @@ from keras_cskd.distiller.objective import (
     resolve_pairs,
     supervised_loss,
 )
-from keras_cskd.distiller.step import Step, input_mask, position_weights
+from keras_cskd.distiller.step import Step, input_mask, position_weights, with_position_mask
 from keras_cskd.distiller.teachers import Teachers
 from keras_cskd.features import FeatureTaps
 from keras_cskd.metrics import ClassStatistics
@@ -466,9 +466,11 @@ class Distiller(keras.Model):
             inputs, _ = Teachers.split_inputs(x) if x is not None else (None, None)
             step = Step(student_logits=y_pred, teacher_logits=(), mask=input_mask(inputs, y_pred))
         weights = position_weights(step.mask, sample_weight, step.student_logits, y)
-        if weights is not None and len(step.student_logits.shape) > 2:
-            sample_weight = weights
         y_pred = step.student_logits
+        if weights is not None and len(y_pred.shape) > 2:
+            # Padding never counts, in `metrics=` (no sample weight) included.
+            sample_weight = weights
+            y_pred = with_position_mask(y_pred, weights)
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
         for key in ("class_cosine_similarity", "class_temperature", "uncounted_steps"):
             logs.pop(key, None)

@@ -108,3 +108,27 @@ def _per_position(sample_weight, logits):
     if len(shape) == len(logits.shape) and shape[-1] == 1:
         shape = shape[:-1]
     return len(shape) == len(logits.shape) - 1
+
+
+class _PositionMask(keras.layers.Layer):
+    """Returns the logits with a Keras mask of the positions that count:
+    Keras' metrics apply a prediction's Keras mask (to `metrics=` too,
+    which take no `sample_weight`), so padding never counts in them."""
+
+    def __init__(self):
+        super().__init__(name="position_mask")
+        self.supports_masking = True
+
+    def call(self, inputs):
+        return ops.multiply(inputs[0], ops.ones((), inputs[0].dtype))
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return inputs[1]
+
+
+_POSITION_MASK = _PositionMask()
+
+
+def with_position_mask(logits, weights):
+    """`logits` carrying the Keras mask `weights > 0` (for the metrics)."""
+    return _POSITION_MASK((logits, ops.cast(weights, "float32") > 0))

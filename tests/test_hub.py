@@ -1,0 +1,132 @@
+"""keras-hub causal language models as teacher and student, out of the box:
+tiny GPT-2 models built from configs (no presets, no downloads), with the
+inputs `{"token_ids", "padding_mask"}` and the `(x, y, sample_weight)`
+batches keras-hub's preprocessors produce. Padding never counts: changing
+tokens or labels at padded positions changes no loss, metric or gradient,
+and each token loss equals a NumPy reference on the real tokens only.
+"""
+
+import keras
+import numpy as np
+import pytest
+import reference
+from helpers import to_numpy
+
+import keras_cskd
+
+keras_hub = pytest.importorskip("keras_hub", reason="keras-hub (the [hub] extra) not installed")
+
+VOCAB, LENGTH, BATCH = 40, 10, 4
+
+
+def _lm(layers, width, seed, vocab=VOCAB):
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=vocab,
+        num_layers=layers,
+        num_heads=2,
+        hidden_dim=width,
+        intermediate_dim=2 * width,
+        max_sequence_length=LENGTH,
+        dropout=0.0,  # deterministic steps, so that two calls can be compared
+    )
+    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+
+
+def _batch(seed=0):
+    """What keras-hub's CausalLMPreprocessor yields: x with the padding mask,
+    y the next tokens, sample_weight the next tokens' padding mask."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, VOCAB, (BATCH, LENGTH)).astype("int32")
+    padding = np.ones((BATCH, LENGTH), "int32")
+    padding[:, 7:] = 0
+    padding[0, 4:] = 0
+    tokens[padding == 0] = 0
+    labels = np.roll(tokens, -1, axis=1)
+    sample_weight = np.roll(padding, -1, axis=1).astype("float32")
+    sample_weight[:, -1] = 0.0
+    return {"token_ids": tokens, "padding_mask": padding}, labels, sample_weight
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return _lm(2, 32, 0), _lm(1, 16, 1)
+
+
+def _distiller(pair, loss):
+    teacher, student = pair
+    distiller = keras_cskd.Distiller(
+        student, teacher, loss, distillation_loss_weight=1.0, check_roles=False
+    )
+    distiller.compile(optimizer="sgd", metrics=["accuracy"])
+    return distiller
+
+
+@pytest.mark.parametrize("loss", ["kd", "reverse_kl", "jsd", "cskd", "dist"])
+def test_padding_never_counts(pair, loss):
+    """Tokens and labels at padded positions changed: the same loss, metric
+    and gradient."""
+    distiller = _distiller(pair, loss)
+    x, y, sample_weight = _batch()
+    changed_x = {**x, "token_ids": np.where(x["padding_mask"] > 0, x["token_ids"], 17)}
+    changed_y = np.where(sample_weight > 0, y, 5)
+    values = []
+    for inputs, labels in ((x, y), (changed_x, changed_y)):
+        step = distiller(inputs, training=True)
+        values.append(to_numpy(distiller.compute_loss(inputs, labels, step, sample_weight)))
+        logs = distiller.compute_metrics(inputs, labels, step, sample_weight)
+        values.append(to_numpy(logs["accuracy"]))
+        distiller.reset_metrics()
+    np.testing.assert_allclose(values[0], values[2], rtol=1e-6)
+    np.testing.assert_allclose(values[1], values[3], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loss, per_token",
+    [
+        ("kd", lambda t, s: reference.kd_per_sample(t, s, 4.0)),
+        ("reverse_kl", lambda t, s: reference.reverse_kl_per_sample(t, s)),
+        ("jsd", lambda t, s: reference.jsd_per_sample(t, s, 0.5)),
+        ("tv", lambda t, s: reference.tv_per_sample(t, s)),
+    ],
+)
+def test_token_losses_are_the_mean_over_real_tokens(pair, loss, per_token):
+    """The distillation term and the cross-entropy are each the mean over the
+    real (labelled) tokens, whatever the padding fraction of the batch."""
+    distiller = _distiller(pair, loss)
+    x, y, sample_weight = _batch(seed=1)
+    step = distiller(x, training=True)
+    total = to_numpy(distiller.compute_loss(x, y, step, sample_weight))
+    t = to_numpy(step.teacher_logits[0])
+    s = to_numpy(step.student_logits)
+    keep = sample_weight > 0
+    rows_t, rows_s, rows_y, _ = reference.kept_positions(t, s, y, None, keep)
+    log_p = rows_s - rows_s.max(-1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(-1, keepdims=True))
+    cross_entropy = -np.mean(log_p[np.arange(len(rows_y)), rows_y])
+    expected = cross_entropy + float(np.mean(per_token(rows_t, rows_s)))
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+
+
+def test_a_causal_lm_pair_trains_and_saves(pair, tmp_path):
+    teacher, student = pair
+    distiller = _distiller((teacher, student), "kd")
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    x, y, sample_weight = _batch(seed=2)
+    before = [np.array(w) for w in teacher.get_weights()]
+    history = distiller.fit(x, y, sample_weight=sample_weight, batch_size=2, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    for a, b in zip(before, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    path = distiller.export_student(tmp_path / "student.keras")
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        to_numpy(loaded(x)), to_numpy(distiller.student(x)), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_a_vocabulary_mismatch_is_refused(pair):
+    teacher, _ = pair
+    student = _lm(1, 16, 3, vocab=VOCAB + 8)  # e.g. padded to a multiple of 8
+    with pytest.raises(ValueError, match=f"predicts {VOCAB} classes but the student {VOCAB + 8}"):
+        keras_cskd.Distiller(student, teacher, "kd", check_roles=False)
