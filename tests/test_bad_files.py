@@ -1,7 +1,8 @@
 """Bad input: files that are not a saved `Distiller` -- text, a truncated
 archive, a foreign zip, a weights file, a process that never imported
 keras-cskd. One case per row of docs/reliability.md's table; the harness
-is `bad_inputs.py`."""
+is `bad_inputs.py`. A Distiller saved under PyTorch and trained on under
+JAX is not a row: Keras 3.15 fails there (see its xfail test)."""
 
 import subprocess
 import sys
@@ -105,6 +106,61 @@ def _(lab):
         raise TypeError(out.read_text())
 
     return load_elsewhere
+
+
+_SAVE_UNDER_TORCH = """
+import sys, numpy as np, keras, keras_cskd
+keras.utils.set_random_seed(0)
+x = np.random.default_rng(0).random((32, 8)).astype("float32")
+y = np.arange(32) % 3
+teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(3)])
+student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+distiller = keras_cskd.Distiller(student, teacher, "cskd")
+distiller.compile(optimizer="adam")
+distiller.fit(x, y, batch_size=8, verbose=0)
+distiller.save(sys.argv[1])
+np.save(sys.argv[1] + ".npy", distiller.predict(x, verbose=0))
+"""
+_FIT_UNDER_JAX = """
+import sys, numpy as np, keras, keras_cskd
+x = np.random.default_rng(0).random((32, 8)).astype("float32")
+distiller = keras.saving.load_model(sys.argv[1])
+np.testing.assert_allclose(distiller.predict(x, verbose=0), np.load(sys.argv[1] + ".npy"), 1e-5)
+history = distiller.fit(x, np.arange(32) % 3, batch_size=8, verbose=0)
+assert int(keras.ops.convert_to_numpy(distiller.optimizer.iterations)) == 8
+assert np.isfinite(history.history["loss"][0])
+"""
+
+
+class TorchOptimizerUnderJax(Exception):
+    """The JAX process trained with the torch optimizer class the file names."""
+
+
+@pytest.mark.slow
+@pytest.mark.backend_independent
+@pytest.mark.xfail(
+    raises=TorchOptimizerUnderJax,
+    strict=True,
+    reason="Keras 3.15 saves the torch backend's optimizer class (module "
+    "keras.src.backend.torch.optimizers.torch_adam) and loads it under JAX: `fit` fails "
+    "with TypeError: expected Tensor as element 0 in argument 0, but got "
+    "jaxlib._jax.ArrayImpl (a plain keras.Sequential too; not a keras-cskd bug)",
+)
+def test_distiller_saved_under_torch_fits_under_jax(tmp_path):
+    """A Distiller saved by a PyTorch process loads in a JAX process with the
+    same predictions, and `fit` continues from its optimizer state."""
+    path = str(tmp_path / "distiller.keras")
+    for backend, script in (("torch", _SAVE_UNDER_TORCH), ("jax", _FIT_UNDER_JAX)):
+        result = subprocess.run(
+            [sys.executable, "-c", script, path],
+            env=subprocess_env(backend),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if backend == "jax" and "got jaxlib._jax.ArrayImpl" in result.stderr:
+            raise TorchOptimizerUnderJax(result.stderr.strip().splitlines()[-1])
+        assert result.returncode == 0, (backend, result.stderr[-2000:])
 
 
 @pytest.mark.parametrize("key", list(cases))
