@@ -1,7 +1,8 @@
 """Bad input: the models and their roles -- a teacher or student that outputs
 probabilities, class counts that differ, several outputs, shared weights,
 the same model twice, a frozen student, a trainable teacher, a diverged
-teacher, float16 policies. One case per row of docs/reliability.md's
+teacher, float16 policies, swapped roles, keras-cskd losses inside
+`keras.distillation.Distiller`. One case per row of docs/reliability.md's
 first table; the harness is `bad_inputs.py`."""
 
 import keras
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from bad_inputs import CLASSES, Batches, Cases, to_numpy
 
+import keras_cskd
 from keras_cskd import Distiller
 
 cases = Cases("Models and their roles")
@@ -85,6 +87,44 @@ def _(lab):
     logits = keras.layers.Dense(CLASSES, name="teacher_logits")(inputs)
     teacher = lab.keep(keras.Model(inputs, keras.ops.softmax(logits), name="teacher"))
     distiller = lab.distiller(teacher=teacher)
+    return lambda: lab.fit(distiller)
+
+
+class SoftmaxTeacher(keras.Model):
+    """A subclassed teacher that applies softmax inside `call`."""
+
+    def __init__(self):
+        super().__init__(name="softmax_teacher")
+        self.dense = keras.layers.Dense(CLASSES, name="teacher_logits")
+
+    def call(self, x):
+        return keras.ops.softmax(self.dense(x))
+
+
+@cases.bad_input(
+    "teacher_softmax_in_call_tf_dataset",
+    "Subclassed teacher that applies softmax in `call()`, fed by a `tf.data.Dataset` "
+    "(not read ahead)",
+    ValueError,
+    ["teacher logits look like probabilities", "before the softmax from call()"],
+)
+def _(lab):
+    import tensorflow as tf
+
+    distiller = lab.distiller(teacher=lab.keep(SoftmaxTeacher()))
+    data = tf.data.Dataset.from_tensor_slices((lab.x, lab.y)).batch(8)
+    return lambda: distiller.fit(data, verbose=0)
+
+
+@cases.bad_input(
+    "teacher_sigmoid_head",
+    "Teacher with a sigmoid head: `Dense(n, activation='sigmoid')` (not a softmax: "
+    "its rows do not sum to 1)",
+    ValueError,
+    ["teacher's outputs on the first batch all lie in [0, 1]", "sigmoid", "logits"],
+)
+def _(lab):
+    distiller = lab.distiller(teacher=lab.model("teacher", activation="sigmoid"))
     return lambda: lab.fit(distiller)
 
 
@@ -226,6 +266,42 @@ def _(lab):
 
 
 @cases.bad_input(
+    "swapped_roles_same_size",
+    "Keras' positional order `Distiller(teacher, student)` written against "
+    "`keras_cskd.Distiller` (student first), models of the same size: the trained one "
+    "predicts the labels, the untrained one does not",
+    ValueError,
+    ["student already predicts the labels (skill 100% above chance)", "roles look swapped"],
+)
+def _(lab):
+    trained, untrained = lab.model("trained"), lab.model("untrained")
+    kernel = np.zeros((8, CLASSES), "float32")
+    kernel[:CLASSES] = 10.0 * np.eye(CLASSES)  # predicts argmax(x[:, :3]) exactly
+    trained.get_layer("trained_logits").kernel.assign(kernel)
+    # A fresh initialisation, the same on every backend (so is the message).
+    fresh = np.random.default_rng(0).uniform(-0.7, 0.7, (8, CLASSES)).astype("float32")
+    untrained.get_layer("untrained_logits").kernel.assign(fresh)
+    y = np.argmax(lab.x[:, :CLASSES], axis=1).astype("int32")
+    distiller = Distiller(trained, untrained, "kd")  # read as (student, teacher)
+    distiller.compile(optimizer="adam")
+    return lambda: lab.fit(distiller, y=y)
+
+
+@cases.bad_input(
+    "keras_distiller_smaller_teacher",
+    "A keras-cskd loss in Keras' own `keras.distillation.Distiller(student, teacher, ...)` "
+    "(`keras_cskd`'s order: the smaller model in Keras' teacher slot)",
+    ValueError,
+    ["the teacher 'student' has 27 parameters, fewer than the student 'teacher' (39)"],
+)
+def _(lab):
+    student = lab.model("student")
+    teacher = lab.model("teacher", extra=keras.layers.Dense(CLASSES, name="teacher_head"))
+    loss = keras_cskd.losses.KLDivergenceDistillation()
+    return lambda: keras.distillation.Distiller(student, teacher, loss)
+
+
+@cases.bad_input(
     "student_without_trainable_weights",
     "A frozen student (`student.trainable = False`)",
     ValueError,
@@ -305,6 +381,31 @@ def _(lab):
     )
 
 
+@cases.behaviour(
+    "teacher_trainable_flag_kept",
+    "A teacher distilled from, then trained on its own (`teacher.trainable` True, and False)",
+)
+def _(lab):
+    for flag in (True, False):
+        teacher = lab.model("teacher")
+        teacher.trainable = flag
+        before = [to_numpy(w).copy() for w in teacher.weights]
+        lab.fit(lab.distiller(teacher=teacher))
+        assert teacher.trainable is flag
+        for a, b in zip(teacher.weights, before, strict=True):
+            np.testing.assert_array_equal(to_numpy(a), b)
+        teacher.trainable = True  # the user's own choice, as with any model
+        teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        teacher.fit(lab.x, lab.y, batch_size=8, verbose=0)
+        assert all(not np.array_equal(to_numpy(a), b) for a, b in zip(teacher.weights, before))
+    return (
+        "Accepted: after `fit` `teacher.trainable` is as it was (True stays True, False "
+        "stays False; 0.1 set it to False for good).",
+        "Teacher weights bit-identical through the distillation; a later `teacher.fit` "
+        "trains every one of them.",
+    )
+
+
 @cases.bad_input(
     "diverged_teacher",
     "A teacher whose weights are NaN (it diverged)",
@@ -363,6 +464,34 @@ def _(lab):
         "Works: the losses (and the student's cross-entropy) upcast the float16 "
         "logits and compute in float32.",
         "Trains normally.",
+    )
+
+
+@cases.behaviour(
+    "keras_distiller_cloned_teacher",
+    "keras-cskd losses (KD and CSKD) in `keras.distillation.Distiller` with a teacher made "
+    "by `keras.models.clone_model` + `set_weights` (on PyTorch, a false 'NaN/inf' refusal "
+    "before)",
+)
+def _(lab):
+    original = lab.model("teacher", extra=keras.layers.Dense(CLASSES, name="teacher_head"))
+    teacher = keras.models.clone_model(original)
+    teacher.set_weights(original.get_weights())
+    student = lab.model("student")
+    before = [to_numpy(w).copy() for w in student.weights]
+    losses = [keras_cskd.losses.get("kd"), keras_cskd.losses.get("cskd")]
+    distiller = keras.distillation.Distiller(teacher, student, losses)
+    distiller.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    history = lab.fit(distiller, epochs=2)
+    assert np.all(np.isfinite(history.history["distillation_loss"]))
+    assert all(not np.array_equal(to_numpy(a), b) for a, b in zip(student.weights, before))
+    for a, b in zip(teacher.weights, original.weights, strict=True):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    return (
+        "Trains: finite distillation losses every epoch, no refusal.",
+        "The student learns; the cloned teacher's weights stay those it was given.",
     )
 
 
