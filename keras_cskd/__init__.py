@@ -5,6 +5,8 @@ Public API:
 - `keras_cskd.Distiller`: a `keras.Model` that distils a teacher into a
   student with `fit`, on TensorFlow, JAX and PyTorch.
 - `keras_cskd.cache_teacher_logits`: run the teacher once, train from logits.
+- `keras_cskd.cache_teacher_top_k`: a language model teacher's top-k outputs
+  in sharded files, streamed back (`TopKCache`).
 - `keras_cskd.FeatureDistillation`: match intermediate layers by name
   (FitNets, with a learned projection when the widths differ).
 - `keras_cskd.losses`: CSKD, CSWT-weighted CSKD, KD, logit MSE, STKD-style,
@@ -30,11 +32,14 @@ from keras_cskd import callbacks, data, layers, losses, models, ops  # noqa: E40
 from keras_cskd.caching import cache_teacher_logits  # noqa: E402
 from keras_cskd.distiller import Distiller  # noqa: E402
 from keras_cskd.features import FeatureDistillation  # noqa: E402
+from keras_cskd.top_k_cache import TopKCache, cache_teacher_top_k  # noqa: E402
 
 __all__ = [
     "Distiller",
     "FeatureDistillation",
+    "TopKCache",
     "cache_teacher_logits",
+    "cache_teacher_top_k",
     "callbacks",
     "data",
     "layers",

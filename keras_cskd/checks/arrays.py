@@ -305,6 +305,8 @@ def check_fit_arguments(distiller, arguments):
         check_sample_weight(arguments["sample_weight"], owner, leading=spec["leading"])
     for index, logits in enumerate(cached or ()):
         what = "cached teacher logits" + ("" if len(cached) == 1 else f" of teacher {index}")
+        if isinstance(logits, dict):  # top-k outputs: their log-probabilities
+            logits, what = logits.get("log_probs"), what + " (top-k log_probs)"
         check_values(np.asarray(logits, "float32"), what, owner)
     labels_are_classes = distiller.labels_are_classes()
     num_classes = distiller.num_classes

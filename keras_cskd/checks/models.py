@@ -204,7 +204,6 @@ def check_first_batch(distiller, batch, owner="Distiller.fit"):
     student that does not already predict the labels far better than its
     teacher (the two swapped). Returns the student's class count."""
     import numpy as np
-    from keras import ops
 
     from keras_cskd import _backend
     from keras_cskd.checks.tensors import check_logits, check_single_output
@@ -221,7 +220,13 @@ def check_first_batch(distiller, batch, owner="Distiller.fit"):
     check_single_output(student_logits, "student", owner)
     mask = _backend.keras_mask(student_logits)
     if cached is not None:
-        teacher_outputs = [ops.convert_to_tensor(np.asarray(c, "float32")[few]) for c in cached]
+        from keras_cskd.distiller.teachers import cached_logits
+
+        vocabulary = student_logits.shape[-1]
+        teacher_outputs = [
+            cached_logits(keras.tree.map_structure(lambda a: np.asarray(a)[few], c), vocabulary)
+            for c in cached
+        ]
         labels = ["cached teacher logits"] * len(cached)
     else:
         teacher_outputs, labels = [], []

@@ -393,7 +393,7 @@ class Distiller(keras.Model):
             teacher_features = tuple(ops.stop_gradient(f) for f in teacher_features)
         else:
             student_logits = self.student(x, training=True)
-            teacher_logits = self.teachers.logits(x, cached)
+            teacher_logits = self.teachers.logits(x, cached, student_logits.shape[-1])
             student_features = teacher_features = ()
         tensor_checks.check_single_output(student_logits, "student", "Distiller")
         return Step(

@@ -9,7 +9,10 @@ need. One teacher is the one-element case of many.
   teacher can be another's student (a teacher -> assistant -> student
   chain).
 - Their logits may come from a cache: `x = {"x": inputs, "teacher_logits":
-  logits}` (one array, or one per teacher, from `cache_teacher_logits`).
+  logits}` (one array, or one per teacher, from `cache_teacher_logits`), or
+  `x = {"x": inputs, "teacher_top_k": {"ids", "log_probs", "tail"}}` (one
+  dict, or one per teacher, from `TopKCache`), completed to dense logits
+  by `keras_cskd.ops.top_k_logits` in the step.
 - Several teachers are combined for each distillation loss
   (`ensemble`):
     - `"mean_probs"` (default; Hinton et al.'s ensemble): the weighted mean
@@ -36,6 +39,7 @@ from keras_cskd.checks.tensors import check_single_output
 
 ENSEMBLES = ("mean_probs", "mean_logits", "per_teacher")
 TEACHER_LOGITS_KEY = "teacher_logits"
+TEACHER_TOP_K_KEY = "teacher_top_k"
 INPUTS_KEY = "x"
 
 
@@ -143,22 +147,26 @@ class Teachers:
     def split_inputs(inputs):
         """`(inputs, cached teacher logits as a tuple, or None)` of a
         batch's `x`."""
-        if isinstance(inputs, dict) and TEACHER_LOGITS_KEY in inputs:
+        key = None
+        if isinstance(inputs, dict):
+            key = next((k for k in (TEACHER_LOGITS_KEY, TEACHER_TOP_K_KEY) if k in inputs), None)
+        if key is not None:
             if INPUTS_KEY not in inputs:
                 raise ValueError(
                     "With cached teacher logits pass x as "
-                    "{'x': inputs, 'teacher_logits': logits}; the 'x' key is missing."
+                    f"{{'x': inputs, '{key}': ...}}; the 'x' key is missing."
                 )
-            cached = inputs[TEACHER_LOGITS_KEY]
+            cached = inputs[key]
             cached = tuple(cached) if isinstance(cached, (list, tuple)) else (cached,)
             return inputs[INPUTS_KEY], cached
         return inputs, None
 
-    def logits(self, x, cached=None):
+    def logits(self, x, cached=None, vocabulary_size=None):
         """The teachers' logits on `x` as a tuple (one per teacher), from
-        the cache when the batch carries it; without gradient."""
+        the cache when the batch carries it (top-k outputs completed to
+        `vocabulary_size` classes); without gradient."""
         if cached is not None:
-            return tuple(ops.stop_gradient(ops.convert_to_tensor(c)) for c in cached)
+            return tuple(ops.stop_gradient(cached_logits(c, vocabulary_size)) for c in cached)
         if not self.live:
             raise ValueError(
                 "This Distiller has no teacher: every batch must carry cached "
@@ -187,6 +195,23 @@ class Teachers:
             1.0 if loss.temperature_of_target == "one" else float(getattr(loss, "temperature", 1.0))
         )
         return [(mean_probabilities_logits(logits, weights, temperature), 1.0)]
+
+
+def cached_logits(entry, vocabulary_size):
+    """Cached teacher logits as a tensor: the logits themselves, or a stored
+    top-k distribution (`{"ids", "log_probs", "tail"}`) completed to dense
+    logits over `vocabulary_size` classes (`keras_cskd.ops.top_k_logits`)."""
+    if isinstance(entry, dict):
+        missing = {"ids", "log_probs"} - set(entry)
+        if missing:
+            raise ValueError(
+                f"Cached top-k teacher outputs need the keys 'ids' and 'log_probs' (and "
+                f"optionally 'tail'); {sorted(missing)} missing. TopKCache.dataset yields them."
+            )
+        from keras_cskd.ops.top_k import top_k_logits
+
+        return top_k_logits(entry["ids"], entry["log_probs"], vocabulary_size, entry.get("tail"))
+    return ops.convert_to_tensor(entry)
 
 
 def mean_probabilities_logits(logits, weights, temperature):

@@ -4,7 +4,8 @@ This package is the one place to check a formula against the papers, one
 module a family: `divergences` (KD, logit MSE, DKD, and the language-model
 divergences: reverse KL, generalized JSD, skew KL, total variation), `cskd` (CSKD and its
 CSWT temperatures), `stkd`, `dist`, `similarity` (the cosines and
-correlations they share), `mixup`. Every function takes teacher and student
+correlations they share), `mixup`, `top_k` (a teacher stored as its top-k
+classes and log-probabilities). Every function takes teacher and student
 *logits* of shape `(batch, classes)`, or `(batch, ..., classes)` where every
 leading axis is a position (tokens of a sequence, pixels of an image), and
 computes in float32 whatever the input dtype (float16/bfloat16 logits are
@@ -71,6 +72,12 @@ from keras_cskd.ops.similarity import (
     sample_cosine_similarity,
 )
 from keras_cskd.ops.stkd import similarity_transfer_distillation
+from keras_cskd.ops.top_k import (
+    tail_log_mass,
+    teacher_top_k,
+    top_k_kl_divergence,
+    top_k_logits,
+)
 
 __all__ = [
     "class_cosine_similarity",
@@ -95,6 +102,10 @@ __all__ = [
     "similarity_transfer_distillation",
     "skew_kl_divergence",
     "softened_probabilities",
+    "tail_log_mass",
+    "teacher_top_k",
     "to_positions",
+    "top_k_kl_divergence",
+    "top_k_logits",
     "total_variation_distance",
 ]
