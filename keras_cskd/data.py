@@ -496,3 +496,21 @@ def _as_model_arrays(x, y, source="data", split="training"):
     else:
         y = np.argmax(y, axis=1)
     return x, y.astype("int32")
+
+
+__all__ = [
+    "DataError",
+    "IDX_FILES",
+    "KERAS_DATASETS",
+    "load_digits",
+    "load_idx_folder",
+    "load_image_folder",
+    "load_keras_dataset",
+    "load_npz",
+    "read_idx",
+    "shared_data_folder",
+]
+
+
+def __dir__():  # what `dir()` and tab completion show: the public names only
+    return __all__

@@ -126,3 +126,10 @@ class CosineSimilarityWeightedTemperature(keras.layers.Layer):
             "epsilon": self.epsilon,
             "levels": self.levels,
         }
+
+
+__all__ = ["CosineSimilarityWeightedTemperature"]
+
+
+def __dir__():  # what `dir()` and tab completion show: the public names only
+    return __all__

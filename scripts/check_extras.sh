@@ -4,6 +4,9 @@
 # environment and runs the library's doctests there, so an import or example
 # that silently needs another extra fails here. Doctests that need an
 # optional package are skipped with the reason (conftest.py).
+# Then builds the wheel and the sdist (python -m build), installs the wheel
+# (not the clone) with the quick start's extras into a fresh environment and
+# runs the main job, `keras-cskd distill`, from outside the clone.
 # Usage: bash scripts/check_extras.sh [extra ...]     (default: jax tensorflow torch)
 #   VENV_ROOT=dir  where the environments go (default: a temporary folder)
 set -uo pipefail
@@ -26,6 +29,26 @@ for name in ${@:-jax tensorflow torch}; do
   summary+="[$name] alone: exit $rc in $(( $(date +%s) - start )) s"$'\n'
   [ $rc -ne 0 ] && status=1
 done
+echo "=============================== the built wheel ==============================="
+start=$(date +%s)
+dist="$root/dist"
+"$PYTHON" -m pip install -q build && "$PYTHON" -m build -q --outdir "$dist" . >/dev/null
+rc=$?
+if [ $rc -eq 0 ]; then
+  "$PYTHON" -m venv "$root/wheel" || exit 1
+  wheel=$(ls "$dist"/keras_cskd-*.whl)
+  "$root/wheel/bin/pip" install -q "$wheel[jax,demo]" || rc=1
+  ls "$dist"/keras_cskd-*.tar.gz >/dev/null || rc=1
+fi
+if [ $rc -eq 0 ]; then
+  (cd "$root" && KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=3 "$root/wheel/bin/python" -c \
+    "import keras_cskd, sys; sys.exit('site-packages' not in keras_cskd.__file__)" &&
+    KERAS_BACKEND=jax "$root/wheel/bin/keras-cskd" distill --out "$root/wheel-run" | tail -n 12)
+  rc=$?
+fi
+summary+="built wheel [jax,demo], keras-cskd distill: exit $rc in $(( $(date +%s) - start )) s"$'\n'
+[ $rc -ne 0 ] && status=1
+
 echo "=============================== summary ==============================="
 printf "%s" "$summary"
 exit $status

@@ -7,7 +7,7 @@
 # documented backend, and the quickest for their many small fits), else the
 # first. Everything else, slow end-to-end tests included, runs on every
 # backend. Each pass spreads its tests over WORKERS pytest-xdist processes,
-# whole modules at a time.
+# whole modules at a time, the longest first (the order is conftest.py's).
 # Usage: bash scripts/test.sh [extra pytest args]
 #   BACKENDS="jax torch"  pick backends      SKIP_INSTALL=1  skip the pip installs
 #   WORKERS=1             no parallel workers (default 2)
