@@ -3,6 +3,11 @@ Fashion-MNIST files), `.npz` arrays, image folders and `keras.datasets`.
 
 Every loader returns `((x_train, y_train), (x_test, y_test))` as NumPy
 arrays: images as float32 in `[0, 1]` with a channel axis, labels as int32.
+
+(Over 400 lines: half of it is the checks every loader applies to what it
+read -- shapes, dtypes, label kinds, sparse class ids -- each with the
+one-line message that `tests/test_bad_cli.py` checks; they belong to
+loading, not to the Distiller's checks of `fit`'s arguments.)
 """
 
 import gzip

@@ -25,6 +25,10 @@ functional model (a backbone used as a layer) is named by its path,
 `"backbone/layer_0"`; the taps then run a copy of the model's graph over
 the same layers (`keras.models.clone_model` sharing every layer), since a
 nested model's own `.output` is not connected to the outer model's inputs.
+
+(Over 400 lines: the loss, its projection and the taps that read named
+layers, nested paths included, are one feature; most of the length is
+docstrings and the messages that name the layers a user can choose.)
 """
 
 import dataclasses

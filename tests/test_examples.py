@@ -34,12 +34,14 @@ ALL_EXAMPLES = (
     "token_distillation.py",
     "pixel_distillation.py",
     "teachers_and_chains.py",
+    "language_model_distillation.py",
 )
 # Tutorials that use TensorFlow whatever their backend (the others run
 # without it, as after `pip install ".[jax,demo]"`; see subprocess_env.py).
 NEEDS_TENSORFLOW = (
     "bring_your_own_models.py",  # reads an image folder with tf.data
     "backend_agnostic.py",  # runs TensorFlow as one of its three backends
+    "language_model_distillation.py",  # keras-hub's SentencePiece trainer reads tf.data
 )
 HEADER_FIELDS = ("Title", "Author", "Date created", "Last modified", "Description", "Accelerator")
 pytestmark = pytest.mark.backend_independent
@@ -228,6 +230,27 @@ def test_token_distillation(tmp_path):
     assert int(rows["teacher"][0]) > 5 * int(rows["student, CE + CSKD"][0])
     assert float(rows["student, text only (CE)"][2]) < float(rows["student, untrained"][2])
     assert (tmp_path / "token_distillation.png").exists()
+
+
+@pytest.mark.slow
+def test_language_model_distillation(tmp_path):
+    pytest.importorskip("keras_hub", reason="keras-hub (the [hub] extra) not installed")
+    out = run_example("language_model_distillation.py", tmp_path)
+    # 16 ids (uint16) and log-probabilities (float16) a token, and the tail.
+    assert number(r"top-k cache: \d+ tokens, (\d+) bytes a token", out) == 16 * (2 + 2) + 4
+    vocabulary = 257
+    rows = {}
+    for name in ("teacher", "CE", "forward KL", "CSKD", "forward KL, top-16 cache"):
+        weight = "" if name == "teacher" else r" +[0-9.]+"  # the distillation weight
+        pattern = "^" + re.escape(name) + weight + r" +([0-9.]+) +([0-9.]+)"
+        match = re.search(pattern, out, re.M)
+        assert match, f"no row {name!r}:\n{out}"
+        rows[name] = [float(value) for value in match.groups()]
+    for perplexity, accuracy in rows.values():
+        assert 1.0 <= perplexity < 3 * vocabulary and 0.0 <= accuracy <= 1.0
+    # One result file per student: an interrupted table resumes.
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4
+    assert (tmp_path / "results.json").exists()
 
 
 @pytest.mark.slow
