@@ -1,4 +1,5 @@
-"""Choosing a Keras backend that is installed, before Keras is imported.
+"""Choosing a Keras backend that is installed, before Keras is imported
+(and, for the command line only, TensorFlow's C++ log level).
 
 Keras writes `~/.keras/keras.json` with `"tensorflow"` on its first import,
 so on a machine with only JAX (e.g. `pip install "keras-cskd[jax]"`) a plain
@@ -10,6 +11,7 @@ tensorflow and torch. An explicit `KERAS_BACKEND` is never overridden.
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 BACKEND_MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
@@ -37,16 +39,117 @@ def installed_backend():
     return next((b for b in candidates if installed(b)), None)
 
 
-def ensure_installed_backend():
-    """Sets KERAS_BACKEND to an installed backend if it is unset and Keras
-    is not imported yet; a no-op otherwise."""
+def is_command_line(argv=None):
+    """True when this process is the `keras-cskd` command line (the console
+    script, or `python -m keras_cskd`), from the interpreter's own command
+    line (`sys.orig_argv`: while the package is imported for `-m`,
+    `sys.argv[0]` is only "-m").
+
+    >>> is_command_line(["python", "-m", "keras_cskd", "distill"])
+    True
+    >>> is_command_line(["/venv/bin/python", "/venv/bin/keras-cskd", "--version"])
+    True
+    >>> is_command_line(["python", "-X", "importtime", "-m", "keras_cskd"])
+    True
+    >>> is_command_line(["python", "train.py"])
+    False
+    """
     import sys
 
-    if os.environ.get("KERAS_BACKEND") or "keras" in sys.modules:
+    if argv is None:
+        argv = getattr(sys, "orig_argv", sys.argv)
+    arguments = iter(argv[1:])
+    for arg in arguments:
+        if arg == "-m":
+            return next(arguments, "").partition(".")[0] == "keras_cskd"
+        if arg in ("-X", "-W"):  # an interpreter option with a value
+            next(arguments, None)
+        elif arg == "-c" or arg == "-":
+            return False
+        elif not arg.startswith("-"):  # the script
+            return Path(arg).stem == "keras-cskd"
+    return False
+
+
+def ensure_installed_backend():
+    """Sets KERAS_BACKEND to an installed backend if it is unset and Keras
+    is not imported yet; a no-op otherwise. In the command line, also
+    imports TensorFlow quietly first when the run will import it
+    (`import_tensorflow_quietly`)."""
+    import sys
+
+    if "keras" in sys.modules:
         return
-    configured = configured_backend() or "tensorflow"
-    if installed(configured):
+    if not os.environ.get("KERAS_BACKEND"):
+        configured = configured_backend() or "tensorflow"
+        if not installed(configured):
+            choice = installed_backend()
+            if choice:
+                os.environ["KERAS_BACKEND"] = choice
+    argv = getattr(sys, "orig_argv", sys.argv)
+    if is_command_line(argv) and installed("tensorflow"):
+        backend = os.environ.get("KERAS_BACKEND") or configured_backend() or "tensorflow"
+        # `distill` imports TensorFlow under every backend (Keras'
+        # `set_random_seed` does, when it is installed).
+        if backend == "tensorflow" or "distill" in argv:
+            import_tensorflow_quietly()
+
+
+# The lines of TensorFlow's C++ start-up logs (absl's format: severity
+# letter, date, time, thread, file:line]), and absl's notice before them.
+_ABSL_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to"
+_SEVERITIES = "IWEF"
+
+
+def import_tensorflow_quietly():
+    """`import tensorflow` without its C++ start-up logs ("oneDNN custom
+    operations are on", "Could not find cuda drivers", the CPU instructions
+    it was not built for), which would come before the command's first
+    line. TensorFlow 2.21 writes them through absl before its logging is
+    initialised, whatever TF_CPP_MIN_LOG_LEVEL says, so the import's
+    stderr (file descriptor 2) is captured and replayed without the log
+    lines below TF_CPP_MIN_LOG_LEVEL (3 unless set: fatal errors only, as
+    TensorFlow itself then shows after start-up: its "failed call to
+    cuInit" on a machine without a GPU is an error line); anything else
+    it printed is replayed as it was. TF_CPP_MIN_LOG_LEVEL=0 shows
+    everything."""
+    import sys
+    import tempfile
+
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        hidden = _SEVERITIES[: max(0, min(int(level), 3))]
+    except ValueError:
+        hidden = _SEVERITIES[:2]
+    if not hidden:
+        import tensorflow  # noqa: F401
+
         return
-    choice = installed_backend()
-    if choice:
-        os.environ["KERAS_BACKEND"] = choice
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", "replace").splitlines()
+            kept, dropping = [], False
+            for line in lines:
+                match = _ABSL_LINE.match(line)
+                if match:
+                    dropping = match.group(1) in hidden
+                elif line.startswith(_ABSL_PREAMBLE):
+                    dropping = True
+                    continue
+                elif not line.startswith("To enable the following instructions"):
+                    dropping = False  # a continuation line goes with its log line
+                if not dropping:
+                    kept.append(line)
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
