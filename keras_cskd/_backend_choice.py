@@ -80,19 +80,81 @@ def ensure_installed_backend():
 
     if "keras" in sys.modules:
         return
+    argv = getattr(sys, "orig_argv", sys.argv)
+    if is_command_line(argv):
+        command_line_backend(argv[1:])
     if not os.environ.get("KERAS_BACKEND"):
         configured = configured_backend() or "tensorflow"
         if not installed(configured):
             choice = installed_backend()
             if choice:
                 os.environ["KERAS_BACKEND"] = choice
-    argv = getattr(sys, "orig_argv", sys.argv)
     if is_command_line(argv) and installed("tensorflow"):
         backend = os.environ.get("KERAS_BACKEND") or configured_backend() or "tensorflow"
         # `distill` imports TensorFlow under every backend (Keras'
         # `set_random_seed` does, when it is installed).
         if backend == "tensorflow" or "distill" in argv:
             import_tensorflow_quietly()
+
+
+# What installs a backend's CPU build from PyPI (keras-cskd itself is
+# installed from a clone: its extras are `pip install ".[jax]"` there).
+INSTALL = {
+    "jax": "pip install jax",
+    "tensorflow": "pip install tensorflow-cpu",
+    "torch": "pip install torch --index-url https://download.pytorch.org/whl/cpu",
+}
+
+
+def install_hint(backend=None):
+    """How to install `backend` (None: any backend), in one phrase.
+
+    >>> install_hint("tensorflow")
+    'pip install tensorflow-cpu (or, in a clone of keras-cskd, pip install ".[tensorflow]")'
+    """
+    if backend is None:
+        return (
+            ", or ".join(INSTALL.values())
+            + ' (in a clone of keras-cskd: pip install ".[jax]", ".[tensorflow]" or ".[torch]")'
+        )
+    return f'{INSTALL[backend]} (or, in a clone of keras-cskd, pip install ".[{backend}]")'
+
+
+def command_line_backend(arguments):
+    """For the command line, before Keras is imported (which would end in
+    an ImportError traceback): KERAS_BACKEND naming a backend that is not
+    installed is replaced by `--backend`'s when that one is installed, by
+    any installed one for `--version` and `--help`, and otherwise ends the
+    command with how to install it (one line, exit code 2); so does a
+    machine without any backend."""
+    import sys
+
+    def fail(message):
+        sys.stderr.write(f"keras-cskd: error: {message}\n")
+        sys.stderr.flush()
+        raise SystemExit(2)
+
+    wanted = os.environ.get("KERAS_BACKEND")
+    if wanted and wanted not in BACKEND_MODULES:  # e.g. "numpy": Keras' own
+        return
+    available = [backend for backend in BACKEND_MODULES if installed(backend)]
+    if not available:
+        fail(f"no Keras backend is installed: {install_hint()}")
+    if not wanted or installed(wanted):
+        return
+    requested = None
+    for index, arg in enumerate(arguments):
+        if arg == "--backend" and index + 1 < len(arguments):
+            requested = arguments[index + 1]
+        elif arg.startswith("--backend="):
+            requested = arg.partition("=")[2]
+    if requested in available or (requested is None and "distill" not in arguments):
+        os.environ["KERAS_BACKEND"] = requested or available[0]
+        return
+    fail(
+        f"KERAS_BACKEND={wanted}, but {wanted} is not installed: {install_hint(wanted)}, or "
+        f"use an installed backend: --backend {available[0]} (installed: {', '.join(available)})"
+    )
 
 
 # The lines of TensorFlow's C++ start-up logs (absl's format: severity

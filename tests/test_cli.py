@@ -7,6 +7,7 @@ Ctrl-C and resuming in test_cli_resume.py.
 """
 
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -183,6 +184,44 @@ def test_a_missing_backend_says_how_to_install_it(monkeypatch, backend):
     }[backend]
     for words in expected:
         assert words in message, message
+
+
+@once
+def test_keras_backend_naming_a_missing_backend(tmp_path):
+    """KERAS_BACKEND=tensorflow on a machine without TensorFlow (hidden, see
+    subprocess_env.py): one line saying how to install it or which
+    installed backend to choose, exit 2, no ImportError traceback from
+    Keras; with that --backend, the command runs (here: to its check of
+    --epochs)."""
+    import subprocess
+    import sys
+
+    from cli_helpers import ROOT
+    from subprocess_env import subprocess_env
+
+    env = subprocess_env("jax")  # TensorFlow hidden
+    env["KERAS_BACKEND"] = "tensorflow"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env["PYTHONPATH"]])
+    expected = {
+        "": "KERAS_BACKEND=tensorflow, but tensorflow is not installed: pip install "
+        'tensorflow-cpu (or, in a clone of keras-cskd, pip install ".[tensorflow]"), or use '
+        "an installed backend: --backend ",
+        "jax": "--epochs must be at least 1, got 0",
+    }
+    for backend, message in expected.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_cskd", "distill", "--epochs", "0"]
+            + (["--backend", backend] if backend else []),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 2, result.stderr[-3000:]
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"keras-cskd: error: {message}"), line
+    assert not (tmp_path / "cskd-out").exists()
 
 
 @once

@@ -218,35 +218,13 @@ def _choose_backend(requested):
 
     chosen = requested or os.environ.get("KERAS_BACKEND") or _backend_choice.installed_backend()
     if chosen is None:
-        raise UsageError(
-            "no Keras backend is installed: "
-            + ", or ".join(_INSTALL.values())
-            + ' (in a clone of keras-cskd: pip install ".[jax]", ".[tensorflow]" or ".[torch]")'
-        )
+        raise UsageError(f"no Keras backend is installed: {_backend_choice.install_hint()}")
     if chosen in _backend_choice.BACKEND_MODULES and not _backend_choice.installed(chosen):
         raise UsageError(
-            f"the Keras backend {chosen!r} is not installed: {_install_hint(chosen)}, or "
-            "choose another with --backend"
+            f"the Keras backend {chosen!r} is not installed: "
+            f"{_backend_choice.install_hint(chosen)}, or choose another with --backend"
         )
     return chosen
-
-
-# What installs a backend's CPU build from PyPI (keras-cskd itself is
-# installed from a clone: its extras are `pip install ".[jax]"` there).
-_INSTALL = {
-    "jax": "pip install jax",
-    "tensorflow": "pip install tensorflow-cpu",
-    "torch": "pip install torch --index-url https://download.pytorch.org/whl/cpu",
-}
-
-
-def _install_hint(backend):
-    """How to install `backend`, in one phrase.
-
-    >>> _install_hint("tensorflow")
-    'pip install tensorflow-cpu (or, in a clone of keras-cskd, pip install ".[tensorflow]")'
-    """
-    return f'{_INSTALL[backend]} (or, in a clone of keras-cskd, pip install ".[{backend}]")'
 
 
 def main(argv=None):
