@@ -40,11 +40,24 @@ def _assert_uncompiled(out):
         assert not model.compiled, path
 
 
+def _mean_of(paths, path):
+    """One model whose logits are the mean of the models' at `paths`."""
+    models = [keras.saving.load_model(p) for p in paths]
+    inputs = keras.Input(models[0].input_shape[1:])
+    outputs = keras.layers.Average()([model(inputs) for model in models])
+    return save_model(keras.Model(inputs, outputs), path)
+
+
 @once
 def test_several_given_teachers(tmp_path, monkeypatch, capsys):
+    """--teacher a,b: both teachers scored and named; with --ensemble
+    mean_logits the student is the one a single teacher gives whose logits
+    are the mean of a's and b's (an independent construction: Keras'
+    Average layer over the two models)."""
     teachers = [save_model(mlp((8, 8, 1), 10), tmp_path / name) for name in ("a.keras", "b.keras")]
+    args = ["--method", "kd", "--seeds", "2", *_TINY]
     code, out, err = main_in_process(
-        ["distill", "--teacher", ",".join(teachers), "--method", "kd", "--seeds", "2", *_TINY],
+        ["distill", "--teacher", ",".join(teachers), "--ensemble", "mean_logits", *args],
         tmp_path,
         monkeypatch,
         capsys,
@@ -53,9 +66,9 @@ def test_several_given_teachers(tmp_path, monkeypatch, capsys):
     for index, path in enumerate(teachers, start=1):
         assert f"teacher {index}: " in out and f"test accuracy ({path})" in out
     assert "ensemble of the 2 teachers (mean of their softmaxes)" in out
-    assert "--ensemble mean_probs" in out
+    assert "--ensemble mean_logits" in out
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert summary["teachers"] == teachers and summary["ensemble"] == "mean_probs"
+    assert summary["teachers"] == teachers and summary["ensemble"] == "mean_logits"
     # The ensemble's accuracy: the mean of the two teachers' softmaxes.
     x, y = _test_split()
     probabilities = np.mean(
@@ -67,15 +80,37 @@ def test_several_given_teachers(tmp_path, monkeypatch, capsys):
     )
     np.testing.assert_allclose(summary["teacher_accuracy"], np.mean(probabilities.argmax(-1) == y))
     assert len(summary["teacher_accuracies"]) == 2
+    assert [r["distilled_from"] for r in summary["results"]] == [
+        None,
+        "ensemble of 2 teachers (mean_logits)",
+    ]
     table = (tmp_path / "out" / "results.md").read_text()
-    assert "| teacher 1 |" in table and "| teacher 2 |" in table
+    assert f"| teacher 1: {teachers[0]} |" in table and f"| teacher 2: {teachers[1]} |" in table
     assert "| teachers' ensemble (mean of softmaxes) |" in table
+
+    mean = _mean_of(teachers, tmp_path / "mean.keras")
+    single = tmp_path / "single"
+    single.mkdir()
+    code, _, err = main_in_process(
+        ["distill", "--teacher", mean, *args], single, monkeypatch, capsys
+    )
+    assert code == 0, err[-2000:]
+    alone = json.loads((single / "out" / "results.json").read_text())
+    assert alone["results"][1]["distilled_from"] == "teacher"
+    assert [r["accuracies"] for r in alone["results"]] == [
+        r["accuracies"] for r in summary["results"]
+    ]
+    for a, b in zip(
+        keras.saving.load_model(tmp_path / "out" / "student_kd.keras").get_weights(),
+        keras.saving.load_model(single / "out" / "student_kd.keras").get_weights(),
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 @once
 def test_teachers_trained_here_are_cached_and_reused(tmp_path, monkeypatch, capsys):
     args = ["distill", "--teachers", "2", "--teacher-epochs", "1", "--seeds", "1"]
-    args += ["--method", "kd", "--ensemble", "mean_logits", *_TINY]
+    args += ["--method", "kd", *_TINY]
     code, out, err = main_in_process(args, tmp_path, monkeypatch, capsys)
     assert code == 0, err[-2000:]
     folder = tmp_path / "out"
@@ -187,7 +222,8 @@ def test_generations_resume_after_an_interruption(tmp_path, monkeypatch, capsys)
     """Born-again generations interrupted during generation 2: the rerun
     resumes from the finished students (generation 2's teacher is
     generation 1's saved student) and ends with what an uninterrupted run
-    gives."""
+    gives, whose generation 2 is a one-generation run from generation 1's
+    student."""
     from keras_cskd.cli import run
 
     teacher = save_model(mlp((8, 8, 1), 10), tmp_path / "t.keras")
@@ -219,3 +255,23 @@ def test_generations_resume_after_an_interruption(tmp_path, monkeypatch, capsys)
     assert [r["accuracies"] for r in resumed["results"]] == [
         r["accuracies"] for r in uninterrupted["results"]
     ]
+    # Generation 2 is what a run gives with generation 1's student as its
+    # teacher (born-again: the same student initialisation per seed).
+    assert [r["distilled_from"] for r in uninterrupted["results"]] == [
+        None,
+        "teacher",
+        "KD (KL, tau^2), gen 1 (same seed)",
+    ]
+    again = tmp_path / "again"
+    again.mkdir()
+    first = str(straight / "out" / "chain_1_kd.keras")
+    args = ["distill", "--teacher", first, "--method", "kd", "--seeds", "1", *_TINY]
+    code, _, err = main_in_process(args, again, monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    alone = json.loads((again / "out" / "results.json").read_text())
+    assert alone["results"][1]["accuracies"] == uninterrupted["results"][2]["accuracies"]
+    for a, b in zip(
+        keras.saving.load_model(again / "out" / "student_kd.keras").get_weights(),
+        keras.saving.load_model(straight / "out" / "chain_2_kd.keras").get_weights(),
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

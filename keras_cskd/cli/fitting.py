@@ -127,7 +127,14 @@ def _save_model(model, path):
     if getattr(model, "compiled", False) or getattr(model, "optimizer", None) is not None:
         config = keras.saving.serialize_keras_object(model)
         config.pop("compile_config", None)
-        copy = keras.saving.deserialize_keras_object(config)
-        copy.set_weights(model.get_weights())
-        model = copy
+        try:
+            copy = keras.saving.deserialize_keras_object(config)
+            copy.set_weights(model.get_weights())
+        except Exception:
+            # A class Keras cannot rebuild from its config (an unregistered
+            # custom layer): saved as it is; plain Keras could not load it
+            # without its custom_objects either.
+            pass
+        else:
+            model = copy
     write_atomically(path, model.save)

@@ -37,7 +37,8 @@ def _write_report(args, job, results, scores, started):
         "data": job.name,
         "teacher_accuracy": teacher_accuracy,
         "teacher_accuracies": scores["accuracies"],
-        "teachers": scores["sources"],
+        "teachers": scores["names"],
+        "teacher_sources": scores["sources"],
         "ensemble": job.ensemble if several else None,
         "chain": job.chain,
         "generations": len(job.generations),
@@ -163,7 +164,10 @@ def _table(results, scores, seeds):
     if len(teachers) == 1:
         lines.append(f"| teacher | {100 * teachers[0]:.1f} % | | | |")
     else:
-        lines += [f"| teacher {k + 1} | {100 * a:.1f} % | | | |" for k, a in enumerate(teachers)]
+        lines += [
+            f"| teacher {k + 1}: {name} | {100 * a:.1f} % | | | |"
+            for k, (name, a) in enumerate(zip(scores["names"], teachers))
+        ]
         ensemble = f"{100 * scores['ensemble']:.1f} %"
         lines.append(f"| teachers' ensemble (mean of softmaxes) | {ensemble} | | | |")
     for row in results:

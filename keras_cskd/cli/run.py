@@ -31,7 +31,12 @@ from keras_cskd.cli.job import (
 )
 from keras_cskd.cli.record import _open_run_record
 from keras_cskd.cli.report import _accuracy, _logits, _write_report
-from keras_cskd.cli.teacher import _given_teachers, _trained_teachers
+from keras_cskd.cli.teacher import (
+    _given_teachers,
+    _teacher_path,
+    _teacher_specs,
+    _trained_teachers,
+)
 
 
 def run_distill(args):
@@ -85,7 +90,7 @@ def _distill(args, methods, started):
     job.record = _open_run_record(args, job, methods)
     try:
         teachers = given or _trained_teachers(args, job)
-        scores = _score_teachers(teachers, job)
+        scores = _score_teachers(teachers, job, _teacher_names(args, job))
         runs = _seed_runs(args, job)
         models = [model for model, _ in teachers]
         teacher = models[0] if len(models) == 1 else models
@@ -140,14 +145,27 @@ def _methods_for_the_ensemble(args, job, methods):
     return [m for m in methods if m not in refused]
 
 
-def _score_teachers(teachers, job):
+def _teacher_names(args, job):
+    """What names each teacher in the results: the file or module:function
+    given with --teacher, or the cache and seed of a teacher trained here."""
+    if args.teacher:
+        return _teacher_specs(args.teacher)
+    return [f"{_teacher_path(job.out, k)} (seed {args.seed + k})" for k in range(job.teachers)]
+
+
+def _score_teachers(teachers, job, names):
     """Prints each teacher's test accuracy (and, for several, their
     ensemble's: the mean of their softmaxes); returns them."""
     logits = [_logits(model, job.x_test) for model, _ in teachers]
     accuracies = [float(np.mean(np.argmax(z, -1) == job.y_test)) for z in logits]
     if len(teachers) == 1:
         print(f"teacher: {accuracies[0]:.2%} test accuracy ({teachers[0][1]})")
-        return {"accuracies": accuracies, "sources": [teachers[0][1]], "ensemble": None}
+        return {
+            "accuracies": accuracies,
+            "sources": [teachers[0][1]],
+            "names": names,
+            "ensemble": None,
+        }
     for index, ((_, source), accuracy) in enumerate(zip(teachers, accuracies)):
         print(f"teacher {index + 1}: {accuracy:.2%} test accuracy ({source})")
     probabilities = np.mean([_softmax(z) for z in logits], axis=0)
@@ -159,6 +177,7 @@ def _score_teachers(teachers, job):
     return {
         "accuracies": accuracies,
         "sources": [source for _, source in teachers],
+        "names": names,
         "ensemble": ensemble,
     }
 
@@ -234,12 +253,21 @@ def _row(job, method, generation):
                 files.append(f"student_{method}.keras")
         if job.chain is not None:
             label += f" (MLP {job.chain[generation - 1]})"
+    if method == "ce":
+        source = None
+    elif generation > 1:
+        source = f"{METHOD_LABELS[method]}, gen {generation - 1} (same seed)"
+    elif job.teachers > 1:
+        source = f"ensemble of {job.teachers} teachers ({job.ensemble})"
+    else:
+        source = "teacher"
     return {
         "method": method,
         "generation": generation,
         "key": key,
         "label": label,
         "what": method if count == 1 or method == "ce" else f"{method}, generation {generation}",
+        "distilled_from": source,
         "factory": factory,
         "files": [job.out / name for name in files],
         # Compared with CE only (and a candidate for student.keras) when it
@@ -353,6 +381,7 @@ def _train_row(row, args, job, teacher, runs):
         "method": method,
         "generation": generation,
         "label": row["label"],
+        "distilled_from": row["distilled_from"],
         "compared": row["compared"],
         "accuracies": accuracies,
         "accuracy": float(np.mean(accuracies)),
