@@ -66,7 +66,9 @@ def test_several_given_teachers(tmp_path, monkeypatch, capsys):
     for index, path in enumerate(teachers, start=1):
         assert f"teacher {index}: " in out and f"test accuracy ({path})" in out
     assert "ensemble of the 2 teachers (mean of their softmaxes)" in out
-    assert "--ensemble mean_logits" in out
+    assert (
+        "combined with --ensemble mean_logits (the students distil the mean of their logits)" in out
+    )
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert summary["teachers"] == teachers and summary["ensemble"] == "mean_logits"
     # The ensemble's accuracy: the mean of the two teachers' softmaxes.

@@ -104,7 +104,7 @@ def _parser():
         choices=("mean_probs", "mean_logits", "per_teacher"),
         default=None,
         help="how several teachers are combined: the mean of their softened "
-        "distributions, the mean of their logits, or one loss per teacher, summed "
+        "distributions, the mean of their logits, or one loss per teacher, averaged "
         "(default: mean_probs)",
     )
     distill.add_argument(

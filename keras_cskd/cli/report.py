@@ -93,13 +93,22 @@ def _usage_markdown(usage):
     return text + "\n\n```python\n" + "\n".join(lines) + "\n```"
 
 
+_ENSEMBLE_WORDS = {
+    "mean_probs": "the students distil the mean of their softened distributions",
+    "mean_logits": "the students distil the mean of their logits",
+    "per_teacher": "the students distil each teacher, the losses averaged",
+}
+
+
 def _setting_of_teachers_and_generations(job):
     """What the rows mean with several teachers, a chain or generations."""
     words = ""
     if job.teachers > 1:
         words += (
-            f" Teachers: {job.teachers}, distilled as one with --ensemble {job.ensemble}; the "
-            "plot's teacher line is their ensemble (the mean of their softmaxes)."
+            f" Teachers: {job.teachers}, combined with --ensemble {job.ensemble} ("
+            + _ENSEMBLE_WORDS[job.ensemble]
+            + "); the teachers' ensemble row and the plot's teacher line are the mean of "
+            "their softmaxes."
         )
     if job.chain is not None:
         words += (
