@@ -7,6 +7,7 @@ Ctrl-C and resuming in test_cli_resume.py.
 """
 
 import json
+import os
 from pathlib import Path
 
 import keras
@@ -95,6 +96,20 @@ def bad_models(tmp_path_factory):
         (["--labels", "100000"], "more than the 1348 training samples"),
         (["--image-size", "0"], "--image-size must be at least 1"),
         (["--method", "dkd"], "dkd needs the label of every training sample"),
+        (["--teachers", "0"], "--teachers must be at least 1, got 0"),
+        (["--generations", "0"], "--generations must be at least 1, got 0"),
+        (["--chain", "64,x"], "--chain must be the hidden widths of the students"),
+        (["--chain", "64,0"], "--chain must be the hidden widths of the students"),
+        (["--teacher", ","], "--teacher names no model"),
+        (["--teacher", "{five_classes}", "--teachers", "2"], "--teacher gives the teachers"),
+        (["--ensemble", "mean_logits"], "--ensemble combines several teachers"),
+        (["--chain", "64,16", "--generations", "2"], "use one"),
+        (["--chain", "64,16", "--student", "{five_classes}"], "--chain builds MLP students"),
+        (["--teachers", "2", "--chain", "64,16"], "--chain distils each generation from one"),
+        (["--teachers", "3", "--generations", "2"], "this run has 3 teachers"),
+        (["--teachers", "2", "--method", "kd,mse"], "--method mse with --ensemble mean_probs"),
+        (["--teacher", "{softmax},{five_classes}"], "probabilities"),
+        (["--teacher", "{wrong_shape},{five_classes}"], "expects inputs of shape (28, 28, 1)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, bad_models, args, message):
@@ -134,6 +149,113 @@ def test_bad_input_from_the_console_script(tmp_path, bad_models, args, message):
 
 
 @once
+def test_version(capsys):
+    import keras_cskd
+    from keras_cskd import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"keras-cskd {keras_cskd.__version__}\n"
+
+
+@once
+@pytest.mark.parametrize("backend", ["jax", "tensorflow", "torch", None])
+def test_a_missing_backend_says_how_to_install_it(monkeypatch, backend):
+    """The hint works before keras-cskd is on PyPI: the backend's own CPU
+    package, or the extra from a clone."""
+    from keras_cskd import _backend_choice, cli
+
+    monkeypatch.setattr(_backend_choice, "installed", lambda name: False)
+    monkeypatch.setattr(_backend_choice, "installed_backend", lambda: None)
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    with pytest.raises(cli.UsageError) as error:
+        cli._choose_backend(backend)
+    message = str(error.value)
+    assert "keras-cskd[" not in message
+    expected = {
+        "jax": ["pip install jax", 'pip install ".[jax]"'],
+        "tensorflow": ["pip install tensorflow-cpu", 'pip install ".[tensorflow]"'],
+        "torch": [
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu",
+            'pip install ".[torch]"',
+        ],
+        None: ["pip install jax", "pip install tensorflow-cpu", "download.pytorch.org/whl/cpu"],
+    }[backend]
+    for words in expected:
+        assert words in message, message
+
+
+@once
+def test_keras_backend_naming_a_missing_backend(tmp_path):
+    """KERAS_BACKEND=tensorflow on a machine without TensorFlow (hidden, see
+    subprocess_env.py): one line saying how to install it or which
+    installed backend to choose, exit 2, no ImportError traceback from
+    Keras; with that --backend, the command runs (here: to its check of
+    --epochs)."""
+    import subprocess
+    import sys
+
+    from cli_helpers import ROOT
+    from subprocess_env import subprocess_env
+
+    env = subprocess_env("jax")  # TensorFlow hidden
+    env["KERAS_BACKEND"] = "tensorflow"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env["PYTHONPATH"]])
+    expected = {
+        "": "KERAS_BACKEND=tensorflow, but tensorflow is not installed: pip install "
+        'tensorflow-cpu (or, in a clone of keras-cskd, pip install ".[tensorflow]"), or use '
+        "an installed backend: --backend ",
+        "jax": "--epochs must be at least 1, got 0",
+    }
+    for backend, message in expected.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_cskd", "distill", "--epochs", "0"]
+            + (["--backend", backend] if backend else []),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 2, result.stderr[-3000:]
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"keras-cskd: error: {message}"), line
+    assert not (tmp_path / "cskd-out").exists()
+
+
+@once
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch, terminal):
+    """On a terminal, Keras' progress bar; redirected to a file, one plain
+    line per finished fit (no carriage returns, no colour codes)."""
+    import argparse
+    import io
+    import sys
+
+    from keras_cskd.cli.fitting import _progress_bar
+
+    stream = io.StringIO()
+    stream.isatty = lambda: terminal
+    monkeypatch.setattr(sys, "stdout", stream)
+    model = mlp((8, 8, 1), 10)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = np.zeros((8, 8, 8, 1), "float32"), np.zeros(8, "int32")
+    callbacks = _progress_bar(argparse.Namespace(quiet=False), "title", 4)
+    for _ in range(2):  # two seeds of one model
+        model.fit(x, y, epochs=2, verbose=0, callbacks=callbacks)
+    text = stream.getvalue()
+    assert text.startswith("title\n")
+    if terminal:
+        assert "\r" in text and "━" in text and "4/4" in text
+    else:
+        assert "\r" not in text and "\x1b" not in text and "━" not in text
+        lines = text.splitlines()[1:]
+        assert [line.split(" - ")[0] for line in lines] == ["  2/4 epochs", "  4/4 epochs"]
+        assert all(line.startswith("  ") and line.endswith(" s") for line in lines)
+
+
+@once
 def test_help_shows_the_defaults(capsys):
     from keras_cskd import cli
 
@@ -149,6 +271,8 @@ def test_help_shows_the_defaults(capsys):
         "(default: 15 on digits, 10 otherwise)",  # --epochs
         "(default: 5 on digits, 1 otherwise)",  # --seeds
         "(default: 50 on digits, all otherwise)",  # --labels
+        "(default: mean_probs)",  # --ensemble
+        "(default: 1)",  # --teachers, --generations
     ):
         assert expected in text, expected
     assert "(default: None)" not in text
@@ -300,13 +424,13 @@ def test_labelled_cross_entropy_averages_over_labelled_samples_only():
     """The students' supervised loss with --labels: label -1 = unlabelled;
     Keras' mean over the batch of the returned values must equal the NumPy
     cross-entropy averaged over the labelled samples."""
-    from keras_cskd.cli.job import _labelled_cross_entropy
+    from keras_cskd.cli.job import labelled_cross_entropy
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 4)).astype("float32")
     labels = np.array([2, -1, 0, -1, -1, 3])
     # Keras' reduction of a function loss: the mean of its values over the batch.
-    value = float(np.mean(keras.ops.convert_to_numpy(_labelled_cross_entropy(labels, logits))))
+    value = float(np.mean(keras.ops.convert_to_numpy(labelled_cross_entropy(labels, logits))))
     z = logits.astype("float64")
     log_p = z - z.max(1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))

@@ -3,10 +3,14 @@ README's main job verbatim (once), and, under every backend, a short main
 job and Ctrl-C, as smoke tests that the whole command works there.
 """
 
+import importlib.util
 import json
+import os
 import re
 import shlex
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 from cli_helpers import BACKEND, ROOT, mlp, once, run_cli, save_model, start_cli
+from subprocess_env import subprocess_env
 
 
 def _check_results(out, stdout, methods, seeds):
@@ -84,12 +89,51 @@ def test_readme_quick_start_main_job_verbatim(tmp_path):
     gains = [np.asarray(r["accuracies"]) - ce for r in summary["results"][1:]]
     assert any(g.mean() > 2 * g.std(ddof=1) / np.sqrt(len(g)) for g in gains), gains
     assert "Better than CE only beyond seed noise:" in result.stdout
-    # Output: a line per model title, one progress bar per model (teacher +
-    # 5 students), the table and its conclusion -- not per-epoch logs.
-    lines = result.stdout.split("\n")  # a progress bar redraws its line with "\r"
-    assert sum("━" in line for line in lines) == 2 + len(methods), result.stdout[-3000:]
-    assert len(lines) < 40, result.stdout[-3000:]
+    # Output to a pipe (not a terminal): a title line per model (teacher + 5
+    # students), one plain line per finished fit (the teacher, 5 seeds per
+    # student) -- no progress bar's carriage returns or colour codes, no
+    # per-epoch logs -- then the table, its conclusion and how to use the
+    # student.
+    lines = result.stdout.split("\n")
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout, result.stdout[-3000:]
+    titles = [line for line in lines if line.endswith("student parameters, 5 seeds)")]
+    assert len(titles) == 1 + len(methods), result.stdout[-3000:]
+    fits = [
+        line for line in lines if re.fullmatch(r"  \d+/\d+ epochs - loss: \S+ - [\d.]+ s", line)
+    ]
+    assert len(fits) == 1 + 5 * (1 + len(methods)), result.stdout[-3000:]
+    assert len(lines) < 70, result.stdout[-3000:]
     assert "| CE only |" in result.stdout and "± " in result.stdout
+    assert f"KERAS_BACKEND={BACKEND}" in result.stdout and "keras.ops.softmax" in result.stdout
+
+
+@once
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None, reason="TensorFlow is not installed"
+)
+def test_no_tensorflow_start_up_logs_before_the_first_line(tmp_path):
+    """TensorFlow 2.21 writes its C++ start-up logs (oneDNN, CUDA drivers,
+    CPU instructions) whatever TF_CPP_MIN_LOG_LEVEL says: the command line
+    imports it with them held back, and silences its retracing warnings.
+    TF_CPP_MIN_LOG_LEVEL is left unset here, as a user's shell has it."""
+    env = subprocess_env("tensorflow", PYTHONUNBUFFERED="1")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_cskd", "distill", "--backend", "tensorflow", "--quiet"]
+        + ["--limit", "200", "--epochs", "1", "--teacher-epochs", "1", "--seeds", "2"]
+        + ["--method", "kd", "--out", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("keras-cskd "), result.stdout[:1000]
+    for noise in ("oneDNN", "cuda", "absl", "retracing", "WARNING"):
+        assert noise not in result.stderr, result.stderr[-3000:]
 
 
 @pytest.mark.slow

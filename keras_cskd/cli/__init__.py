@@ -3,10 +3,14 @@
     keras-cskd distill                      # embedded digits, no network
     keras-cskd distill --teacher t.keras --student s.keras --data d.npz
     keras-cskd distill --dataset fashion_mnist --method kd,cskd --epochs 20
+    keras-cskd distill --teachers 3 --ensemble mean_logits   # an ensemble of teachers
+    keras-cskd distill --chain 64,16                        # teacher -> MLP 64 -> MLP 16
 
-Trains (or loads) a teacher, trains the student with cross-entropy only and
-with each method from the same seed, prints a results table, writes a PNG
-plot, `results.json`/`results.md` and the students as `.keras` files. All
+Trains (or loads) a teacher, or several, trains the student with
+cross-entropy only and with each method from the same seed (and, with
+--chain or --generations, each method's later generations from the one
+before), prints a results table, writes a PNG plot, `results.json`/
+`results.md` and the students as `.keras` files (uncompiled). All
 the input (arguments, data, models, `--out`) is checked before anything
 trains: bad input ends with a one-line error and exit code 2, never a
 traceback (`--debug` shows one, for reporting a bug). Ctrl-C keeps the last
@@ -47,10 +51,15 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _parser():
+    import keras_cskd
+
     parser = argparse.ArgumentParser(
         prog="keras-cskd",
         description="Knowledge distillation for Keras 3 (CSKD, CSWT, KD, MSE, ...).",
         formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"keras-cskd {keras_cskd.__version__}"
     )
     commands = parser.add_subparsers(dest="command")
     main_job = MAIN_JOB
@@ -78,13 +87,43 @@ def _parser():
     )
     distill.add_argument(
         "--teacher",
-        help="teacher: a .keras file or module:function "
-        "(default: an MLP trained here, reused from --out when its settings match)",
+        help="teacher: a .keras file or module:function, or several, comma-separated "
+        "(an ensemble: see --ensemble) (default: an MLP trained here, reused from --out "
+        "when its settings match)",
+    )
+    distill.add_argument(
+        "--teachers",
+        type=int,
+        default=None,
+        help="train this many default teachers, seeds --seed, --seed+1, ... (teacher.keras, "
+        "teacher_2.keras, ... in --out, each reused when its settings match), distilled "
+        "as an ensemble (default: 1)",
+    )
+    distill.add_argument(
+        "--ensemble",
+        choices=("mean_probs", "mean_logits", "per_teacher"),
+        default=None,
+        help="how several teachers are combined: the mean of their softened "
+        "distributions, the mean of their logits, or one loss per teacher, averaged "
+        "(default: mean_probs)",
     )
     distill.add_argument(
         "--student",
         help="student: a .keras file or module:function "
         f"(default: an MLP with hidden layers {DEFAULT_STUDENT['hidden']})",
+    )
+    distill.add_argument(
+        "--chain",
+        help="a chain of MLP students, comma-separated hidden widths: --chain 64,16 distils "
+        "teacher -> MLP 64 -> MLP 16, each generation from the previous one, with each "
+        "method (chain_1_kd.keras, ...); CE only trains the last",
+    )
+    distill.add_argument(
+        "--generations",
+        type=int,
+        default=None,
+        help="born-again students: this many generations of the student, each distilled "
+        "from the previous one (the first from the teacher), with each method (default: 1)",
     )
     distill.add_argument(
         "--method",
@@ -179,14 +218,11 @@ def _choose_backend(requested):
 
     chosen = requested or os.environ.get("KERAS_BACKEND") or _backend_choice.installed_backend()
     if chosen is None:
-        raise UsageError(
-            "no Keras backend is installed: pip install 'keras-cskd[jax]' "
-            "(or [tensorflow], [torch])"
-        )
+        raise UsageError(f"no Keras backend is installed: {_backend_choice.install_hint()}")
     if chosen in _backend_choice.BACKEND_MODULES and not _backend_choice.installed(chosen):
         raise UsageError(
-            f"the Keras backend {chosen!r} is not installed: pip install "
-            f"'keras-cskd[{chosen}]' or choose another with --backend"
+            f"the Keras backend {chosen!r} is not installed: "
+            f"{_backend_choice.install_hint(chosen)}, or choose another with --backend"
         )
     return chosen
 
@@ -219,7 +255,8 @@ def main(argv=None):
             ]
             return subprocess.call(command, env=env)
         # TensorFlow also reads image folders under the other backends.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        _quiet_tensorflow_python_logs()
         return run_distill(args)
     except KeyboardInterrupt:
         print("keras-cskd: interrupted", file=sys.stderr)
@@ -241,6 +278,18 @@ def main(argv=None):
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT if bad_input else EXIT_BUG
+
+
+def _quiet_tensorflow_python_logs():
+    """TensorFlow's Python warnings (e.g. "5 out of the last 5 calls to
+    <function ...> triggered tf.function retracing", which the run's many
+    small fits can trigger) would land inside the progress bars: only its
+    errors are shown. Python's `logging` for the "tensorflow" logger, which
+    TensorFlow's `tf.get_logger()` returns; TensorFlow itself is not
+    imported for it."""
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def _on_ctrl_c(signum, frame):

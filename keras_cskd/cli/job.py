@@ -156,11 +156,73 @@ def _check_numbers(args):
         ("limit", "--limit", lambda v: v >= 2, "at least 2"),
         ("labels", "--labels", lambda v: v >= 1, "at least 1"),
         ("image_size", "--image-size", lambda v: v >= 1, "at least 1"),
+        ("teachers", "--teachers", lambda v: v >= 1, "at least 1"),
+        ("generations", "--generations", lambda v: v >= 1, "at least 1"),
     )
     for attribute, flag, valid, wanted in rules:
         value = getattr(args, attribute, None)
         if value is not None and not (math.isfinite(value) and valid(value)):
             raise UsageError(f"{flag} must be {wanted}, got {value:g}")
+
+
+def _chain_widths(args):
+    """`--chain 64,16` as `[64, 16]` (None without --chain)."""
+    chain = getattr(args, "chain", None)
+    if chain is None:
+        return None
+    try:
+        widths = [int(part) for part in chain.split(",")]
+    except ValueError:
+        widths = []
+    if not widths or any(width < 1 for width in widths):
+        raise UsageError(
+            f"--chain must be the hidden widths of the students, comma-separated whole "
+            f"numbers of at least 1 (e.g. --chain 64,16), got {chain!r}"
+        )
+    return widths
+
+
+def _teacher_count(args):
+    """How many teachers the run distils: the models in --teacher, else --teachers."""
+    spec = getattr(args, "teacher", None)
+    if spec:
+        return len([part for part in spec.split(",") if part.strip()])
+    return getattr(args, "teachers", None) or 1
+
+
+def _check_combinations(args):
+    """Refuses options that make no sense together (exit 2), before any work."""
+    teachers = _teacher_count(args)
+    chain = _chain_widths(args)
+    generations = getattr(args, "generations", None)
+    if getattr(args, "teacher", None) is not None and teachers == 0:
+        raise UsageError("--teacher names no model: give a .keras file or module:function")
+    if getattr(args, "teacher", None) and getattr(args, "teachers", None) is not None:
+        raise UsageError(
+            "--teacher gives the teachers and --teachers trains them: use one "
+            "(several given teachers: --teacher a.keras,b.keras)"
+        )
+    if getattr(args, "ensemble", None) is not None and teachers < 2:
+        raise UsageError(
+            "--ensemble combines several teachers, but this run has one: give several "
+            "(--teacher a.keras,b.keras or --teachers N) or drop --ensemble"
+        )
+    if chain is not None and generations is not None:
+        raise UsageError(
+            "--chain gives the generations' widths and --generations repeats the student: use one"
+        )
+    if chain is not None and getattr(args, "student", None):
+        raise UsageError(
+            "--chain builds MLP students of the given widths and --student gives one: use one "
+            "(--generations N distils N generations of --student)"
+        )
+    if (chain is not None or (generations or 1) > 1) and teachers > 1:
+        flag = "--chain" if chain is not None else "--generations"
+        raise UsageError(
+            f"{flag} distils each generation from one model, and this run has {teachers} "
+            "teachers: distil the ensemble first (its student.keras), then run the chain "
+            "from it with --teacher"
+        )
 
 
 def _labelled_subset(labels, budget, num_classes, rng):
@@ -179,9 +241,10 @@ def _labelled_subset(labels, budget, num_classes, rng):
     return np.sort(np.concatenate([chosen, rest[: budget - len(chosen)]]).astype(int))
 
 
-def _labelled_cross_entropy(y_true, logits):
+def labelled_cross_entropy(y_true, logits):
     """Cross-entropy on the student's logits over the labelled samples of
-    the batch (label -1: unlabelled, distilled from the teacher only)."""
+    the batch (label -1: unlabelled, distilled from the teacher only).
+    (Its name becomes a TensorFlow name scope, which cannot start with "_".)"""
     import keras
     from keras import ops
 
@@ -226,6 +289,13 @@ def _plan_job(args, methods):
             return _default_student(input_shape, num_classes)
         return keras.models.clone_model(template)
 
+    widths = _chain_widths(args)
+    if widths is None:
+        generations = [student_factory] * (getattr(args, "generations", None) or 1)
+    else:
+        generations = [_mlp_factory(input_shape, num_classes, w, args.seed) for w in widths]
+        student_factory = generations[-1]
+
     return argparse.Namespace(
         name=name,
         x_train=x_train,
@@ -241,8 +311,27 @@ def _plan_job(args, methods):
         learning_rate=args.learning_rate or 3e-3,
         out=out,
         student_factory=student_factory,
+        generations=generations,
+        chain=widths,
+        teachers=_teacher_count(args),
+        ensemble=getattr(args, "ensemble", None) or "mean_probs",
         ce_loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+
+
+def _mlp_factory(input_shape, num_classes, width, default_seed=0):
+    """A generation of `--chain`: an MLP student with one hidden layer of
+    `width`, freshly initialised per seed (as `student_factory`)."""
+    import keras
+
+    from keras_cskd.models import mlp
+
+    def factory(seed=default_seed):
+        keras.utils.set_random_seed(seed + 1)
+        return mlp(input_shape, num_classes, hidden=(width,), name="student")
+
+    factory.width = width
+    return factory
 
 
 def _output_folder(path):

@@ -60,7 +60,7 @@ def _run_settings(args, job, methods):
     teacher_settings, _ = _teacher_settings(
         args, job.name, job.x_train, job.y_train, job.teacher_epochs
     )
-    return {
+    settings = {
         **teacher_settings,
         "teacher": args.teacher,
         "student": args.student,
@@ -72,6 +72,15 @@ def _run_settings(args, job, methods):
         "temperature": args.temperature,
         "label_noise": args.label_noise,
     }
+    # Only when used: a one-teacher, one-generation run keeps the settings
+    # (and so the record) of the versions before them.
+    if job.teachers > 1:
+        settings.update(teachers=job.teachers, ensemble=job.ensemble)
+    if job.chain is not None:
+        settings["chain"] = job.chain
+    elif len(job.generations) > 1:
+        settings["generations"] = len(job.generations)
+    return settings
 
 
 def _open_run_record(args, job, methods):

@@ -10,15 +10,18 @@ import numpy as np
 from keras_cskd.cli._common import METHOD_LABELS
 
 
-def _write_report(args, job, results, teacher_accuracy, started):
+def _write_report(args, job, results, scores, started):
     """Prints the table and verdict; writes results.json/.md/.png and the best student."""
     import keras
 
     out, budget = job.out, job.budget
+    backend = keras.backend.backend()
     _compare_with_ce(results)
-    best = max(results, key=lambda r: r["accuracy"])
+    best = max((r for r in results if r["compared"]), key=lambda r: r["accuracy"])
     _copy_best(best, out)
-    table = _table(results, teacher_accuracy, job.seeds)
+    several = len(scores["accuracies"]) > 1
+    teacher_accuracy = scores["ensemble"] if several else scores["accuracies"][0]
+    table = _table(results, scores, job.seeds)
     verdict = _verdict(results, job.seeds, len(job.x_test))
     n_train = len(job.x_train)
     setting = (
@@ -27,14 +30,22 @@ def _write_report(args, job, results, teacher_accuracy, started):
         f"outputs on the other {n_train - budget}."
         if budget is not None
         else f"Students: all {n_train} labelled training images."
-    )
+    ) + _setting_of_teachers_and_generations(job)
     print("\n" + table + "\n\n" + setting + "\n" + verdict)
     summary = {
-        "backend": keras.backend.backend(),
+        "backend": backend,
         "data": job.name,
         "teacher_accuracy": teacher_accuracy,
+        "teacher_accuracies": scores["accuracies"],
+        "teachers": scores["names"],
+        "teacher_sources": scores["sources"],
+        "ensemble": job.ensemble if several else None,
+        "chain": job.chain,
+        "generations": len(job.generations),
         "results": results,
         "best": best["method"],
+        "best_generation": best["generation"],
+        "best_seed": best["best_seed"],
         "epochs": job.epochs,
         "seed": args.seed,
         "seeds": job.seeds,
@@ -44,20 +55,84 @@ def _write_report(args, job, results, teacher_accuracy, started):
         "test_samples": len(job.x_test),
         "seconds": time.perf_counter() - started,
     }
+    usage = _usage(out / "student.keras", backend, job.input_shape)
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    (out / "results.md").write_text(table + "\n\n" + setting + "\n" + verdict + "\n")
-    plot = _plot(results, teacher_accuracy, job.seeds, out / "results.png")
+    (out / "results.md").write_text(
+        table + "\n\n" + setting + "\n" + verdict + "\n\n" + _usage_markdown(usage) + "\n"
+    )
+    teachers = len(scores["accuracies"])
+    plot = _plot(results, teacher_accuracy, job.seeds, out / "results.png", teachers)
     print(
-        f"\nbest (highest mean): {METHOD_LABELS[best['method']]} -> {out / 'student.keras'}"
-        f" (seed {args.seed})"
+        f"\nbest (highest mean): {best['label']} -> {out / 'student.keras'}"
+        f" (its best seed: {best['best_seed']}, {100 * best['best_seed_accuracy']:.1f} %)"
         + (f" | plot: {plot}" if plot else "")
         + f" | total {summary['seconds']:.0f} s"
     )
+    print("\n" + "\n".join(usage))
+
+
+def _usage(path, backend, input_shape):
+    """How to use the kept student in plain Keras: the lines printed after
+    a run (results.md holds them too)."""
+    shape = ", ".join(str(size) for size in (None, *input_shape))
+    return [
+        f"To use {path} in plain Keras: it was trained with KERAS_BACKEND={backend} (set it "
+        "before importing Keras); it outputs logits (keras.ops.softmax gives probabilities); "
+        "it is saved without optimizer or compile state (compile it to train it further):",
+        "",
+        "    import keras",
+        f'    student = keras.saving.load_model("{path}")',
+        f"    probabilities = keras.ops.softmax(student.predict(x))  # x: shape ({shape})",
+    ]
+
+
+def _usage_markdown(usage):
+    """`_usage` for results.md: the code as a fenced block."""
+    text, _, code = "\n".join(usage).partition("\n\n")
+    lines = [line[4:] for line in code.split("\n")]
+    return text + "\n\n```python\n" + "\n".join(lines) + "\n```"
+
+
+_ENSEMBLE_WORDS = {
+    "mean_probs": "the students distil the mean of their softened distributions",
+    "mean_logits": "the students distil the mean of their logits",
+    "per_teacher": "the students distil each teacher, the losses averaged",
+}
+
+
+def _setting_of_teachers_and_generations(job):
+    """What the rows mean with several teachers, a chain or generations."""
+    words = ""
+    if job.teachers > 1:
+        words += (
+            f" Teachers: {job.teachers}, combined with --ensemble {job.ensemble} ("
+            + _ENSEMBLE_WORDS[job.ensemble]
+            + "); the teachers' ensemble row and the plot's teacher line are the mean of "
+            "their softmaxes."
+        )
+    if job.chain is not None:
+        words += (
+            " Chain: teacher -> "
+            + " -> ".join(f"MLP {width}" for width in job.chain)
+            + ": per method and seed, generation 1 is distilled from the teacher and each "
+            "later one from the previous generation; CE only has the last generation's "
+            "architecture, the one compared with it."
+        )
+    elif len(job.generations) > 1:
+        words += (
+            f" Generations: {len(job.generations)} of the same student (born-again): per "
+            "method and seed, generation 1 is distilled from the teacher and each later one "
+            "from the previous generation, from the same initialisation."
+        )
+    return words
+
+
+def _logits(model, x):
+    return np.asarray(model.predict(x, batch_size=min(len(x), 2048), verbose=0))  # one shape
 
 
 def _accuracy(model, x, y):
-    logits = model.predict(x, batch_size=min(len(x), 2048), verbose=0)  # one compiled shape
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
+    return float(np.mean(np.argmax(_logits(model, x), axis=-1) == y))
 
 
 def _compare_with_ce(results):
@@ -66,6 +141,9 @@ def _compare_with_ce(results):
     |mean| > 2 standard errors of the mean (about a 95% interval)."""
     baseline = np.asarray(results[0]["accuracies"])
     for row in results[1:]:
+        if not row.get("compared", True):  # another architecture (a chain's assistant)
+            row["difference"] = row["difference_std"] = row["beyond_noise"] = None
+            continue
         differences = np.asarray(row["accuracies"]) - baseline
         row["difference"] = float(differences.mean())
         if len(differences) > 1:
@@ -85,34 +163,46 @@ def _copy_best(best, out):
     shutil.copyfile(best["student"], out / "student.keras")
 
 
-def _table(results, teacher_accuracy, seeds):
+def _table(results, scores, seeds):
     accuracy_title = f"test accuracy (mean ± std, {seeds} seeds)" if seeds > 1 else "test accuracy"
     lines = [
         f"| method | {accuracy_title} | vs CE only (paired) | beyond seed noise | train time (s) |",
         "|---|---:|---:|:---:|---:|",
-        f"| teacher | {100 * teacher_accuracy:.1f} % | | | |",
     ]
+    teachers = scores["accuracies"]
+    if len(teachers) == 1:
+        lines.append(f"| teacher | {100 * teachers[0]:.1f} % | | | |")
+    else:
+        lines += [
+            f"| teacher {k + 1}: {name} | {100 * a:.1f} % | | | |"
+            for k, (name, a) in enumerate(zip(scores["names"], teachers))
+        ]
+        ensemble = f"{100 * scores['ensemble']:.1f} %"
+        lines.append(f"| teachers' ensemble (mean of softmaxes) | {ensemble} | | | |")
     for row in results:
         accuracy = f"{100 * row['accuracy']:.1f}"
         accuracy += f" ± {100 * row['std']:.1f} %" if row["std"] is not None else " %"
         if row["method"] == "ce":
             delta, noise = "", ""
+        elif not row.get("compared", True):
+            delta, noise = "(another architecture)", ""
         else:
             delta = f"{100 * row['difference']:+.1f}"
             if row["difference_std"] is not None:
                 delta += f" ± {100 * row['difference_std']:.1f}"
             delta += " pt"
             noise = {True: "yes", False: "no", None: "?"}[row["beyond_noise"]]
-        lines.append(
-            f"| {METHOD_LABELS[row['method']]} | {accuracy} | {delta} | {noise} "
-            f"| {row['seconds']:.1f} |"
-        )
+        lines.append(f"| {_label(row)} | {accuracy} | {delta} | {noise} | {row['seconds']:.1f} |")
     return "\n".join(lines)
+
+
+def _label(row):
+    return row.get("label") or METHOD_LABELS[row["method"]]
 
 
 def _verdict(results, seeds, test_samples):
     """The table's conclusion in words."""
-    others = results[1:]
+    others = [r for r in results[1:] if r.get("compared", True)]
     if not others:
         return "Only CE was run."
     if seeds < 2:
@@ -120,13 +210,9 @@ def _verdict(results, seeds, test_samples):
             f"One seed: the table cannot tell a method from noise (one test sample is "
             f"{100 / test_samples:.2f} pt); run --seeds 3 or more."
         )
-    better = [
-        METHOD_LABELS[r["method"]] for r in others if r["beyond_noise"] and r["difference"] > 0
-    ]
-    worse = [
-        METHOD_LABELS[r["method"]] for r in others if r["beyond_noise"] and r["difference"] < 0
-    ]
-    unclear = [METHOD_LABELS[r["method"]] for r in others if not r["beyond_noise"]]
+    better = [_label(r) for r in others if r["beyond_noise"] and r["difference"] > 0]
+    worse = [_label(r) for r in others if r["beyond_noise"] and r["difference"] < 0]
+    unclear = [_label(r) for r in others if not r["beyond_noise"]]
     words = []
     if better:
         words.append(f"Better than CE only beyond seed noise: {', '.join(better)}.")
@@ -143,27 +229,27 @@ def _verdict(results, seeds, test_samples):
     return " ".join(words)
 
 
-def _plot(results, teacher_accuracy, seeds, path):
+def _plot(results, teacher_accuracy, seeds, path, teachers=1):
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("(matplotlib is not installed: no plot; pip install 'keras-cskd[plot]')")
+        print("(matplotlib is not installed: no plot; pip install matplotlib)")
         return None
-    figure = _figure(results, teacher_accuracy, seeds)
+    figure = _figure(results, teacher_accuracy, seeds, teachers)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return str(path)
 
 
-def _figure(results, teacher_accuracy, seeds):
+def _figure(results, teacher_accuracy, seeds, teachers=1):
     """Accuracies (mean ± std, dots = seeds, the teacher's line) on a 0-100
     axis, and the paired differences with CE only."""
     import matplotlib.pyplot as plt
 
-    names = [METHOD_LABELS[r["method"]] for r in results]
+    names = [_label(r) for r in results]
     positions = np.arange(len(results))
     figure, (bars, deltas) = plt.subplots(
         1, 2, figsize=(11, 0.5 * len(results) + 2.2), constrained_layout=True
@@ -184,7 +270,8 @@ def _figure(results, teacher_accuracy, seeds):
         100 * teacher_accuracy,
         color="black",
         linestyle="--",
-        label=f"teacher ({100 * teacher_accuracy:.1f} %)",
+        label=("teacher" if teachers == 1 else f"ensemble of {teachers} teachers")
+        + f" ({100 * teacher_accuracy:.1f} %)",
     )
     bars.set_xlim(0, 100)
     bars.set_yticks(positions, names)
@@ -192,10 +279,11 @@ def _figure(results, teacher_accuracy, seeds):
     bars.set_xlabel(f"test accuracy (%): mean ± std over {seeds} seed(s), dots = seeds")
     bars.legend(loc="lower left", fontsize=8)
     bars.set_title("students")
-    others = results[1:]
+    compared = [(p, r) for p, r in zip(positions, results) if p and r.get("compared", True)]
+    others = [r for _, r in compared]
     if others:
         deltas.barh(
-            positions[1:],
+            [p for p, _ in compared],
             [100 * r["difference"] for r in others],
             xerr=[100 * (r["difference_std"] or 0.0) for r in others],
             capsize=4,

@@ -8,12 +8,35 @@ import time
 
 import numpy as np
 
-from keras_cskd.cli._common import EXIT_INTERRUPTED, METHOD_LABELS, UsageError
-from keras_cskd.cli.fitting import _guarded_fit, _Interrupted, _progress_bar, _student_checkpoint
-from keras_cskd.cli.job import _check_numbers, _labelled_cross_entropy, _labelled_subset, _plan_job
+from keras_cskd.cli._common import (
+    DEFAULT_METHODS,
+    EXIT_INTERRUPTED,
+    METHOD_LABELS,
+    UsageError,
+    _one_line,
+)
+from keras_cskd.cli.fitting import (
+    _guarded_fit,
+    _Interrupted,
+    _progress_bar,
+    _save_model,
+    _student_checkpoint,
+)
+from keras_cskd.cli.job import (
+    _check_combinations,
+    _check_numbers,
+    _labelled_subset,
+    _plan_job,
+    labelled_cross_entropy,
+)
 from keras_cskd.cli.record import _open_run_record
-from keras_cskd.cli.report import _accuracy, _write_report
-from keras_cskd.cli.teacher import _given_teacher, _teacher_for
+from keras_cskd.cli.report import _accuracy, _logits, _write_report
+from keras_cskd.cli.teacher import (
+    _given_teachers,
+    _teacher_path,
+    _teacher_specs,
+    _trained_teachers,
+)
 
 
 def run_distill(args):
@@ -39,6 +62,7 @@ def run_distill(args):
             f"unknown method(s) {unknown}; choose from {sorted(set(METHOD_LABELS) - {'ce'})}"
         )
     _check_numbers(args)
+    _check_combinations(args)
 
     from keras_cskd import _backend
 
@@ -58,17 +82,19 @@ def _distill(args, methods, started):
         f"data {job.name}: {len(job.x_train)} train / {len(job.x_test)} test, "
         f"{job.input_shape}, {job.num_classes} classes"
     )
-    # A given teacher is checked before the run record is written: a run
+    methods = _methods_for_the_ensemble(args, job, methods)
+    # Given teachers are checked before the run record is written: a run
     # refused for bad input leaves nothing in --out that would block the
     # corrected command.
-    given = _given_teacher(args.teacher, job) if args.teacher else None
+    given = _given_teachers(args.teacher, job) if args.teacher else None
     job.record = _open_run_record(args, job, methods)
     try:
-        teacher, teacher_source = given or _teacher_for(args, job)
-        teacher_accuracy = _accuracy(teacher, job.x_test, job.y_test)
-        print(f"teacher: {teacher_accuracy:.2%} test accuracy ({teacher_source})")
+        teachers = given or _trained_teachers(args, job)
+        scores = _score_teachers(teachers, job, _teacher_names(args, job))
         runs = _seed_runs(args, job)
-        results = [_train_method(method, args, job, teacher, runs) for method in ["ce", *methods]]
+        models = [model for model, _ in teachers]
+        teacher = models[0] if len(models) == 1 else models
+        results = [_train_row(row, args, job, teacher, runs) for row in _rows(job, methods)]
     except _Interrupted:  # during a fit: it said what was kept
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:  # between two fits (scoring, building the next student)
@@ -80,9 +106,86 @@ def _distill(args, methods, started):
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    _write_report(args, job, results, teacher_accuracy, started)
+    _write_report(args, job, results, scores, started)
     job.record.finish()
     return 0
+
+
+def _methods_for_the_ensemble(args, job, methods):
+    """The methods that can distil the run's teachers as combined by
+    --ensemble (Teachers.check: e.g. logit MSE has no logits to compare in
+    a mean of distributions). The default methods leave such a method out
+    and say so; methods the user named are refused (exit 2)."""
+    if job.teachers < 2:
+        return methods
+    from keras_cskd import losses
+    from keras_cskd.distiller.teachers import Teachers
+
+    refused = {}
+    for method in methods:
+        fixed = losses.METHODS[method].fixed_temperature
+        loss = losses.get(method, **({"temperature": args.temperature} if fixed else {}))
+        try:
+            Teachers([None] * job.teachers, ensemble=job.ensemble).check(None, [(loss, 1.0)])
+        except ValueError as error:
+            refused[method] = _one_line(error)
+    if not refused:
+        return methods
+    names = ", ".join(refused)
+    if args.method != ",".join(DEFAULT_METHODS):
+        raise UsageError(
+            f"--method {names} with --ensemble {job.ensemble}: {next(iter(refused.values()))} "
+            f"(here: --ensemble mean_logits or per_teacher, or leave out {names})"
+        )
+    labels = ", ".join(METHOD_LABELS[m] for m in refused)
+    print(
+        f"({labels} left out: --ensemble {job.ensemble} gives it no teacher logits to "
+        "compare; --ensemble mean_logits or per_teacher keeps it)"
+    )
+    return [m for m in methods if m not in refused]
+
+
+def _teacher_names(args, job):
+    """What names each teacher in the results: the file or module:function
+    given with --teacher, or the cache and seed of a teacher trained here."""
+    if args.teacher:
+        return _teacher_specs(args.teacher)
+    return [f"{_teacher_path(job.out, k)} (seed {args.seed + k})" for k in range(job.teachers)]
+
+
+def _score_teachers(teachers, job, names):
+    """Prints each teacher's test accuracy (and, for several, their
+    ensemble's: the mean of their softmaxes); returns them."""
+    logits = [_logits(model, job.x_test) for model, _ in teachers]
+    accuracies = [float(np.mean(np.argmax(z, -1) == job.y_test)) for z in logits]
+    if len(teachers) == 1:
+        print(f"teacher: {accuracies[0]:.2%} test accuracy ({teachers[0][1]})")
+        return {
+            "accuracies": accuracies,
+            "sources": [teachers[0][1]],
+            "names": names,
+            "ensemble": None,
+        }
+    for index, ((_, source), accuracy) in enumerate(zip(teachers, accuracies)):
+        print(f"teacher {index + 1}: {accuracy:.2%} test accuracy ({source})")
+    probabilities = np.mean([_softmax(z) for z in logits], axis=0)
+    ensemble = float(np.mean(np.argmax(probabilities, -1) == job.y_test))
+    print(
+        f"ensemble of the {len(teachers)} teachers (mean of their softmaxes): {ensemble:.2%} "
+        f"test accuracy; the students distil it with --ensemble {job.ensemble}"
+    )
+    return {
+        "accuracies": accuracies,
+        "sources": [source for _, source in teachers],
+        "names": names,
+        "ensemble": ensemble,
+    }
+
+
+def _softmax(logits):
+    z = logits.astype("float64") - logits.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
 
 
 def _seed_runs(args, job):
@@ -107,7 +210,8 @@ def _seed_runs(args, job):
             + (
                 ""
                 if args.teacher
-                else f" (the teacher was trained on all {len(job.x_train)} labels)"
+                else f" (the teacher{' was' if job.teachers == 1 else 's were'} trained on all "
+                f"{len(job.x_train)} labels)"
             )
         )
     if args.label_noise:
@@ -115,30 +219,100 @@ def _seed_runs(args, job):
     return runs
 
 
-def _train_method(method, args, job, teacher, runs):
-    """Trains one student per seed with `method`; returns its result row."""
+def _rows(job, methods):
+    """The rows of the results, in training order: CE only, then per method
+    its generations (one, unless --chain or --generations)."""
+    count = len(job.generations)
+    rows = [_row(job, "ce", None)]
+    for method in methods:
+        rows += [_row(job, method, generation) for generation in range(1, count + 1)]
+    return rows
+
+
+def _row(job, method, generation):
+    """One row: a method at a generation (CE only: None), its student, its
+    files in --out. `key` names it in the run record, backups and
+    checkpoints."""
+    count = len(job.generations)
+    final = generation in (None, count)
+    label = METHOD_LABELS[method]
+    if method == "ce":
+        key, factory = "ce", job.student_factory
+        files = ["student_ce.keras"]
+        if job.chain is not None:
+            label += f" (MLP {job.chain[-1]})"
+    else:
+        factory = job.generations[generation - 1]
+        key = method if count == 1 else f"{method}_gen{generation}"
+        files = (
+            [f"student_{method}.keras"] if count == 1 else [f"chain_{generation}_{method}.keras"]
+        )
+        if count > 1:
+            label += f", gen {generation}"
+            if final:
+                files.append(f"student_{method}.keras")
+        if job.chain is not None:
+            label += f" (MLP {job.chain[generation - 1]})"
+    if method == "ce":
+        source = None
+    elif generation > 1:
+        source = f"{METHOD_LABELS[method]}, gen {generation - 1} (same seed)"
+    elif job.teachers > 1:
+        source = f"ensemble of {job.teachers} teachers ({job.ensemble})"
+    else:
+        source = "teacher"
+    return {
+        "method": method,
+        "generation": generation,
+        "key": key,
+        "label": label,
+        "what": method if count == 1 or method == "ce" else f"{method}, generation {generation}",
+        "distilled_from": source,
+        "factory": factory,
+        "files": [job.out / name for name in files],
+        # Compared with CE only (and a candidate for student.keras) when it
+        # has CE only's architecture: a chain's assistants have not.
+        "compared": method == "ce" or job.chain is None or final,
+    }
+
+
+def _saved_student(job, key, seed):
+    """Where the student of a finished (row, seed) is kept until the run
+    finishes (in the backups): the next generation's teacher, and the
+    source of the row's best student."""
+    return job.record.backups / "students" / f"{key}-seed{seed}.keras"
+
+
+def _train_row(row, args, job, teacher, runs):
+    """Trains one student per seed for `row`; returns its result row."""
     import keras
 
     import keras_cskd
     from keras_cskd import losses
 
+    method, key, generation = row["method"], row["key"], row["generation"]
     accuracies, seconds = [], 0.0
-    checkpoint = job.out / f"checkpoint_{method}.keras"
+    checkpoint = job.out / f"checkpoint_{key}.keras"
     bar = _progress_bar(
         args,
-        f"{METHOD_LABELS[method]} ({job.student_factory().count_params():,} student parameters"
+        f"{row['label']} ({row['factory']().count_params():,} student parameters"
         + (f", {job.seeds} seeds)" if job.seeds > 1 else ")"),
         job.epochs * job.seeds,
     )
     for seed, labels, labelled in runs:
-        done = job.record.result(method, seed)
-        if done is not None:  # finished before an interruption
-            accuracies.append(done["accuracy"])
+        done = job.record.result(key, seed)
+        if done is not None and _saved_student(job, key, seed).exists():
+            accuracies.append(done["accuracy"])  # finished before an interruption
             seconds += done["seconds"]
             continue
-        backup = job.record.backups / f"{method}-seed{seed}"
+        backup = job.record.backups / f"{key}-seed{seed}"
         try:  # from the student's construction: its first step compiles for a while
-            student = job.student_factory(seed)
+            # A later generation's teacher is loaded before the student is
+            # built, whose seed then starts the fit's random state.
+            row_teacher = (
+                teacher if (generation or 1) == 1 else _previous_generation(job, row, seed)
+            )
+            student = row["factory"](seed)
             optimizer = keras.optimizers.Adam(job.learning_rate)
             if method == "ce":
                 # Only the labelled samples, as many steps as the distillers.
@@ -150,17 +324,18 @@ def _train_method(method, args, job, teacher, runs):
                 loss = losses.get(method, **({"temperature": args.temperature} if fixed else {}))
                 model = keras_cskd.Distiller(
                     student=student,
-                    teacher=teacher,
+                    teacher=row_teacher,
                     distillation_loss=loss,
                     student_loss_weight=1.0,
                     distillation_loss_weight=1.0,
                     seed=seed,
+                    **({"ensemble": job.ensemble} if isinstance(row_teacher, list) else {}),
                 )
                 x_fit, y_fit = job.x_train, labels
                 if job.budget is not None:  # unlabelled samples: -1, CE over the labelled only
                     y_fit = np.full_like(labels, -1)
                     y_fit[labelled] = labels[labelled]
-                    model.compile(optimizer, loss=_labelled_cross_entropy)
+                    model.compile(optimizer, loss=labelled_cross_entropy)
                 else:
                     model.compile(optimizer)
             tic = time.perf_counter()
@@ -180,30 +355,62 @@ def _train_method(method, args, job, teacher, runs):
                 else "no epoch of it had finished, so there is no checkpoint of it yet"
             )
             print(
-                f"\ninterrupted during {method} (seed {seed}): {kept}; run the same command "
-                "again (or add --resume) to continue from there",
+                f"\ninterrupted during {row['what']} (seed {seed}): {kept}; run the same "
+                "command again (or add --resume) to continue from there",
                 file=sys.stderr,
             )
             raise _Interrupted from None
         if gone_bad:
             raise UsageError(
-                f"{method} (seed {seed}): the student's training went bad ({gone_bad}); its "
-                f"last good epoch is kept in {checkpoint}: lower --learning-rate or check the "
-                "data, then rerun with --overwrite"
+                f"{row['what']} (seed {seed}): the student's training went bad ({gone_bad}); "
+                f"its last good epoch is kept in {checkpoint}: lower --learning-rate or check "
+                "the data, then rerun with --overwrite"
             )
         seconds += time.perf_counter() - tic
         accuracies.append(_accuracy(student, job.x_test, job.y_test))
-        if seed == args.seed:
-            from keras_cskd._files import write_atomically
-
-            write_atomically(job.out / f"student_{method}.keras", student.save)
-        job.record.add(method, seed, accuracies[-1], time.perf_counter() - tic)
+        saved = _saved_student(job, key, seed)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        _save_model(student, saved)
+        job.record.add(key, seed, accuracies[-1], time.perf_counter() - tic)
     checkpoint.unlink(missing_ok=True)
+    best = int(np.argmax(accuracies))  # the first of equals
+    best_seed = runs[best][0]
+    for path in row["files"]:
+        _copy_atomically(_saved_student(job, key, best_seed), path)
     return {
         "method": method,
+        "generation": generation,
+        "label": row["label"],
+        "distilled_from": row["distilled_from"],
+        "compared": row["compared"],
         "accuracies": accuracies,
         "accuracy": float(np.mean(accuracies)),
         "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None,
         "seconds": seconds,
-        "student": str(job.out / f"student_{method}.keras"),
+        "best_seed": best_seed,
+        "best_seed_accuracy": accuracies[best],
+        "student": str(row["files"][-1]),
     }
+
+
+def _previous_generation(job, row, seed):
+    """The teacher of a generation after the first: the previous
+    generation's student of the same method and seed."""
+    import keras
+
+    previous = f"{row['method']}_gen{row['generation'] - 1}"
+    path = _saved_student(job, previous, seed)
+    if not path.exists():
+        raise UsageError(
+            f"{path} (the teacher of {row['what']}, seed {seed}) is missing: rerun with "
+            "--overwrite to start over"
+        )
+    return keras.saving.load_model(path, compile=False)
+
+
+def _copy_atomically(source, target):
+    import shutil
+
+    from keras_cskd._files import write_atomically
+
+    write_atomically(target, lambda temporary: shutil.copyfile(source, temporary))
