@@ -361,9 +361,7 @@ def value_and_grad(fn, args):
         with tf.GradientTape() as tape:
             tape.watch(args)
             objective, aux = fn(*args)
-        grads = tape.gradient(
-            objective, args, unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
+        grads = tape.gradient(objective, args, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return (objective, aux), tuple(grads)
     if backend == "torch":
         import torch

@@ -105,7 +105,7 @@ def chunked_distillation_loss(
 
     Example:
 
-    >>> import numpy as np
+    >>> import keras, numpy as np
     >>> from keras_cskd import ops as kd_ops
     >>> rng = np.random.default_rng(0)
     >>> h_s, w_s = rng.normal(size=(2, 5, 4)), rng.normal(size=(4, 11))
@@ -113,7 +113,8 @@ def chunked_distillation_loss(
     >>> h_s, w_s, h_t, w_t = (a.astype("float32") for a in (h_s, w_s, h_t, w_t))
     >>> chunked = kd_ops.chunked_distillation_loss(h_s, w_s, h_t, w_t, chunk_size=3)
     >>> full = kd_ops.kl_divergence_distillation(h_t @ w_t, h_s @ w_s, temperature=1.0)
-    >>> bool(np.isclose(float(chunked), float(np.mean(full)), rtol=1e-5))
+    >>> full = np.mean(keras.ops.convert_to_numpy(full))
+    >>> bool(np.isclose(float(chunked), float(full), rtol=1e-5))
     True
     """
     loss, _, _ = chunked_distillation_and_cross_entropy(
@@ -177,6 +178,10 @@ def chunked_distillation_and_cross_entropy(
     teacher_hidden = ops.convert_to_tensor(teacher_hidden)
     student_kernel = ops.convert_to_tensor(student_kernel)
     teacher_kernel = ops.convert_to_tensor(teacher_kernel)
+    if student_bias is not None:
+        student_bias = ops.convert_to_tensor(student_bias)
+    if teacher_bias is not None:
+        teacher_bias = ops.convert_to_tensor(teacher_bias)
     _check_shapes(student_hidden, student_kernel, teacher_hidden, teacher_kernel)
 
     # Tokens as rows; masked tokens' hidden states replaced by zeros, so
@@ -212,8 +217,8 @@ def chunked_distillation_and_cross_entropy(
 
     kernel = ops.stop_gradient(student_kernel)
     t_kernel = ops.stop_gradient(teacher_kernel)
-    bias = None if student_bias is None else ops.stop_gradient(ops.convert_to_tensor(student_bias))
-    t_bias = None if teacher_bias is None else ops.stop_gradient(ops.convert_to_tensor(teacher_bias))
+    bias = None if student_bias is None else ops.stop_gradient(student_bias)
+    t_bias = None if teacher_bias is None else ops.stop_gradient(teacher_bias)
     params = (kernel,) if bias is None else (kernel, bias)
     scale = ops.stop_gradient(as_float32(inverse))
     weights = (
@@ -273,7 +278,7 @@ def chunked_distillation_and_cross_entropy(
     # coefficients, and `surrogate - stop_gradient(surrogate)` is 0.
     differentiable = [(h, hidden_grads), (student_kernel, param_grads[0])]
     if student_bias is not None:
-        differentiable.append((ops.convert_to_tensor(student_bias), param_grads[1]))
+        differentiable.append((student_bias, param_grads[1]))
     surrogate = zero
     for x, g in differentiable:
         surrogate = surrogate + ops.sum(as_float32(x) * ops.stop_gradient(as_float32(g)))
@@ -292,7 +297,8 @@ def _divergence(divergence, temperature):
             f"Unknown divergence {divergence!r}: use one of {sorted(DIVERGENCES)} or a callable "
             "(teacher_logits, student_logits) -> per-token values."
         )
-    return functools.partial(DIVERGENCES[name], temperature=1.0 if temperature is None else temperature)
+    temperature = 1.0 if temperature is None else temperature
+    return functools.partial(DIVERGENCES[name], temperature=temperature)
 
 
 def _check_shapes(student_hidden, student_kernel, teacher_hidden, teacher_kernel):
