@@ -86,7 +86,8 @@ def main(argv=None):
         f"JAX {jax.__version__} on {jax.devices()[0].platform}, {n} tokens, student d={d_s}, "
         f"teacher d={d_t}, chunk {chunk}, float32; peak = XLA temp + arguments + outputs"
     )
-    header = f"{'vocabulary':>10} {'step':>14} {'peak GB':>9} {'temp GB':>9} {'x ce':>6} {'x kd':>6}"
+    header = f"{'vocabulary':>10} {'step':>14} {'peak GB':>9} {'temp GB':>9}"
+    header += f" {'x ce':>6} {'x kd':>6}"
     print(header + (f" {'ms':>9} {'x kd time':>9}" if args.time else ""))
     for vocabulary in args.vocabularies:
         shapes = (
@@ -118,7 +119,7 @@ def main(argv=None):
                 for s in shapes
             ]
             samples = {name: [] for name in steps}
-            for name, program in compiled.items():  # warm-up
+            for program in compiled.values():  # warm-up
                 jax.block_until_ready(program(*inputs))
             for _ in range(args.rounds):  # interleaved rounds: load affects all alike
                 for name, program in compiled.items():

@@ -14,6 +14,7 @@ import reference
 from helpers import BACKEND, to_numpy
 from keras import ops
 
+from keras_cskd import losses
 from keras_cskd import ops as kd_ops
 
 pytestmark = pytest.mark.usefixtures("fast_jax_compilation")
@@ -257,3 +258,56 @@ def test_refuses_bad_arguments():
     with pytest.raises(ValueError, match="different tokens"):
         kd_ops.chunked_distillation_loss(h_s, w_s, h_t[:1], w_t)
     assert keras.backend.backend() == BACKEND
+
+
+def test_loss_object_with_dense_heads_equals_the_function_and_round_trips():
+    h_s, w_s, b_s, h_t, w_t, b_t, mask, labels = _inputs(6)
+    student_head, teacher_head = keras.layers.Dense(VOCAB), keras.layers.Dense(VOCAB)
+    student_head.build((None, D_S))
+    teacher_head.build((None, D_T))
+    student_head.set_weights([w_s, b_s])
+    teacher_head.set_weights([w_t, b_t])
+    loss = losses.ChunkedTokenDistillation("kl", temperature=2.0, chunk_size=4)
+    value = loss(h_s, student_head, h_t, teacher_head, mask=mask)
+    expected = _numpy_loss("kl", h_s, w_s, b_s, h_t, w_t, b_t, mask, 2.0)
+    np.testing.assert_allclose(float(to_numpy(value)), expected, rtol=2e-5)
+    total, kd, ce = loss.compute(h_s, student_head, h_t, teacher_head, mask=mask, labels=labels)
+    assert float(to_numpy(total)) == pytest.approx(float(to_numpy(kd + ce)), rel=1e-6)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert isinstance(again, losses.ChunkedTokenDistillation)
+    assert again.get_config() == loss.get_config()
+    with pytest.raises(ValueError, match="Unknown divergence"):
+        losses.ChunkedTokenDistillation("cskd")
+    with pytest.raises(ValueError, match="activation"):
+        losses.output_head(keras.layers.Dense(3, activation="softmax"))
+
+
+def test_keras_hub_causal_lm_head_gives_its_logits():
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCAB, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        max_sequence_length=6, dropout=0.0,
+    )  # fmt: skip
+    student = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    teacher_head = keras.layers.Dense(VOCAB)  # a teacher with an untied Dense head
+    teacher_head.build((None, D_T))
+    rng = np.random.default_rng(7)
+    x = {
+        "token_ids": rng.integers(0, VOCAB, (2, 6)).astype("int32"),
+        "padding_mask": np.array([[1] * 6, [1] * 4 + [0] * 2], "int32"),
+    }
+    hidden_s = student.backbone(x)
+    hidden_t = rng.normal(size=(2, 6, D_T)).astype("float32")
+    loss = losses.ChunkedTokenDistillation("jsd", chunk_size=5)
+    value = loss(hidden_s, student, hidden_t, teacher_head, mask=x["padding_mask"])
+    kernel, bias = losses.output_head(student)  # the tied embeddings, transposed
+    assert bias is None and tuple(kernel.shape) == (8, VOCAB)
+    s = to_numpy(student.backbone.token_embedding(hidden_s, reverse=True))
+    np.testing.assert_allclose(to_numpy(ops.matmul(hidden_s, kernel)), s, rtol=1e-5, atol=1e-5)
+    t = to_numpy(teacher_head(hidden_t))
+    kept = x["padding_mask"].reshape(-1) > 0
+    expected = np.mean(
+        reference.jsd_per_sample(t.reshape(-1, VOCAB)[kept], s.reshape(-1, VOCAB)[kept])
+    )
+    np.testing.assert_allclose(float(to_numpy(value)), expected, rtol=1e-4)
