@@ -5,7 +5,7 @@ tokens x vocabulary.
 A language-model distillation step usually holds the student's and the
 teacher's logits `(tokens, vocabulary)`, their softmaxes and the logits'
 gradient: at 8,192 tokens and a 128k vocabulary each such float32 tensor is
-4.3 GB. Here the inputs are the models' final hidden states `(tokens, d)`
+4.2 GB. Here the inputs are the models' final hidden states `(tokens, d)`
 and their output projections (a Dense kernel `(d, vocabulary)` and bias, or
 a tied embedding matrix transposed); each chunk of `chunk_size` tokens gets
 its logits, its loss and, at once, the gradient of that loss with respect
