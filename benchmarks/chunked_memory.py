@@ -86,7 +86,7 @@ def main(argv=None):
         f"JAX {jax.__version__} on {jax.devices()[0].platform}, {n} tokens, student d={d_s}, "
         f"teacher d={d_t}, chunk {chunk}, float32; peak = XLA temp + arguments + outputs"
     )
-    header = f"{'vocabulary':>10} {'step':>14} {'peak GB':>9} {'temp GB':>9}"
+    header = f"{'vocabulary':>10} {'step':>14} {'peak MB':>9} {'temp MB':>9}"
     header += f" {'x ce':>6} {'x kd':>6}"
     print(header + (f" {'ms':>9} {'x kd time':>9}" if args.time else ""))
     for vocabulary in args.vocabularies:
@@ -129,7 +129,7 @@ def main(argv=None):
             times = {name: statistics.median(values) for name, values in samples.items()}
         for name in steps:
             row = (
-                f"{vocabulary:>10} {name:>14} {peaks[name] / 1e9:>9.3f} {temps[name] / 1e9:>9.3f} "
+                f"{vocabulary:>10} {name:>14} {peaks[name] / 1e6:>9.1f} {temps[name] / 1e6:>9.1f} "
                 f"{peaks[name] / peaks['ce']:>6.2f} {peaks[name] / peaks['kd']:>6.2f}"
             )
             if times:
