@@ -76,7 +76,9 @@ class ChunkedTokenDistillation:
     cross_entropy)` (see `chunked_distillation_and_cross_entropy`).
 
     Args:
-        divergence: `"kl"` (KD), `"reverse_kl"`, `"jsd"`, `"skew_kl"`, `"tv"`.
+        divergence: `"kl"` (KD), `"reverse_kl"`, `"jsd"`, `"skew_kl"`, `"tv"`,
+            or `"cskd"` (batch-wise over the tokens, two passes; its usual
+            temperature is 4, pass it).
         temperature: the divergence's `tau` (KD is `tau^2`-scaled).
         chunk_size: tokens a chunk; the peak memory holds about four
             `(chunk_size, vocabulary)` float32 tensors.
@@ -97,10 +99,10 @@ class ChunkedTokenDistillation:
     """
 
     def __init__(self, divergence="kl", temperature=1.0, chunk_size=1024):
-        if not isinstance(divergence, str) or divergence.lower() not in kd_ops.chunked.DIVERGENCES:
+        names = sorted([*kd_ops.chunked.DIVERGENCES, "cskd"])
+        if not isinstance(divergence, str) or divergence.lower() not in names:
             raise ValueError(
-                f"Unknown divergence {divergence!r}: use one of "
-                f"{sorted(kd_ops.chunked.DIVERGENCES)} (or call "
+                f"Unknown divergence {divergence!r}: use one of {names} (or call "
                 "keras_cskd.ops.chunked_distillation_loss with a callable)."
             )
         tensor_checks.check_positive("temperature", temperature)
@@ -131,21 +133,32 @@ class ChunkedTokenDistillation:
         gradient (see `keras_cskd.ops.chunked_distillation_and_cross_entropy`)."""
         student_kernel, student_bias = output_head(student_head)
         teacher_kernel, teacher_bias = output_head(teacher_head)
-        return kd_ops.chunked_distillation_and_cross_entropy(
-            student_hidden,
-            student_kernel,
-            teacher_hidden,
-            ops.stop_gradient(teacher_kernel),
-            labels=labels,
-            divergence=self.divergence,
-            mask=mask,
-            chunk_size=self.chunk_size,
-            temperature=self.temperature,
-            student_bias=student_bias,
-            teacher_bias=None if teacher_bias is None else ops.stop_gradient(teacher_bias),
-            distillation_weight=distillation_weight,
-            cross_entropy_weight=cross_entropy_weight,
+        teacher_kernel = ops.stop_gradient(ops.convert_to_tensor(teacher_kernel))
+        if teacher_bias is not None:
+            teacher_bias = ops.stop_gradient(ops.convert_to_tensor(teacher_bias))
+        heads = (student_hidden, student_kernel, teacher_hidden, teacher_kernel)
+        shared = dict(mask=mask, chunk_size=self.chunk_size)
+        biases = dict(student_bias=student_bias, teacher_bias=teacher_bias)
+        if self.divergence != "cskd":
+            return kd_ops.chunked_distillation_and_cross_entropy(
+                *heads, labels=labels, divergence=self.divergence, temperature=self.temperature,
+                distillation_weight=distillation_weight,
+                cross_entropy_weight=cross_entropy_weight, **shared, **biases,
+            )  # fmt: skip
+        # CSKD compares tokens with each other (two passes of its own); the
+        # cross-entropy takes one more pass.
+        cskd = kd_ops.chunked_cosine_similarity_distillation(
+            *heads, temperature=self.temperature, **shared, **biases
         )
+        total = ops.multiply(ops.cast(distillation_weight, "float32"), cskd)
+        cross_entropy = ops.zeros((), "float32")
+        if labels is not None:
+            ce_total, _, cross_entropy = kd_ops.chunked_distillation_and_cross_entropy(
+                *heads, labels=labels, distillation_weight=0.0,
+                cross_entropy_weight=cross_entropy_weight, **shared, **biases,
+            )  # fmt: skip
+            total = total + ce_total
+        return total, ops.stop_gradient(cskd), cross_entropy
 
     def get_config(self):
         return {

@@ -49,6 +49,7 @@ from keras_cskd.ops._common import (
     to_positions,
 )
 from keras_cskd.ops.chunked import (
+    chunked_cosine_similarity_distillation,
     chunked_distillation_and_cross_entropy,
     chunked_distillation_loss,
 )
@@ -86,6 +87,7 @@ from keras_cskd.ops.top_k import (
 )
 
 __all__ = [
+    "chunked_cosine_similarity_distillation",
     "chunked_distillation_and_cross_entropy",
     "chunked_distillation_loss",
     "class_cosine_similarity",
