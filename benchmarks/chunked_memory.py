@@ -11,7 +11,9 @@ the final hidden states `(tokens, d)` and the heads' kernels `(d, vocabulary)`:
 - `kd+ce`: the same, plus the student's cross-entropy;
 - `chunked kd`, `chunked kd+ce`: `keras_cskd.ops.chunked_distillation_loss`
   and `chunked_distillation_and_cross_entropy` (`--chunk-size` tokens a
-  chunk).
+  chunk);
+- `cskd`, `chunked cskd`: CSKD over the tokens (temperature 4), unchunked
+  and `chunked_cosine_similarity_distillation`.
 
 Memory is XLA's `memory_analysis()` of the compiled program: temporaries
 plus arguments plus outputs (`temp + argument + output - alias` bytes).
@@ -65,6 +67,14 @@ def main(argv=None):
         kl = jnp.mean(kd_ops.kl_divergence_distillation(h_t @ w_t, s, temperature=1.0))
         return kl + cross_entropy(s, y)
 
+    def cskd(h, w, h_t, w_t, y):
+        return kd_ops.cosine_similarity_distillation(h_t @ w_t, h @ w, temperature=4.0)
+
+    def chunked_cskd(h, w, h_t, w_t, y):
+        return kd_ops.chunked_cosine_similarity_distillation(
+            h, w, h_t, w_t, chunk_size=chunk, temperature=4.0
+        )
+
     def chunked_kd(h, w, h_t, w_t, y):
         return kd_ops.chunked_distillation_loss(h, w, h_t, w_t, "kl", chunk_size=chunk)
 
@@ -80,6 +90,8 @@ def main(argv=None):
         "kd+ce": kd_ce,
         "chunked kd": chunked_kd,
         "chunked kd+ce": chunked_kd_ce,
+        "cskd": cskd,
+        "chunked cskd": chunked_cskd,
     }
     n, d_s, d_t = args.tokens, args.student_dim, args.teacher_dim
     print(

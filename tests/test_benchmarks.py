@@ -267,9 +267,10 @@ def test_chunked_memory_smoke_reports_every_step_and_chunking_holds_less():
     )
     assert "64 tokens" in output
     peaks = {}
-    for step in ("ce", "kd", "kd+ce", "chunked kd", "chunked kd+ce"):
+    for step in ("ce", "kd", "kd+ce", "chunked kd", "chunked kd+ce", "cskd", "chunked cskd"):
         pattern = rf"^\s+300\s+{re.escape(step)}\s+({NUMBER})(\s+{NUMBER}){{5}}$"
         row = re.search(pattern, output, re.M)
         assert row, output
         peaks[step] = float(row.group(1))
     assert peaks["chunked kd"] < peaks["kd"]
+    assert peaks["chunked cskd"] < peaks["cskd"]

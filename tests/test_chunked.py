@@ -389,3 +389,52 @@ def test_loss_object_cskd_with_cross_entropy():
     np.testing.assert_allclose(
         float(to_numpy(total)), 0.5 * expected_cskd + 2.0 * expected_ce, rtol=1e-4
     )
+
+
+class _ChunkedHeadModel(keras.Model):
+    """A student body whose loss is computed from its hidden states and head,
+    chunked, in `compute_loss` (how a `Distiller` would use it)."""
+
+    def __init__(self):
+        super().__init__(name="chunked_head_model")
+        self.body = keras.layers.Dense(D_S, activation="tanh")
+        self.head = keras.layers.Dense(VOCAB)
+        self.teacher_body = keras.layers.Dense(D_T, activation="tanh", trainable=False)
+        self.teacher_head = keras.layers.Dense(VOCAB, trainable=False)
+        self.chunked = losses.ChunkedTokenDistillation("kl", chunk_size=5)
+
+    def build(self, input_shape):
+        self.body.build(input_shape)
+        self.head.build((None, D_S))
+        self.teacher_body.build(input_shape)
+        self.teacher_head.build((None, D_T))
+
+    def call(self, x, training=False):
+        return self.body(x)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        teacher_hidden = ops.stop_gradient(self.teacher_body(x))
+        total, _, _ = self.chunked.compute(
+            y_pred, self.head, teacher_hidden, self.teacher_head, labels=y, mask=sample_weight
+        )
+        return total
+
+
+def test_fit_trains_the_student_head_through_a_chunked_loss():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(4, *TOKENS[1:], 3)).astype("float32")
+    y = rng.integers(0, VOCAB, (4, *TOKENS[1:]))
+    weights = np.ones((4, *TOKENS[1:]), "float32")
+    weights[:, -2:] = 0.0
+    model = _ChunkedHeadModel()
+    model.build((None, *TOKENS[1:], 3))
+    teacher_before = [to_numpy(v) for v in model.teacher_head.weights]
+    head_before = to_numpy(model.head.kernel)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    history = model.fit(x, y, sample_weight=weights, batch_size=4, epochs=8, verbose=0)
+    losses_seen = history.history["loss"]
+    assert losses_seen[-1] < losses_seen[0] and np.all(np.isfinite(losses_seen))
+    assert not np.allclose(to_numpy(model.head.kernel), head_before)
+    for before, after in zip(teacher_before, model.teacher_head.weights):
+        np.testing.assert_array_equal(to_numpy(after), before)
