@@ -5,7 +5,9 @@ from a symbolic or traced one; reading a tensor's Keras mask (no public
 getter); `tf.distribute` replica scaling and gathering; restoring the
 variables JAX's `fit` empties when a step fails; compiling each of a run's
 identical JAX programs once; moving the epoch a resumed `fit` starts at;
-loading a saved optimizer under another backend than it was saved with."""
+loading a saved optimizer under another backend than it was saved with;
+a gradient taken inside the forward computation (the chunked token losses:
+`keras.ops` has no `grad`)."""
 
 import contextlib
 import shutil
