@@ -5,7 +5,9 @@ from a symbolic or traced one; reading a tensor's Keras mask (no public
 getter); `tf.distribute` replica scaling and gathering; restoring the
 variables JAX's `fit` empties when a step fails; compiling each of a run's
 identical JAX programs once; moving the epoch a resumed `fit` starts at;
-loading a saved optimizer under another backend than it was saved with."""
+loading a saved optimizer under another backend than it was saved with;
+a gradient taken inside the forward computation (the chunked token losses:
+`keras.ops` has no `grad`)."""
 
 import contextlib
 import shutil
@@ -331,3 +333,50 @@ def portable_compile_config(config):
         optimizer = {**optimizer, "module": "keras.optimizers"}
         config = {**config, "optimizer": optimizer}
     return config
+
+
+def value_and_grad(fn, args):
+    """`(objective, aux), grads`: `fn(*args)` returns `(objective, aux)`, a
+    scalar and anything else, and `grads` are the gradients of `objective`
+    with respect to each of `args` (a tuple), computed now, in the forward
+    computation, with the backend's own autodiff.
+
+    Works around Keras 3 exposing no backend-agnostic gradient: `keras.ops`
+    has no `grad`/`vjp` (only `custom_gradient` and `remat`, which act in a
+    later backward pass). The chunked token losses
+    (`keras_cskd.ops.chunked`) compute each chunk's gradient while its
+    logits exist and keep only the gradient, so no chunk is recomputed.
+    `args` should be cut from the outer computation (`stop_gradient`); the
+    results carry no gradient of their own."""
+    backend = keras.backend.backend()
+    args = tuple(args)
+    if backend == "jax":
+        import jax
+
+        (objective, aux), grads = jax.value_and_grad(
+            fn, argnums=tuple(range(len(args))), has_aux=True
+        )(*args)
+        return (objective, aux), tuple(grads)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            objective, aux = fn(*args)
+        grads = tape.gradient(objective, args, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return (objective, aux), tuple(grads)
+    if backend == "torch":
+        import torch
+
+        with torch.enable_grad():
+            leaves = tuple(a.detach().requires_grad_(True) for a in args)
+            objective, aux = fn(*leaves)
+            grads = torch.autograd.grad(objective, leaves, allow_unused=True)
+        grads = tuple(
+            torch.zeros_like(a) if g is None else g.detach() for a, g in zip(leaves, grads)
+        )
+        aux = keras.tree.map_structure(lambda x: x.detach(), aux)
+        return (objective.detach(), aux), grads
+    raise NotImplementedError(  # pragma: no cover - numpy/openvino backends
+        f"Gradients are not available under the {backend!r} backend."
+    )

@@ -256,3 +256,21 @@ def test_vocabulary_cost_smoke_prints_one_row_per_vocabulary():
             rf"^\s+{vocabulary}\s+[0-9.]+((?:\s+[0-9.]+ ms [0-9.]+x){{4}})$", process.stdout, re.M
         )
         assert row, process.stdout
+
+
+def test_chunked_memory_smoke_reports_every_step_and_chunking_holds_less():
+    output = run_script(
+        "chunked_memory.py",
+        *("--tokens", "64", "--vocabularies", "300", "--student-dim", "8", "--teacher-dim", "8"),
+        *("--chunk-size", "16", "--time", "--rounds", "1"),
+        backend="jax",
+    )
+    assert "64 tokens" in output
+    peaks = {}
+    for step in ("ce", "kd", "kd+ce", "chunked kd", "chunked kd+ce", "cskd", "chunked cskd"):
+        pattern = rf"^\s+300\s+{re.escape(step)}\s+({NUMBER})(\s+{NUMBER}){{5}}$"
+        row = re.search(pattern, output, re.M)
+        assert row, output
+        peaks[step] = float(row.group(1))
+    assert peaks["chunked kd"] < peaks["kd"]
+    assert peaks["chunked cskd"] < peaks["cskd"]

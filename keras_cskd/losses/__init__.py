@@ -1,6 +1,8 @@
 """Distillation losses: thin `keras.losses.Loss` wrappers over `keras_cskd.ops`,
 one module a method (`kd`, `mse`, `cskd`, `stkd`, `dist`, `dkd`; `language`:
-the divergences of language-model distillation), the base
+the divergences of language-model distillation; `chunked`: token
+distillation from hidden states and output heads, a chunk of tokens at a
+time, for any vocabulary size), the base
 classes (`base`), the student's cross-entropy (`student`) and the registry
 of named methods (`registry`).
 
@@ -39,6 +41,7 @@ statistics.
 """
 
 from keras_cskd.losses.base import BatchwiseLoss, DistillationLoss
+from keras_cskd.losses.chunked import ChunkedTokenDistillation, output_head
 from keras_cskd.losses.cskd import CosineSimilarityDistillation, cskd_paper_objective
 from keras_cskd.losses.dist import DISTDistillation
 from keras_cskd.losses.dkd import DecoupledKDDistillation
@@ -57,6 +60,7 @@ from keras_cskd.losses.student import StudentCrossEntropy, student_loss
 __all__ = [
     "ALIASES",
     "BatchwiseLoss",
+    "ChunkedTokenDistillation",
     "CosineSimilarityDistillation",
     "DISTDistillation",
     "DecoupledKDDistillation",
@@ -73,5 +77,6 @@ __all__ = [
     "TotalVariationDistillation",
     "cskd_paper_objective",
     "get",
+    "output_head",
     "student_loss",
 ]

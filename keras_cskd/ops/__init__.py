@@ -5,7 +5,9 @@ module a family: `divergences` (KD, logit MSE, DKD, and the language-model
 divergences: reverse KL, generalized JSD, skew KL, total variation), `cskd` (CSKD and its
 CSWT temperatures), `stkd`, `dist`, `similarity` (the cosines and
 correlations they share), `mixup`, `top_k` (a teacher stored as its top-k
-classes and log-probabilities). Every function takes teacher and student
+classes and log-probabilities), `chunked` (the output heads and a token
+divergence computed a chunk of tokens at a time, from hidden states, for
+any vocabulary size). Every function takes teacher and student
 *logits* of shape `(batch, classes)`, or `(batch, ..., classes)` where every
 leading axis is a position (tokens of a sequence, pixels of an image), and
 computes in float32 whatever the input dtype (float16/bfloat16 logits are
@@ -46,6 +48,11 @@ from keras_cskd.ops._common import (
     softened_probabilities,
     to_positions,
 )
+from keras_cskd.ops.chunked import (
+    chunked_cosine_similarity_distillation,
+    chunked_distillation_and_cross_entropy,
+    chunked_distillation_loss,
+)
 from keras_cskd.ops.cskd import (
     class_temperatures,
     cosine_similarity_distillation,
@@ -80,6 +87,9 @@ from keras_cskd.ops.top_k import (
 )
 
 __all__ = [
+    "chunked_cosine_similarity_distillation",
+    "chunked_distillation_and_cross_entropy",
+    "chunked_distillation_loss",
     "class_cosine_similarity",
     "class_temperatures",
     "cosine_similarity",
