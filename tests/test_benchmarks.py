@@ -274,3 +274,25 @@ def test_chunked_memory_smoke_reports_every_step_and_chunking_holds_less():
         peaks[step] = float(row.group(1))
     assert peaks["chunked kd"] < peaks["kd"]
     assert peaks["chunked cskd"] < peaks["cskd"]
+
+
+def test_teachers_table_pairs_each_seed_with_the_one_teacher_student():
+    """benchmarks/teachers_table.py on the committed result files: each cell
+    is the mean paired difference with its 95 % t-interval (scipy)."""
+    import json
+
+    import numpy as np
+    from scipy import stats
+
+    folder = os.path.join(ROOT, "benchmarks", "results", "teachers-digits")
+    table = run_script("teachers_table.py", folder, backend=None)
+    load = lambda name: json.load(open(os.path.join(folder, name + ".json")))  # noqa: E731
+    one = next(r for r in load("one-teacher")["results"] if r["method"] == "kd")
+    ensemble = next(r for r in load("ensemble-3")["results"] if r["method"] == "kd")
+    differences = 100 * (np.array(ensemble["accuracies"]) - np.array(one["accuracies"]))
+    low, high = stats.t.interval(
+        0.95, len(differences) - 1, differences.mean(), stats.sem(differences)
+    )
+    cell = f"{differences.mean():+.1f} [{low:+.1f}, {high:+.1f}]"
+    row = next(line for line in table.splitlines() if line.startswith("| KD (KL, tau^2) |"))
+    assert cell in row, (cell, row)
