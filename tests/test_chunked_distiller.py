@@ -182,3 +182,28 @@ def test_a_saved_chunked_distiller_loads_and_trains_on(pair, tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     finally:
         _restore(student, initial)
+
+
+def test_fit_trains_a_chunked_distiller(pair):
+    """`fit` (its first-batch checks included) runs the chunked step; the
+    teacher is untouched and `evaluate` is the student's."""
+    teacher, student = pair
+    initial = [np.array(w) for w in student.get_weights()]
+    before = [np.array(w) for w in teacher.get_weights()]
+    try:
+        distiller = keras_cskd.Distiller(
+            student, teacher, "reverse_kl", check_roles=False, chunk_size=4
+        )
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        x, y, sample_weight = _batch()
+        history = distiller.fit(
+            x, y, sample_weight=sample_weight, batch_size=2, epochs=1, verbose=0
+        )
+        assert np.all(np.isfinite(history.history["loss"]))
+        assert history.history["distillation_loss"][0] > 0
+        for a, b in zip(before, teacher.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        logs = distiller.evaluate(x, y, sample_weight=sample_weight, verbose=0, return_dict=True)
+        assert "distillation_loss" not in logs and np.isfinite(logs["loss"])
+    finally:
+        _restore(student, initial)
