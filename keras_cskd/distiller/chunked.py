@@ -179,7 +179,13 @@ def loss(distiller, y, step, sample_weight):
     ratio = ops.stop_gradient(ratio)
     labels = None
     if distiller.student_loss_fn is not None and y is not None:
-        labels = ops.reshape(ops.cast(ops.convert_to_tensor(y), "int32"), leading)
+        y = ops.convert_to_tensor(y)
+        if len(y.shape) == len(hidden.shape) and y.shape[-1] != 1:
+            raise ValueError(
+                f"Distiller(chunk_size={distiller.chunk_size}) takes integer token labels "
+                f"(batch, tokens), not one-hot or soft labels {tuple(y.shape)}."
+            )
+        labels = ops.reshape(ops.cast(y, "int32"), leading)
     a = ops.cast(distiller.student_loss_weight, "float32")
     b = ops.cast(distiller.distillation_loss_weight, "float32")
     arrays = (hidden, heads.student_kernel, heads.teacher_hidden, heads.teacher_kernel)
