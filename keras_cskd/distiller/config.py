@@ -31,6 +31,7 @@ def arguments_of(distiller):
         "num_classes": distiller.num_classes,
         "seed": distiller.seed,
         "check_roles": distiller.check_roles,
+        "chunk_size": distiller.chunk_size,
     }
 
 

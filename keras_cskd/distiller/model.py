@@ -23,7 +23,7 @@ from keras_cskd import losses as kd_losses
 from keras_cskd.checks import batches as batch_checks
 from keras_cskd.checks import models as model_checks
 from keras_cskd.checks import tensors as tensor_checks
-from keras_cskd.distiller import config
+from keras_cskd.distiller import chunked, config
 from keras_cskd.distiller.mixup import Mixup
 from keras_cskd.distiller.objective import (
     DistillationTerms,
@@ -114,6 +114,28 @@ class Distiller(keras.Model):
             a student that already predicts the labels far better than the
             teacher on the first batch. `False` for a deliberately weak
             teacher.
+        chunk_size: None (default), or tokens a chunk: the training step
+            then never holds the `(tokens, vocabulary)` logits of either
+            model. `call(training=True)` takes the final hidden states
+            (`model.backbone(x)`) and the output heads
+            (`keras_cskd.losses.output_head`), and `compute_loss` computes
+            the cross-entropy and the distillation term a chunk of tokens at
+            a time (`keras_cskd.ops.chunked_distillation_and_cross_entropy`,
+            `chunked_cosine_similarity_distillation`), with the same weights
+            and the same tokens (padding, `sample_weight`, `-100` labels) as
+            the unchunked step, to float32 rounding. Supported: one live
+            teacher and a student that are keras-hub `CausalLM`s (or models
+            with `.backbone` and `.backbone.token_embedding`); the losses
+            KD, reverse KL, JSD, skew KL, TV and CSKD without CSWT; a sparse
+            cross-entropy (`loss="auto"`) or `loss=None`. Refused when the
+            Distiller is built or compiled: other losses (CSWT, DKD, DIST,
+            STKD, MSE, `FeatureDistillation`), several teachers, cached
+            teacher logits, mixup. `metrics=` are computed from the
+            student's full logits without gradient (one `(tokens,
+            vocabulary)` tensor, no softmax or gradient of it); leave them
+            out to keep the step's memory flat. The first batch is checked
+            on 2 samples (no check of the roles by accuracy). `evaluate`
+            and `predict` run the student alone, as without chunks.
 
     Positional order is `(student, teacher)`, like the keras.io tutorial
     (Keras' built-in distiller takes `(teacher, student)`).
@@ -151,6 +173,7 @@ class Distiller(keras.Model):
         num_classes=None,
         seed=None,
         check_roles=True,
+        chunk_size=None,
         name="distiller",
         **kwargs,
     ):
@@ -167,6 +190,7 @@ class Distiller(keras.Model):
         self.student = student
         self.teacher = teacher  # a model, a list of models, or None (tracked)
         self.check_roles = bool(check_roles)
+        self.chunk_size = chunked.check_chunk_size(chunk_size)
         self._teacher_by_position = teacher_by_position
         object.__setattr__(self, "teachers", Teachers.of(teacher, teacher_weights, ensemble))
         self._weights_config = (student_loss_weight, distillation_loss_weight)
@@ -193,6 +217,8 @@ class Distiller(keras.Model):
         # of the logs.
         self.uncounted_steps = keras.metrics.Sum(name="uncounted_steps")
         self._use_losses(items if items is not None else [("cskd", 1.0)])
+        if self.chunk_size is not None:
+            chunked.check_setup(self)
         if teacher_by_position and self.check_roles:
             model_checks.check_roles_by_size(student, self.teachers.live, "Distiller")
         self._mark_built()
@@ -234,7 +260,7 @@ class Distiller(keras.Model):
         if self.terms.statistics_loss is not None:
             self.cosine_tracker = keras.metrics.Mean(name="cosine_similarity")
             self.temperature_tracker = keras.metrics.Mean(name="temperature")
-            if self.num_classes is not None:
+            if self.num_classes is not None and self.chunk_size is None:
                 self.class_statistics = ClassStatistics(self.num_classes)
 
     def _mark_built(self):
@@ -284,6 +310,8 @@ class Distiller(keras.Model):
             loss = student_loss
         if pairs is not None:
             self._use_losses(pairs)
+            if self.chunk_size is not None:
+                chunked.check_setup(self)
         if a is not None:
             self.student_loss_weight.assign(a)
             self.distillation_loss_weight.assign(b)
@@ -296,6 +324,10 @@ class Distiller(keras.Model):
         # The student's supervised loss is called by `compute_loss` itself
         # (not compiled into Keras' CompileLoss), so Keras compiles no loss.
         self.student_loss_fn = config.as_loss(kd_losses.student_loss(loss))
+        if self.chunk_size is not None:
+            chunked.check_student_loss(self, self.student_loss_fn)
+        # Whether `compute_metrics` needs the student's logits (chunked steps).
+        self._metrics_given = bool(metrics) or bool(kwargs.get("weighted_metrics"))
         super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
         self.loss = self.student_loss_fn
 
@@ -385,6 +417,8 @@ class Distiller(keras.Model):
                 )
             x, draw = self.mixup.draw(x)
         check_features_with_cache(self.terms, cached)
+        if self.chunk_size is not None:
+            return self._chunked_step(x, cached)
         if self._feature_taps is not None:
             student_logits, student_features, teacher_logits, teacher_features = (
                 self._feature_taps.run(x, training=True)
@@ -405,11 +439,30 @@ class Distiller(keras.Model):
             teacher_features=teacher_features,
         )
 
+    def _chunked_step(self, x, cached):
+        if cached is not None:
+            raise ValueError(
+                f"Distiller(chunk_size={self.chunk_size}) reads the live teacher's hidden "
+                "states: the batch carries cached teacher logits; use chunk_size=None."
+            )
+        heads = chunked.forward(self, x, training=True)
+        logits = None
+        if getattr(self, "_metrics_given", False):
+            logits = chunked.metric_logits(heads)
+        return Step(
+            student_logits=logits,
+            teacher_logits=(),
+            mask=input_mask(x, heads.student_hidden),
+            chunked=heads,
+        )
+
     # ----------------------------------------------------------------- loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not isinstance(y_pred, Step):  # evaluate(): the student alone
             return self._evaluation_loss(x, y, y_pred, sample_weight, training)
         step = y_pred
+        if step.chunked is not None:
+            return self._chunked_loss(y, step, sample_weight)
         for loss in self.terms.losses:  # static shape checks: free per step
             for teacher_logits in step.teacher_logits:
                 tensor_checks.check_logits(
@@ -441,6 +494,20 @@ class Distiller(keras.Model):
                 )
         return total
 
+    def _chunked_loss(self, y, step, sample_weight):
+        total, student_loss, distillation_loss, counted, statistics = chunked.loss(
+            self, y, step, sample_weight
+        )
+        total = total + regularization(self.losses)
+        self.student_loss_tracker.update_state(student_loss)
+        self.distillation_loss_tracker.update_state(distillation_loss, sample_weight=counted)
+        self.total_loss_tracker.update_state(_backend.times_replicas(total))
+        self.uncounted_steps.update_state(1.0 - counted)
+        if statistics is not None:
+            self.cosine_tracker.update_state(statistics["cosine_similarity"], counted)
+            self.temperature_tracker.update_state(statistics["temperature"], counted)
+        return total
+
     def _evaluation_loss(self, x, y, y_pred, sample_weight, training):
         """`evaluate()` and `validation_data`: the student's supervised loss
         (over positions, on the positions that count, as in training) and
@@ -462,6 +529,12 @@ class Distiller(keras.Model):
                 # Metrics compare with the dominant label of each mixed sample.
                 y = Mixup.dominant_labels(y, y_pred.mixup)
             step = y_pred
+            if step.chunked is not None and step.student_logits is None:
+                # No `metrics=` compiled: the loss trackers alone.
+                logs = super().compute_metrics(x, y, None, sample_weight)
+                for key in ("class_cosine_similarity", "class_temperature", "uncounted_steps"):
+                    logs.pop(key, None)
+                return logs
         else:
             inputs, _ = Teachers.split_inputs(x) if x is not None else (None, None)
             step = Step(student_logits=y_pred, teacher_logits=(), mask=input_mask(inputs, y_pred))

@@ -31,6 +31,11 @@ class Step(typing.NamedTuple):
         student_features: the student's features, one per
             `FeatureDistillation` (a tuple, empty without one).
         teacher_features: the teacher's matching features, without gradient.
+        chunked: with `Distiller(chunk_size=n)`, the models' final hidden
+            states and output heads (`distiller.chunked.ChunkedHeads`); the
+            step then holds no teacher logits, and `student_logits` are
+            None, or the student's logits without gradient when `metrics=`
+            were compiled.
     """
 
     student_logits: typing.Any
@@ -39,6 +44,7 @@ class Step(typing.NamedTuple):
     mixup: typing.Any = None
     student_features: tuple = ()
     teacher_features: tuple = ()
+    chunked: typing.Any = None
 
 
 PADDING_MASK_KEY = "padding_mask"
