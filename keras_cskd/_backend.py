@@ -7,7 +7,7 @@ variables JAX's `fit` empties when a step fails; compiling each of a run's
 identical JAX programs once; moving the epoch a resumed `fit` starts at;
 loading a saved optimizer under another backend than it was saved with;
 a gradient taken inside the forward computation (the chunked token losses:
-`keras.ops` has no `grad`)."""
+`keras.ops` has no `grad`); gradients PyTorch's `zero_grad` leaves behind."""
 
 import contextlib
 import shutil
@@ -380,3 +380,23 @@ def value_and_grad(fn, args):
     raise NotImplementedError(  # pragma: no cover - numpy/openvino backends
         f"Gradients are not available under the {backend!r} backend."
     )
+
+
+def clear_gradients(variables):
+    """Sets the PyTorch gradient of each of `variables` to None (a no-op
+    under the other backends, whose steps hold no gradient between calls).
+
+    Keras' torch trainer clears gradients before each step with
+    `torch.nn.Module.zero_grad()`, which reaches the parameters registered
+    in the module tree. A model's variables are registered when Keras
+    builds or trains that model itself; a keras-hub model (a subclassed
+    Task over a functional backbone) used inside another model -- a
+    Distiller's student -- has none registered (Keras 3.15), so its
+    gradients were added up over the steps: each update used the sum of all
+    earlier gradients. Measured in tests/test_hub.py."""
+    if keras.backend.backend() != "torch":
+        return
+    for variable in variables:
+        value = variable.value
+        if getattr(value, "grad", None) is not None:
+            value.grad = None

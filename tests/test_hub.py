@@ -130,3 +130,29 @@ def test_a_vocabulary_mismatch_is_refused(pair):
     student = _lm(1, 16, 3, vocab=VOCAB + 8)  # e.g. padded to a multiple of 8
     with pytest.raises(ValueError, match=f"predicts {VOCAB} classes but the student {VOCAB + 8}"):
         keras_cskd.Distiller(student, teacher, "kd", check_roles=False)
+
+
+def test_consecutive_steps_use_each_steps_own_gradient():
+    """Three SGD steps of a Distiller with distillation weight 0 are three
+    steps of plain Keras training with the same cross-entropy (no padding:
+    the same mean). Under PyTorch, torch's `zero_grad` does not reach a
+    keras-hub student inside another model: without
+    `_backend.clear_gradients` each step added up all earlier gradients."""
+    x, y, _ = _batch(3)
+    x = {"token_ids": np.where(x["token_ids"] == 0, 5, x["token_ids"]).astype("int32")}
+    x["padding_mask"] = np.ones_like(x["token_ids"])
+    y = np.roll(x["token_ids"], -1, axis=1)
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    plain = _lm(1, 16, 1)
+    plain.compile(keras.optimizers.SGD(0.5), cross_entropy)
+    student = _lm(1, 16, 1)
+    distiller = keras_cskd.Distiller(
+        student, _lm(2, 32, 0), "kd", distillation_loss_weight=0.0, check_roles=False
+    )
+    distiller.compile(keras.optimizers.SGD(0.5), loss=cross_entropy)
+    for _ in range(3):
+        plain.train_on_batch(x, y)
+        distiller.train_on_batch(x, y)
+    for mine, want in zip(student.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(mine, want, rtol=1e-4, atol=1e-5)

@@ -291,6 +291,15 @@ class Distiller(keras.Model):
     def non_trainable_variables(self):
         return _with_teachers(super().non_trainable_variables, super().trainable_variables, self)
 
+    def zero_grad(self, *args, **kwargs):
+        """PyTorch: what Keras' torch trainer calls before each step; also
+        clears the gradients torch's own `zero_grad` misses
+        (`_backend.clear_gradients`). Unused by the other backends."""
+        parent = getattr(super(), "zero_grad", None)
+        if parent is not None:
+            parent(*args, **kwargs)
+        _backend.clear_gradients(self.trainable_weights)
+
     # ------------------------------------------------------------ compile
     def compile(self, optimizer="adam", loss="auto", metrics=None, **kwargs):
         """Configures training; `loss` is the student's supervised loss.
