@@ -156,3 +156,30 @@ def test_consecutive_steps_use_each_steps_own_gradient():
         distiller.train_on_batch(x, y)
     for mine, want in zip(student.get_weights(), plain.get_weights()):
         np.testing.assert_allclose(mine, want, rtol=1e-4, atol=1e-5)
+
+
+def test_feature_distillation_reads_transformer_blocks_inside_the_backbone(pair):
+    """A transformer block's output inside a CausalLM's backbone, named by
+    its path; the widths differ (32 and 16): a learned projection. Features
+    only: the term falls as the student learns to match them."""
+    teacher, student = pair
+    initial = student.get_weights()
+    features = keras_cskd.FeatureDistillation(
+        "mse",
+        f"{teacher.backbone.name}/transformer_layer_1",
+        f"{student.backbone.name}/transformer_layer_0",
+    )
+    distiller = keras_cskd.Distiller(
+        student, teacher, features, student_loss_weight=0.0, check_roles=False
+    )
+    distiller.compile(keras.optimizers.Adam(0.01))
+    x, y, weights = _batch()
+    try:
+        terms = [
+            float(distiller.train_on_batch(x, y, sample_weight=weights, return_dict=True)["loss"])
+            for _ in range(8)
+        ]
+    finally:
+        student.set_weights(initial)
+    assert np.isfinite(terms).all() and terms[0] > 0
+    assert terms[-1] < 0.8 * terms[0], terms
