@@ -33,13 +33,14 @@ import time
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tokens", type=int, default=8192)
+    parser.add_argument("--tokens", type=int, nargs="+", default=[8192])
     parser.add_argument("--vocabularies", type=int, nargs="+", default=[32000, 128000, 256000])
     parser.add_argument("--student-dim", type=int, default=768)
     parser.add_argument("--teacher-dim", type=int, default=1024)
     parser.add_argument("--chunk-size", type=int, default=1024)
     parser.add_argument("--time", action="store_true", help="also run each step and time it")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--plot", help="write a PNG of peak memory against tokens per vocabulary")
     args = parser.parse_args(argv)
     os.environ["KERAS_BACKEND"] = "jax"
 
@@ -93,15 +94,17 @@ def main(argv=None):
         "cskd": cskd,
         "chunked cskd": chunked_cskd,
     }
-    n, d_s, d_t = args.tokens, args.student_dim, args.teacher_dim
+    d_s, d_t = args.student_dim, args.teacher_dim
+    tokens = ", ".join(str(n) for n in args.tokens)
     print(
-        f"JAX {jax.__version__} on {jax.devices()[0].platform}, {n} tokens, student d={d_s}, "
-        f"teacher d={d_t}, chunk {chunk}, float32; peak = XLA temp + arguments + outputs"
+        f"JAX {jax.__version__} on {jax.devices()[0].platform}, {tokens} tokens, student "
+        f"d={d_s}, teacher d={d_t}, chunk {chunk}, float32; peak = XLA temp + arguments + outputs"
     )
-    header = f"{'vocabulary':>10} {'step':>14} {'peak MB':>9} {'temp MB':>9}"
+    header = f"{'tokens':>7} {'vocabulary':>10} {'step':>14} {'peak MB':>9} {'temp MB':>9}"
     header += f" {'x ce':>6} {'x kd':>6}"
     print(header + (f" {'ms':>9} {'x kd time':>9}" if args.time else ""))
-    for vocabulary in args.vocabularies:
+    measured = {}  # (vocabulary, step) -> [(tokens, peak bytes)]
+    for n, vocabulary in ((n, v) for v in args.vocabularies for n in args.tokens):
         shapes = (
             jax.ShapeDtypeStruct((n, d_s), jnp.float32),
             jax.ShapeDtypeStruct((d_s, vocabulary), jnp.float32),
@@ -140,14 +143,45 @@ def main(argv=None):
                     samples[name].append(time.perf_counter() - start)
             times = {name: statistics.median(values) for name, values in samples.items()}
         for name in steps:
+            measured.setdefault((vocabulary, name), []).append((n, peaks[name]))
             row = (
-                f"{vocabulary:>10} {name:>14} {peaks[name] / 1e6:>9.1f} {temps[name] / 1e6:>9.1f} "
+                f"{n:>7} {vocabulary:>10} {name:>14} "
+                f"{peaks[name] / 1e6:>9.1f} {temps[name] / 1e6:>9.1f} "
                 f"{peaks[name] / peaks['ce']:>6.2f} {peaks[name] / peaks['kd']:>6.2f}"
             )
             if times:
                 row += f" {times[name] * 1e3:>9.1f} {times[name] / times['kd']:>9.2f}"
             print(row)
         sys.stdout.flush()
+    if args.plot:
+        _plot(measured, args)
+
+
+def _plot(measured, args):
+    """Peak memory against tokens, one panel per vocabulary: the full-logit
+    steps grow with tokens x vocabulary, the chunked ones with tokens x d."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ("ce", "kd", "chunked kd", "cskd", "chunked cskd")
+    figure, axes = plt.subplots(
+        1, len(args.vocabularies), figsize=(4 * len(args.vocabularies), 3.4), squeeze=False
+    )
+    for axis, vocabulary in zip(axes[0], args.vocabularies):
+        for name in shown:
+            points = measured.get((vocabulary, name), [])
+            style = "-o" if name.startswith("chunked") else "--s"
+            axis.plot([p[0] for p in points], [p[1] / 1e9 for p in points], style, label=name)
+        axis.set_title(f"V = {vocabulary:,}")
+        axis.set_xlabel("tokens a step")
+        axis.set_xscale("log", base=2)
+        axis.set_ylabel("peak GB (XLA memory analysis)")
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(args.plot, dpi=100)
+    print(f"Saved {args.plot}")
 
 
 if __name__ == "__main__":

@@ -258,22 +258,30 @@ def test_vocabulary_cost_smoke_prints_one_row_per_vocabulary():
         assert row, process.stdout
 
 
-def test_chunked_memory_smoke_reports_every_step_and_chunking_holds_less():
+def test_chunked_memory_smoke_reports_every_step_and_chunking_holds_less(tmp_path):
+    plot = tmp_path / "chunked.png"
     output = run_script(
         "chunked_memory.py",
-        *("--tokens", "64", "--vocabularies", "300", "--student-dim", "8", "--teacher-dim", "8"),
-        *("--chunk-size", "16", "--time", "--rounds", "1"),
+        *("--tokens", "64", "256", "--vocabularies", "300", "--student-dim", "8"),
+        *("--teacher-dim", "8", "--chunk-size", "16", "--time", "--rounds", "1"),
+        *("--plot", str(plot)),
         backend="jax",
     )
-    assert "64 tokens" in output
+    assert "64, 256 tokens" in output
     peaks = {}
-    for step in ("ce", "kd", "kd+ce", "chunked kd", "chunked kd+ce", "cskd", "chunked cskd"):
-        pattern = rf"^\s+300\s+{re.escape(step)}\s+({NUMBER})(\s+{NUMBER}){{5}}$"
-        row = re.search(pattern, output, re.M)
-        assert row, output
-        peaks[step] = float(row.group(1))
-    assert peaks["chunked kd"] < peaks["kd"]
-    assert peaks["chunked cskd"] < peaks["cskd"]
+    for tokens in (64, 256):
+        for step in ("ce", "kd", "kd+ce", "chunked kd", "chunked kd+ce", "cskd", "chunked cskd"):
+            pattern = rf"^\s+{tokens}\s+300\s+{re.escape(step)}\s+({NUMBER})(\s+{NUMBER}){{5}}$"
+            row = re.search(pattern, output, re.M)
+            assert row, output
+            peaks[tokens, step] = float(row.group(1))
+    for tokens in (64, 256):
+        assert peaks[tokens, "chunked kd"] < peaks[tokens, "kd"]
+        assert peaks[tokens, "chunked cskd"] < peaks[tokens, "cskd"]
+    # 4x the tokens: the full logits grow with them, the chunked step less.
+    growth = {step: peaks[256, step] - peaks[64, step] for step in ("kd", "chunked kd")}
+    assert growth["chunked kd"] < growth["kd"], growth
+    assert plot.stat().st_size > 1000
 
 
 def test_teachers_table_pairs_each_seed_with_the_one_teacher_student():
