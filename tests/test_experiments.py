@@ -153,6 +153,10 @@ def test_parallel_workers_stop_at_the_deadline_and_resume(tmp_path):
         "--methods", "ce,kd", "--teacher-seeds", "0", "--seeds", "0", *SMALL,
         "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache"),
         "--workers", "2", "--assume", "cpu",
+        # A teacher of 300 steps (several seconds of training after its start-up)
+        # is still training at the 6-s deadline on any machine: with 1 epoch it
+        # finished just at the deadline on a quiet one and nothing was cut.
+        "--teacher-epochs", "150",
     ]  # fmt: skip
     env = subprocess_env("jax", KERAS_CSKD_DATA=str(data))
     start = time.time()
