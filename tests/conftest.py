@@ -2,12 +2,16 @@
 `helpers.py`: this file imports no backend, because pytest-xdist's
 controller process loads it too and runs no test."""
 
+import importlib.util
 import os
 
 import pytest
 
 # no_tensorflow/sitecustomize.py goes on subprocesses' PYTHONPATH only (subprocess_env.py).
 collect_ignore = ["no_tensorflow"]
+# The keras-hub models' helper: its test modules skip without keras-hub.
+if importlib.util.find_spec("keras_hub") is None:
+    collect_ignore.append("tiny_gpt2.py")
 
 
 @pytest.fixture(scope="session", autouse=True)

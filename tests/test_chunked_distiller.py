@@ -18,35 +18,9 @@ keras_hub = pytest.importorskip("keras_hub", reason="keras-hub (the [hub] extra)
 
 pytestmark = pytest.mark.usefixtures("fast_jax_compilation")
 
-VOCAB, LENGTH, BATCH = 40, 10, 4
-
-
-def _lm(layers, width, seed):
-    keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=VOCAB,
-        num_layers=layers,
-        num_heads=2,
-        hidden_dim=width,
-        intermediate_dim=2 * width,
-        max_sequence_length=LENGTH,
-        dropout=0.0,
-    )
-    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
-
-
-def _batch(seed=0):
-    """keras-hub's CausalLMPreprocessor batches: padding in every row."""
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(1, VOCAB, (BATCH, LENGTH)).astype("int32")
-    padding = np.ones((BATCH, LENGTH), "int32")
-    padding[:, 7:] = 0
-    padding[0, 4:] = 0
-    tokens[padding == 0] = 0
-    labels = np.roll(tokens, -1, axis=1)
-    sample_weight = np.roll(padding, -1, axis=1).astype("float32")
-    sample_weight[:, -1] = 0.0
-    return {"token_ids": tokens, "padding_mask": padding}, labels, sample_weight
+from tiny_gpt2 import BATCH, LENGTH, VOCAB  # noqa: E402,F401
+from tiny_gpt2 import batch as _batch  # noqa: E402
+from tiny_gpt2 import lm as _lm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
