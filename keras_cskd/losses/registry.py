@@ -51,10 +51,15 @@ METHODS = {
     "mse": Method("Logit MSE", LogitMSEDistillation, fixed_temperature=False),
     "cskd": Method("CSKD", CosineSimilarityDistillation),
     "cskd_cswt": Method(
-        "CSKD + CSWT", CosineSimilarityDistillation, _cswt(), fixed_temperature=False
+        # One CSKD term at CSWT's per-sample temperatures (not the paper's
+        # two-term Eq. 9, which is `cskd_paper_objective()`).
+        "CSKD at CSWT temps (1 term)",
+        CosineSimilarityDistillation,
+        _cswt(),
+        fixed_temperature=False,
     ),
     "cskd_cswt_class": Method(
-        "CSKD + CSWT (per class)",
+        "CSKD at per-class CSWT temps (experimental)",
         CosineSimilarityDistillation,
         _cswt("class"),
         fixed_temperature=False,
