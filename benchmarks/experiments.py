@@ -1223,8 +1223,12 @@ def train_student(job, args, log):
         order=order,
     )
     steps = len(batches)
+    # A probe (benchmarks/divergence_probe.py) may scale the learning rate
+    # and stop early; the schedule is the recipe's either way.
+    lr = spec["lr"] * job.get("lr_scale", 1.0)
+    epochs_to_run = job.get("epochs_to_run", epochs)
     model.compile(
-        optimizer=make_optimizer(spec["lr"], epochs, steps),
+        optimizer=make_optimizer(lr, epochs, steps),
         loss=loss,
         steps_per_execution=steps_per_execution(),
     )
@@ -1232,14 +1236,14 @@ def train_student(job, args, log):
     start = time.time()
     history = model.fit(
         batches,
-        epochs=epochs,
+        epochs=epochs_to_run,
         verbose=0,
         callbacks=[*extra_callbacks, keras.callbacks.TerminateOnNaN(), scores],
     )
     seconds = time.time() - start
     n_val, n_test = len(splits["val"][1]), len(splits["test"][1])
     losses_seen = [float(v) for v in history.history.get("loss", [])]
-    diverged = len(losses_seen) < epochs or not all(math.isfinite(v) for v in losses_seen)
+    diverged = len(losses_seen) < epochs_to_run or not all(math.isfinite(v) for v in losses_seen)
     if diverged:  # stopped by TerminateOnNaN: score the model as it was left
         scores.on_epoch_end(len(scores.val))
     temperature = history.history.get("temperature")
@@ -1258,6 +1262,7 @@ def train_student(job, args, log):
         "live_teacher": live,
         "epochs": epochs,
         "epochs_run": len(losses_seen),
+        "lr": lr,
         "diverged": diverged,
         "val_errors": scores.val,
         "test_errors": scores.test,

@@ -387,3 +387,36 @@ def test_settings_hash_is_stable_and_order_free():
         {"b": [1, 2], "a": 1}
     )
     assert experiments.settings_hash({"a": 1}) != experiments.settings_hash({"a": 2})
+
+
+@pytest.mark.slow
+def test_a_probe_replays_the_first_epochs_of_a_run(tmp_path, monkeypatch):
+    """benchmarks/divergence_probe.py re-runs the first epochs of a run with
+    its learning rate scaled: at scale 1 its first epoch is the run's first
+    epoch (same seed, teacher and schedule), and at scale 0 nothing moves."""
+    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
+    args = _run_args(tmp_path, "--seeds", "0", "--epochs", "2")
+    experiments.run(args)
+    (recipe,) = experiments.resolve_all(args)
+    config = experiments.default_config(recipe, "kd")
+    job = experiments.student_job(recipe, "kd", config, 0, "final", None, args.results, [0])
+    full = json.loads(job.path.read_text())
+    assert len(full["val_errors"]) == 2
+
+    replay = experiments.Job(job, lr_scale=1.0, epochs_to_run=1)
+    record = experiments.train_student(replay, args, print)
+    assert record["epochs"] == 2 and record["epochs_run"] == 1
+    assert record["lr"] == recipe["student"]["lr"]
+    assert record["val_errors"] == full["val_errors"][:1]
+    assert record["train_loss"] == pytest.approx(full["train_loss"][:1], rel=1e-6)
+
+    frozen = experiments.Job(job, lr_scale=0.0, epochs_to_run=1)
+    frozen = experiments.train_student(frozen, args, print)
+    assert frozen["lr"] == 0.0
+    import keras
+
+    keras.utils.set_random_seed(0)  # the student's initialisation, untrained
+    splits = experiments.load_splits(recipe)
+    shape = splits["train"][0].shape[1:]
+    untrained = experiments.build_network(recipe["student"], shape, "student")
+    assert frozen["val_errors"] == [experiments.predict_errors(untrained, *splits["val"])]
