@@ -420,3 +420,43 @@ def test_a_probe_replays_the_first_epochs_of_a_run(tmp_path, monkeypatch):
     shape = splits["train"][0].shape[1:]
     untrained = experiments.build_network(recipe["student"], shape, "student")
     assert frozen["val_errors"] == [experiments.predict_errors(untrained, *splits["val"])]
+
+
+def test_cswt_mean_temperature_comes_from_a_run_that_trained(tmp_path):
+    """The `cskd_tmean` study's fixed T is CSWT's mean temperature in a
+    cskd_cswt run that trained: the default configuration's first, else the
+    other grid configurations'; collapsed or diverged runs are skipped."""
+    from types import SimpleNamespace
+
+    recipe = experiments.resolve_recipe("fashion_conv", {})
+    teachers = {0: {"fingerprint": "t0"}, 1: {"fingerprint": "t1"}}
+    args = SimpleNamespace(seeds=[0, 1], teacher_seeds=[0, 1])
+    plan = SimpleNamespace(results=tmp_path)
+    default = experiments.default_config(recipe, "cskd_cswt")
+    other = [c for c in experiments.grid(recipe, "cskd_cswt") if c != default]
+
+    def write(config, seed, mean_temperature, val_accuracy, diverged=False):
+        job = experiments.student_job(recipe, "cskd_cswt", config, seed, "", None, tmp_path, [0, 1])
+        key = experiments.run_key(recipe, "cskd_cswt", config, seed, teachers[job["teacher_seed"]])
+        record = {
+            "format": experiments.FORMAT,
+            "run_key": key,
+            "diverged": diverged,
+            "mean_temperature": mean_temperature,
+            "final_val_accuracy": val_accuracy,
+        }
+        experiments.write_json(job.path, record)
+
+    def chosen():
+        return experiments.Plan._cswt_mean_temperature(plan, recipe, args, teachers)
+
+    assert chosen() is None  # nothing run yet: the study waits
+    write(default, experiments.TUNING_SEED, 5.3553, 0.097)  # collapsed to chance
+    write(other[1], experiments.TUNING_SEED, 2.2509, 0.92)
+    assert chosen() == 2.25
+    write(other[0], experiments.TUNING_SEED, 3.0, 0.95, diverged=True)
+    assert chosen() == 2.25
+    write(default, 1, 2.4149, 0.9)  # the default configuration, a reported seed
+    assert chosen() == 2.41
+    write(default, experiments.TUNING_SEED, 2.2871, 0.91)  # its tuning run, trained
+    assert chosen() == 2.29
