@@ -168,6 +168,34 @@ def test_cache_round_trip_across_shards(tmp_path, dtype):
         keras_cskd.TopKCache(tmp_path)
 
 
+def test_cache_reads_any_batch_of_sequences(tmp_path):
+    """A batch of sequences in any order, repeated, or entirely padding reads
+    the teacher's stored top k at the real tokens and the placeholder (k
+    equally likely classes, no tail) elsewhere, across shard files."""
+    teacher, _ = _token_models()
+    x, _, _ = _token_data(count=12)
+    x["padding_mask"][3] = 0  # a sequence with no real token
+    x["token_ids"][3] = 0
+    cache = keras_cskd.cache_teacher_top_k(
+        teacher, x, tmp_path / "cache", k=4, batch_size=5, dtype="float32", shard_tokens=5
+    )
+    real = x["padding_mask"] != 0
+    want_ids, want_top, want_tail, _ = _completed(to_numpy(teacher(x, training=False)), 4)
+    rows = [*np.random.default_rng(1).permutation(12), 3, 7, 7, 0]
+    top = cache.read(rows)
+    assert top["ids"].shape == (len(rows), 8, 4) and top["tail"].shape == (len(rows), 8)
+    for i, sequence in enumerate(rows):
+        kept = real[sequence]
+        np.testing.assert_array_equal(top["ids"][i][kept], want_ids[sequence][kept])
+        np.testing.assert_allclose(top["log_probs"][i][kept], want_top[sequence][kept], atol=1e-5)
+        np.testing.assert_allclose(top["tail"][i][kept], want_tail[sequence][kept], atol=1e-5)
+        np.testing.assert_array_equal(
+            top["ids"][i][~kept], np.tile(np.arange(4), ((~kept).sum(), 1))
+        )
+        np.testing.assert_allclose(top["log_probs"][i][~kept], -np.log(4.0), rtol=1e-6)
+        assert np.all(top["tail"][i][~kept] < -60)
+
+
 def _first_step_loss(distiller, batch):
     x, y, sample_weight = batch
     distiller.compile(optimizer=keras.optimizers.SGD(0.0))
