@@ -260,6 +260,52 @@ def _(lab):
     return _npz(lab, "data", x=lab.x, y=lab.y * 100_000)
 
 
+# Options that make no sense together (several teachers and chains).
+@cases.cli_error(
+    "cli_teacher_and_teachers",
+    "`keras-cskd distill --teacher t.keras --teachers 3` (given teachers and trained ones)",
+    ["--teacher gives the teachers and --teachers trains them: use one"],
+)
+def _(lab):
+    return ["--teacher", str(lab.tmp / "t.keras"), "--teachers", "3"]
+
+
+@cases.cli_error(
+    "cli_ensemble_of_one",
+    "`keras-cskd distill --ensemble mean_logits` with one teacher",
+    ["--ensemble combines several teachers, but this run has one", "--teachers N"],
+)
+def _(lab):
+    return ["--ensemble", "mean_logits"]
+
+
+@cases.cli_error(
+    "cli_chain_and_generations",
+    "`keras-cskd distill --chain 64,16 --generations 2`",
+    ["--chain gives the generations' widths and --generations repeats the student"],
+)
+def _(lab):
+    return ["--chain", "64,16", "--generations", "2"]
+
+
+@cases.cli_error(
+    "cli_chain_not_widths",
+    "`keras-cskd distill --chain 64,x`",
+    ["--chain must be the hidden widths of the students", "got '64,x'"],
+)
+def _(lab):
+    return ["--chain", "64,x"]
+
+
+@cases.cli_error(
+    "cli_chain_of_an_ensemble",
+    "`keras-cskd distill --teachers 2 --chain 32` (a chain from several teachers)",
+    ["--chain distils each generation from one model, and this run has 2 teachers"],
+)
+def _(lab):
+    return ["--teachers", "2", "--chain", "32"]
+
+
 @pytest.mark.parametrize("key", list(cases))
 def test_bad_input(key, tmp_path_factory):
     cases.check(key, tmp_path_factory)
