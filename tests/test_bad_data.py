@@ -576,7 +576,8 @@ class PoisonPadding(keras.layers.Layer):
 def _(lab):
     distiller = _token_distiller(lab, "cskd", mask_zero=True, head=PoisonPadding(name="poison"))
     student = distiller.student
-    clean = Distiller(keras.Model(student.inputs, student.layers[-2].output), distiller.teacher)
+    clean = keras.Model(student.inputs, student.layers[-2].output)
+    clean = Distiller(clean, distiller.teacher, "cskd")
     x, y = _tokens()
     x[:, -2:] = 0  # padding
     step = distiller(x[:8], training=True)
