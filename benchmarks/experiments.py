@@ -1354,14 +1354,16 @@ def write_recipe_files(recipes, args):
 
 def write_selections(plan, recipes, args):
     """`selection.json` per recipe: every tuning run's validation accuracy
-    and the chosen configuration (what the report's tuning table shows)."""
+    and the chosen configuration (what the report's tuning table shows).
+    The methods this run did not plan (`--methods`) keep their entries."""
     for recipe in recipes:
-        chosen = {}
+        path = folder_of(args.results, recipe) / "selection.json"
+        chosen = dict(read_json(path) or {})
         for (name, method), (config, table) in plan.selections.items():
             if name == recipe["name"] and config is not None:
                 chosen[method] = {"chosen": config, "grid": table}
         if chosen:
-            write_json(folder_of(args.results, recipe) / "selection.json", chosen)
+            write_json(path, chosen)
 
 
 def make_logger(args):

@@ -460,3 +460,24 @@ def test_cswt_mean_temperature_comes_from_a_run_that_trained(tmp_path):
     assert chosen() == 2.41
     write(default, experiments.TUNING_SEED, 2.2871, 0.91)  # its tuning run, trained
     assert chosen() == 2.29
+
+
+def test_a_run_of_some_methods_keeps_the_others_selections(tmp_path):
+    """`run --methods kd` rewrites KD's entry of selection.json and keeps
+    the entries of the methods it did not plan (the report reads them)."""
+    from types import SimpleNamespace
+
+    recipe = experiments.resolve_recipe("hinton_mnist", {})
+    path = experiments.folder_of(tmp_path, recipe) / "selection.json"
+    dist = {"chosen": {"temperature": 4.0, "weight": 1.0}, "grid": [{"val_accuracy": 0.98}]}
+    old_kd = {"chosen": {"temperature": 20.0, "weight": 0.9}, "grid": []}
+    experiments.write_json(path, {"kd": old_kd, "dist": dist})
+    new_kd = ({"temperature": 4.0, "weight": 0.5}, [{"val_accuracy": 0.99}])
+    plan = SimpleNamespace(
+        selections={("hinton_mnist", "kd"): new_kd, ("hinton_mnist", "ce"): (None, None)}
+    )
+    experiments.write_selections(plan, [recipe], SimpleNamespace(results=tmp_path))
+    written = json.loads(path.read_text())
+    assert set(written) == {"kd", "dist"}
+    assert written["kd"] == {"chosen": new_kd[0], "grid": new_kd[1]}
+    assert written["dist"] == dist
