@@ -3,8 +3,9 @@
 On the runner's fixed recipe (SGD, momentum 0.9, learning rate 0.05, cosine
 decay), some configurations with a large distillation term diverged (a
 non-finite loss) or collapsed to chance accuracy in their first epochs:
-logit MSE at weight 4 or with a CE term, DKD at beta = 8 (MNIST), and CSKD,
-Eq. 9, DIST and DKD at T = 4 with weight 2 or more (Fashion-MNIST). The
+logit MSE at weight 4 or with a CE term, DKD at beta = 8 (MNIST), CSKD,
+Eq. 9, DIST and DKD at T = 4 with weight 2 or more (Fashion-MNIST), and
+CSKD and DIST at their defaults with 1 % of the MNIST labels. The
 hypothesis on docs/results.md was that the step is too large for those
 terms. This probe tests it: each such run again, from the same seed and
 teacher, for its first few epochs, once at the recipe's learning rate (the
@@ -40,6 +41,9 @@ CASES = [
     ("fashion_conv", "cskd_cswt", {"temperature": 4.0, "balance": 1.0}, 100, 2),
     ("fashion_conv", "dist", {"temperature": 4.0, "weight": 2.0}, 100, 2),
     ("fashion_conv", "dkd", {"temperature": 4.0, "beta": 8.0}, 100, 4),
+    # 1 % of the labels: the CE term sees one or two labelled images a batch.
+    ("mnist_lowlabel", "cskd", {"temperature": 4.0, "weight": 2.0}, 0, 2),
+    ("mnist_lowlabel", "dist", {"temperature": 4.0, "weight": 2.0}, 0, 2),
 ]
 LR_SCALES = [1.0, 0.25]
 TRAINS = 0.5  # validation accuracy after the probe's epochs that counts as training
