@@ -46,7 +46,6 @@ CASES = [
     ("mnist_lowlabel", "dist", {"temperature": 4.0, "weight": 2.0}, 0, 2),
 ]
 LR_SCALES = [1.0, 0.25]
-TRAINS = 0.5  # validation accuracy after the probe's epochs that counts as training
 
 
 def _name(recipe, method, config, seed, scale):
@@ -63,7 +62,7 @@ def run(args):
             if path.exists():
                 continue
             job = experiments.student_job(
-                recipe, method, config, seed, "probe", None, args.results, [0, 1]
+                recipe, method, config, seed, "probe", None, args.results, experiments.TEACHER_SEEDS
             )
             job.update(lr_scale=scale, epochs_to_run=epochs)
             record = experiments.train_student(job, args, print)
@@ -77,11 +76,10 @@ def run(args):
 
 def outcome(record):
     """What the run did in its epochs, in words for the table."""
-    n_val = record["n_val"]
-    accuracy = 1.0 - record["final_val_errors"] / n_val
+    accuracy = record["final_val_accuracy"]
     if record["diverged"]:
         return f"non-finite loss in epoch {max(1, record['epochs_run'])}"
-    verdict = "trains" if accuracy >= TRAINS else "at chance"
+    verdict = "trains" if accuracy >= experiments.TRAINED_ACCURACY else "at chance"
     return f"{verdict}: {100 * accuracy:.1f} % val after {record['epochs_run']} epochs"
 
 
@@ -103,7 +101,14 @@ def table(folder, results=experiments.DEFAULT_RESULTS):
     for (name, method, config), runs in rows.items():
         config = json.loads(config)
         job = experiments.student_job(
-            runs["recipe"], method, config, runs["seed"], "probe", None, results, [0, 1]
+            runs["recipe"],
+            method,
+            config,
+            runs["seed"],
+            "probe",
+            None,
+            results,
+            experiments.TEACHER_SEEDS,
         )
         original = experiments.read_json(job.path)
         first = "—"
