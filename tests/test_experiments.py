@@ -179,7 +179,13 @@ def test_parallel_workers_stop_at_the_deadline_and_resume(tmp_path):
     runs = {k: r for k, r in _records(tmp_path / "results").items() if "-seed" in k}
     assert len(runs) >= 6 and {r["worker"] for r in runs.values()} <= {"w0", "w1"}
     for path, content in kept.items():
-        assert path.read_bytes() == content  # finished before the deadline: not run again
+        if path.name == "selection.json":
+            # A summary that grows as tuning grids finish (the cut run may have
+            # chosen only some methods): what it had chosen stays as it was.
+            before, after = json.loads(content), json.loads(path.read_text())
+            assert {m: after[m] for m in before} == before
+        else:
+            assert path.read_bytes() == content  # finished before the deadline: not run again
     log = (tmp_path / "cache" / "log.txt").read_text()
     assert "w0: start" in log and "w1: start" in log
 
