@@ -19,10 +19,16 @@ What a table here means (GitHub issue #28, the reviewers' protocol):
   initialisation and batch order; the same teacher) and shown with their
   95 % t-interval.
 - **Augmentation.** Where a recipe augments (Fashion-MNIST), every batch is
-  augmented once in the input pipeline (`Batches`, NumPy): the student and
-  the live teacher in the `Distiller` see the same augmented images, and
-  the distillation target is the teacher's output on them. Teachers and CE
-  students use the same pipeline.
+  augmented once in the input pipeline (`epoch_images`, NumPy), from a
+  stream fixed by the student's seed and the epoch, and the distillation
+  target is the teacher's output on the augmented image the student sees:
+  computed once per teacher and seed for every epoch (`EpochTargets`, one
+  file an epoch in the cache, shared by every method at that seed), or by
+  the teacher live in the `Distiller` for STKD, which mixes images in the
+  step. A record says which (`teacher_targets`; records without the field
+  ran the teacher live for every method, as the first Fashion-MNIST seeds
+  did); the targets are the same to float rounding (a test). Teachers and
+  CE students use the same pipeline.
 
 Recipes (`RECIPES`): `hinton_mnist` (Hinton et al. 2015, Section 3: a 2 x 1200
 teacher with dropout, max-norm and 2-pixel jitter; a 2 x 800 student),
@@ -280,6 +286,7 @@ STEP_MS = {
         "mlp:cached": 5.3,
         "mlp:live": 90.0,
         "conv_net:alone": 25.0,
+        "conv_net:cached": 25.0,
         "conv_net:live": 72.0,
     },
     "gpu": {
@@ -289,6 +296,7 @@ STEP_MS = {
         "mlp:cached": 0.8,
         "mlp:live": 1.2,
         "conv_net:alone": 1.1,
+        "conv_net:cached": 1.1,
         "conv_net:live": 1.6,
     },
 }
@@ -421,12 +429,21 @@ def needs_teacher(method):
     return METHODS[method].get("teacher", True)
 
 
+def teacher_targets(recipe, method):
+    """Where a student's distillation targets come from: None (CE);
+    "live" (the teacher runs in the step: STKD mixes images); "per epoch"
+    (augmented batches: the teacher's logits on each epoch's augmented
+    images, computed once a teacher and seed, `EpochTargets`); "cached"
+    (its logits on the unaugmented training images)."""
+    if not needs_teacher(method):
+        return None
+    if METHODS[method].get("live", False):
+        return "live"
+    return "per epoch" if recipe["student"].get("augment") else "cached"
+
+
 def live_teacher(recipe, method):
-    """The teacher runs in the step when the student's batches are
-    augmented (it must see the same images) or mixed (STKD)."""
-    return needs_teacher(method) and (
-        bool(recipe["student"].get("augment")) or METHODS[method].get("live", False)
-    )
+    return teacher_targets(recipe, method) == "live"
 
 
 def job_class(recipe, method):
@@ -816,14 +833,33 @@ def augment(images, shift, flip, rng):
     return out
 
 
-def make_batches(x, targets, batch_size, seed, augmentation=None, logits=None, order=None):
+def epoch_images(images, order, seed, epoch, augmentation):
+    """(index, images) of one epoch: a permutation of `order` drawn from
+    `(seed, epoch)` and its images (uint8), augmented (`augment`) from the
+    same stream. The same for every method at a seed: what makes runs paired
+    and lets the teacher's targets on them be cached (`EpochTargets`)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, epoch])
+    index = rng.permutation(order)
+    batch = images[index]
+    if augmentation:
+        batch = augment(batch, augmentation.get("shift", 0), augmentation["flip"], rng)
+    return index, batch
+
+
+def make_batches(
+    x, targets, batch_size, seed, augmentation=None, logits=None, order=None, epoch_logits=None
+):
     """A `keras.utils.PyDataset` over `x` (float32 images in [0, 1]): each
     epoch a fresh permutation of `order` (default: every sample once),
-    augmented once per epoch (`augment`), so that whoever reads a batch --
-    the student and the Distiller's live teacher -- sees the same images.
+    augmented once per epoch (`epoch_images`), so that whoever reads a batch
+    -- the student and the Distiller's live teacher -- sees the same images.
     Deterministic given `seed` (paired runs share batch order and
     augmentation). Yields `(x, y)`, or `({"x", "teacher_logits"}, y)` with
-    cached `logits`."""
+    cached `logits` (one row per training image) or `epoch_logits` (a
+    function of the epoch: the teacher's logits on that epoch's augmented
+    images, in the epoch's order; `EpochTargets`)."""
     import keras
     import numpy as np
 
@@ -840,20 +876,18 @@ def make_batches(x, targets, batch_size, seed, augmentation=None, logits=None, o
             return self.count
 
         def _prepare(self):
-            rng = np.random.default_rng([seed, self.epoch])
-            index = rng.permutation(order)
-            batch = images[index]
-            if augmentation:
-                batch = augment(batch, augmentation.get("shift", 0), augmentation["flip"], rng)
+            index, batch = epoch_images(images, order, seed, self.epoch, augmentation)
             self.prepared = (self.epoch, index, batch)
 
         def __getitem__(self, i):
             if self.prepared is None or self.prepared[0] != self.epoch:
                 self._prepare()
-            _, index, batch = self.prepared
+            epoch, index, batch = self.prepared
             rows = slice(i * batch_size, (i + 1) * batch_size)
             xb = batch[rows].astype("float32") / np.float32(255.0)
             yb = targets[index[rows]]
+            if epoch_logits is not None:  # the teacher's, on these augmented images
+                return {"x": xb, "teacher_logits": epoch_logits(epoch)[rows]}, yb
             if logits is not None:
                 return {"x": xb, "teacher_logits": logits[index[rows]]}, yb
             return xb, yb
@@ -862,6 +896,95 @@ def make_batches(x, targets, batch_size, seed, augmentation=None, logits=None, o
             self.epoch += 1
 
     return Batches()
+
+
+def epoch_targets_folder(cache, teacher_record, x, seed, augmentation):
+    """Where `EpochTargets` keeps one teacher's logits for one student seed:
+    named by the teacher's weights, the training images and the
+    augmentation, shared by every recipe and method that reads the same
+    images."""
+    settings = {
+        "teacher": teacher_record["fingerprint"],
+        "images": fingerprint([x]),
+        "augment": augmentation,
+    }
+    return Path(cache) / f"epoch-targets-{settings_hash(settings)}-seed{seed}"
+
+
+class EpochTargets:
+    """The teacher's logits on every augmented image students see at one
+    seed: one file per epoch (`epoch_images`' order), computed once and read
+    by every method at that seed, so that an augmented recipe's distilling
+    student steps at the cost of cached logits instead of running the
+    teacher in every step. The target is the same as the live teacher's (the
+    same images; equal to float rounding, tests/test_experiments.py).
+
+    Several worker processes may build the same files: each epoch is written
+    under an exclusive lock (`fcntl.flock`) and replaced atomically, so a
+    worker computes the epochs nobody else is computing, waits for the rest,
+    and a cut run leaves only complete epochs behind.
+    """
+
+    def __init__(self, folder, teacher, x, seed, augmentation, batch_size=1000):
+        import numpy as np
+
+        self.teacher, self.seed, self.augmentation = teacher, seed, augmentation
+        self.images = np.rint(x * 255.0).astype("uint8")
+        self.order = np.arange(len(x))
+        self.folder, self.batch_size, self._last = Path(folder), batch_size, None
+
+    def path(self, epoch):
+        return self.folder / f"epoch{epoch:04d}.npy"
+
+    def _compute(self, epoch):
+        import numpy as np
+
+        _, images = epoch_images(self.images, self.order, self.seed, epoch, self.augmentation)
+        inputs = images.astype("float32") / np.float32(255.0)
+        logits = self.teacher.predict(inputs, batch_size=self.batch_size, verbose=0)
+        partial = self.path(epoch).with_suffix(".partial.npy")
+        np.save(partial, np.asarray(logits, dtype="float32"))
+        os.replace(partial, self.path(epoch))
+
+    def _ensure(self, epoch, blocking=True):
+        """True if this process computed the epoch's file, False if it
+        exists; None if another process holds it and not `blocking`."""
+        import fcntl
+
+        if self.path(epoch).exists():
+            return False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.path(epoch).with_suffix(".lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                return None
+            if self.path(epoch).exists():  # written while this process waited
+                return False
+            self._compute(epoch)
+            return True
+
+    def build(self, epochs, log=None):
+        """Makes sure the files of the data epochs a fit of `epochs` epochs
+        reads exist (0 .. `epochs`: Keras 3.15 reads one batch of epoch 0
+        before training and trains on data epochs 1 .. `epochs`; any other
+        epoch is computed when first read). Returns how many this process
+        computed: first the epochs nobody is computing, then it waits for
+        the others."""
+        computed = [self._ensure(epoch, blocking=False) for epoch in range(epochs + 1)]
+        computed += [self._ensure(e) for e, done in enumerate(computed) if done is None]
+        computed = sum(done is True for done in computed)
+        if log and computed:
+            log(f"teacher targets on augmented images: {computed} epoch(s) in {self.folder}")
+        return computed
+
+    def __call__(self, epoch):
+        import numpy as np
+
+        if self._last is None or self._last[0] != epoch:
+            self._ensure(epoch)
+            self._last = (epoch, np.load(self.path(epoch)))
+        return self._last[1]
 
 
 # ----------------------------------------------------------------- models
@@ -1200,7 +1323,15 @@ def train_student(job, args, log):
     targets = y
     if recipe.get("labels"):
         labelled = labelled_subset(y, recipe["labels"], seed)
-    live = live_teacher(recipe, method)
+    targets_from = teacher_targets(recipe, method)
+    live = targets_from == "live"
+    epoch_logits = None
+    if targets_from == "per epoch":
+        epoch_logits = EpochTargets(
+            epoch_targets_folder(args.cache, teacher_record, x, seed, spec["augment"]),
+            teacher, x, seed, spec["augment"],
+        )  # fmt: skip
+        epoch_logits.build(job.get("epochs_to_run", spec["epochs"]), log)
     extra_callbacks = []
     if method == "ce":
         add_weight_decay(student, config["weight_decay"])
@@ -1234,8 +1365,9 @@ def train_student(job, args, log):
         batch_size,
         seed,
         spec.get("augment"),
-        logits=None if (live or method == "ce") else logits,
+        logits=None if targets_from != "cached" else logits,
         order=order,
+        epoch_logits=epoch_logits,
     )
     steps = len(batches)
     # A probe (benchmarks/divergence_probe.py) may scale the learning rate
@@ -1275,6 +1407,7 @@ def train_student(job, args, log):
         "teacher_key": teacher_record and teacher_record["key"],
         "teacher_fingerprint": teacher_record and teacher_record["fingerprint"],
         "live_teacher": live,
+        "teacher_targets": targets_from,
         "epochs": epochs,
         "epochs_run": len(losses_seen),
         "lr": lr,

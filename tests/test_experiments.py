@@ -487,3 +487,111 @@ def test_a_run_of_some_methods_keeps_the_others_selections(tmp_path):
     assert set(written) == {"kd", "dist"}
     assert written["kd"] == {"chosen": new_kd[0], "grid": new_kd[1]}
     assert written["dist"] == dist
+
+
+def _tiny_teacher_and_images(seed=0, n=150):
+    import keras
+
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(0, 256, (n, 8, 8, 1)) / 255.0).astype("float32")
+    y = rng.integers(0, 4, n)
+    keras.utils.set_random_seed(seed)
+    teacher = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(6, 3, activation="relu"),
+            keras.layers.BatchNormalization(),  # inference mode in both paths
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(4),
+        ]
+    )
+    return teacher, x, y
+
+
+def test_per_epoch_targets_are_the_live_teachers_outputs(tmp_path):
+    """An augmented recipe's cached targets: every batch's `teacher_logits`
+    is the teacher's output on that batch's augmented images (the images a
+    live teacher would see), a new augmentation each epoch; a second build
+    computes nothing."""
+    teacher, x, y = _tiny_teacher_and_images()
+    augmentation = {"shift": 2, "flip": True}
+    targets = experiments.EpochTargets(tmp_path / "t", teacher, x, 3, augmentation, batch_size=64)
+    assert targets.build(2) == 3 and targets.build(2) == 0  # data epochs 0, 1, 2
+    cached = experiments.make_batches(x, y, 64, 3, augmentation, epoch_logits=targets)
+    plain = experiments.make_batches(x, y, 64, 3, augmentation)
+    assert len(cached) == len(plain) == 3
+    seen = []
+    for _ in range(2):
+        for i in range(len(plain)):
+            (inputs, y_cached), (images, y_plain) = cached[i], plain[i]
+            np.testing.assert_array_equal(inputs["x"], images)
+            np.testing.assert_array_equal(y_cached, y_plain)
+            live = np.asarray(teacher(images, training=False))
+            np.testing.assert_allclose(inputs["teacher_logits"], live, rtol=1e-5, atol=1e-5)
+            seen.append(images)
+        cached.on_epoch_end()
+        plain.on_epoch_end()
+    assert not np.array_equal(seen[0], seen[3])  # epoch 2 is augmented anew
+    # Not the unaugmented images' logits.
+    assert not np.allclose(targets(0), teacher.predict(x, verbose=0), atol=1e-3)
+
+
+def test_a_student_on_per_epoch_targets_trains_as_with_the_live_teacher(tmp_path):
+    """Two epochs of KD with the teacher live in the Distiller and with
+    `EpochTargets`: the same student weights to float rounding."""
+    import keras
+
+    import keras_cskd
+
+    teacher, x, y = _tiny_teacher_and_images(n=128)
+    teacher.trainable = False
+    augmentation = {"shift": 1, "flip": False}
+    targets = experiments.EpochTargets(tmp_path / "t", teacher, x, 5, augmentation)
+    targets.build(2)
+    weights = []
+    for live in (True, False):
+        keras.utils.set_random_seed(1)
+        student = keras.Sequential(
+            [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)]
+        )
+        distiller = keras_cskd.Distiller(
+            student, teacher if live else None, keras_cskd.losses.KLDivergenceDistillation(4.0)
+        )
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+        initial = [np.asarray(w) for w in student.get_weights()]
+        batches = experiments.make_batches(
+            x, y, 32, 5, augmentation, epoch_logits=None if live else targets
+        )
+        distiller.fit(batches, epochs=2, verbose=0)
+        weights.append([np.asarray(w) for w in student.get_weights()])
+    assert np.abs(weights[0][0] - initial[0]).max() > 1e-3  # training moved it
+    for live_w, cached_w in zip(*weights):
+        np.testing.assert_allclose(cached_w, live_w, rtol=1e-4, atol=1e-5)
+
+
+def test_workers_share_the_epochs_they_compute(tmp_path):
+    """While another process holds an epoch's lock, a builder computes the
+    other epochs, then waits for that one and keeps what the other wrote."""
+    import fcntl
+    import threading
+
+    teacher, x, _ = _tiny_teacher_and_images(n=40)
+    targets = experiments.EpochTargets(tmp_path / "t", teacher, x, 0, {"shift": 1, "flip": True})
+    targets.folder.mkdir(parents=True)
+    other = open(targets.path(0).with_suffix(".lock"), "w")
+    fcntl.flock(other, fcntl.LOCK_EX)
+    result = {}
+    builder = threading.Thread(target=lambda: result.update(computed=targets.build(2)))
+    builder.start()
+    deadline = time.time() + 60
+    while not (targets.path(1).exists() and targets.path(2).exists()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert builder.is_alive()  # waiting for epoch 0
+    written_by_other = np.full((40, 4), 7.0, dtype="float32")
+    np.save(targets.path(0), written_by_other)
+    fcntl.flock(other, fcntl.LOCK_UN)
+    other.close()
+    builder.join(60)
+    assert result == {"computed": 2}
+    np.testing.assert_array_equal(targets(0), written_by_other)
