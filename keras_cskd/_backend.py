@@ -97,6 +97,19 @@ def times_replicas(value):
     return value if replicas == 1 else value * replicas
 
 
+def mean_over_replicas(value):
+    """The mean of a replica's `value` over the `tf.distribute` replicas; the
+    value itself outside a multi-replica step. For a normaliser that must be
+    the global batch's, such as a count of kept tokens: each replica sees
+    only its shard, and shards of padded sequences keep different counts."""
+    context = _tf_replica_context()
+    if context is None:
+        return value
+    import tensorflow as tf
+
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+
+
 def gather_replicas(structure):
     """Concatenates each replica's tensors along the batch axis (axis 0), in
     replica order, so every replica sees the global batch; the identity

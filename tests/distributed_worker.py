@@ -301,6 +301,38 @@ def run_jax(results, info):
     info["cskd_global"], info["cskd_per_replica_mean"] = _per_replica_gap(NUM_DEVICES["jax"])
 
 
+def _train_language_model(scope, loss_name, chunk_size):
+    """A tiny keras-hub GPT-2 pair (tests/tiny_gpt2.py) distilled for STEPS
+    steps on one batch whose rows keep different numbers of tokens, so that
+    each replica's shard keeps its own count."""
+    import keras
+    import numpy as np
+    from tiny_gpt2 import batch, lm
+
+    import keras_cskd
+
+    x, y, w = batch()
+    with scope:
+        teacher, student = lm(2, 32, 0), lm(1, 16, 1)
+        distiller = keras_cskd.Distiller(
+            student,
+            teacher,
+            _losses()[loss_name](),
+            check_roles=False,
+            chunk_size=chunk_size,
+            student_loss_weight=0.5,
+            distillation_loss_weight=2.0,
+        )
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
+        history = distiller.fit(
+            x, y, sample_weight=w, batch_size=len(y), epochs=STEPS, shuffle=False, verbose=0
+        )
+    logs = {
+        key: np.asarray(history.history[key], "float64") for key in LOGGED if key in history.history
+    }
+    return logs, [np.asarray(v, "float64") for v in student.get_weights()], distiller
+
+
 def run_tf(results, info):
     import tensorflow as tf
 
@@ -326,6 +358,21 @@ def run_tf(results, info):
     # mixup pairs are drawn within each replica's shard (documented).
     logs, _, _ = _train(strategy.scope(), weights=weights, jit=False, loss_name="stkd")
     results["stkd_mixup/distributed/log/loss"] = logs["loss"]
+    # Language models: padded rows, so the replicas' shards keep different
+    # numbers of tokens (the token means must be the global batch's), with
+    # logits and chunked (chunk_size=3) steps.
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        info["language_models"] = "keras-hub not installed"
+    else:
+        for loss_name in ("kd", "cskd"):
+            for chunk_size in (None, 3):
+                case = f"lm_{loss_name}_{'chunked' if chunk_size else 'logits'}"
+                single = _train_language_model(contextlib.nullcontext(), loss_name, chunk_size)
+                distributed = _train_language_model(strategy.scope(), loss_name, chunk_size)
+                _store(results, case, single, distributed)
+                info[f"{case}/replicas"] = strategy.num_replicas_in_sync
     info["cskd_global"], info["cskd_per_replica_mean"] = _per_replica_gap(NUM_DEVICES["tf"])
 
 

@@ -121,6 +121,25 @@ def test_what_a_chunked_step_cannot_do_is_refused(pair):
     distiller.compile(optimizer="sgd", loss=None)  # distillation alone is fine
 
 
+@pytest.mark.parametrize("form", ["one_hot", "soft"])
+def test_one_hot_or_soft_labels_are_refused_before_a_weight_moves(pair, form):
+    """The chunked step reads integer token labels; one-hot (or soft) labels
+    of width VOCAB get an error naming the shape, and the student is as it
+    was."""
+    teacher, student = pair
+    initial = [np.array(w) for w in student.get_weights()]
+    distiller = keras_cskd.Distiller(student, teacher, "kd", check_roles=False, chunk_size=3)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+    x, y, sample_weight = _batch()
+    wide = np.eye(VOCAB, dtype="float32")[y]
+    if form == "soft":
+        wide = 0.9 * wide + 0.1 / VOCAB
+    with pytest.raises(ValueError, match=rf"integer token labels .*\({BATCH}, {LENGTH}, {VOCAB}\)"):
+        distiller.train_on_batch(x, wide, sample_weight=sample_weight)
+    for before, after in zip(initial, student.get_weights()):
+        np.testing.assert_array_equal(np.array(after), before)
+
+
 def test_a_saved_chunked_distiller_loads_and_trains_on(pair, tmp_path):
     teacher, student = pair
     initial = [np.array(w) for w in student.get_weights()]

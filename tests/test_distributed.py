@@ -13,8 +13,9 @@ the test compares losses and final student weights.
   replicated; plus every batch-wise loss on logits sharded over the 8
   devices. Run when the suite's backend is JAX.
 - TensorFlow (`tf.distribute.MirroredStrategy`, 4 logical CPU devices): the
-  Distiller all-gathers the logits across replicas. Run when the suite's
-  backend is TensorFlow.
+  Distiller all-gathers the logits across replicas (the chunked step: the
+  hidden states, for CSKD), and token means divide by the global batch's
+  kept tokens. Run when the suite's backend is TensorFlow.
 
 CPU virtual devices check correctness only; nothing here is timed.
 """
@@ -147,6 +148,19 @@ def test_tf_mirrored_strategy_gathers_global_batch(tf_results):
         assert info[f"{case}/replicas"] == 4, info
         _assert_same_training(results, case)
     _assert_discriminating(info)
+
+
+def test_tf_mirrored_strategy_language_models_count_the_global_tokens(tf_results):
+    """Padded token batches (tests/tiny_gpt2.py: one row keeps 4 tokens,
+    the others 7) split over 4 replicas: the student's cross-entropy and the
+    token terms are means over the global batch's kept tokens, and the
+    chunked step's CSKD compares the global batch's tokens, as on one
+    device. (Before 0.2 each replica divided by its own count.)"""
+    results, info = tf_results
+    pytest.importorskip("keras_hub", reason="keras-hub (the [hub] extra) not installed")
+    for case in ("lm_kd_logits", "lm_kd_chunked", "lm_cskd_logits", "lm_cskd_chunked"):
+        assert info[f"{case}/replicas"] == 4, info
+        _assert_same_training(results, case)
 
 
 def test_tf_mirrored_strategy_with_mixup_runs(tf_results):

@@ -175,7 +175,10 @@ def loss(distiller, y, step, sample_weight):
     # The unchunked terms are `sum(w * l) / kept tokens` (Keras' mean over
     # positions, rescaled to the kept ones); the chunked ones are
     # `sum(w * l) / sum(w)`: equal for 0/1 weights, rescaled here otherwise.
-    ratio = ops.divide_no_nan(ops.sum(ops.where(weights > 0, weights, 0.0)), ops.sum(kept))
+    # Under tf.distribute the kept tokens are the global batch's (their mean
+    # over the replicas, as each replica's share is divided by their count).
+    kept_tokens = _backend.mean_over_replicas(ops.sum(kept))
+    ratio = ops.divide_no_nan(ops.sum(ops.where(weights > 0, weights, 0.0)), kept_tokens)
     ratio = ops.stop_gradient(ratio)
     labels = None
     if distiller.student_loss_fn is not None and y is not None:
@@ -195,6 +198,15 @@ def loss(distiller, y, step, sample_weight):
         student_bias=heads.student_bias,
         teacher_bias=heads.teacher_bias,
     )
+    # CSKD compares the tokens of the global batch: under tf.distribute every
+    # replica gathers the hidden states and weights (`gather_replicas`, as
+    # the unchunked step gathers logits); the identity elsewhere.
+    weights_global = _backend.gather_replicas(weights)
+    global_arrays = arrays
+    if any(_divergence(loss_object) is None for loss_object, _ in distiller.terms.pairs):
+        student_global, teacher_global = _backend.gather_replicas((hidden, heads.teacher_hidden))
+        global_arrays = (student_global, heads.student_kernel, teacher_global, arrays[3])
+    global_shared = dict(shared, mask=weights_global)
     total = ops.zeros((), "float32")
     distillation = ops.zeros((), "float32")
     student_loss = ops.zeros((), "float32")
@@ -203,7 +215,7 @@ def loss(distiller, y, step, sample_weight):
         divergence = _divergence(loss_object)
         if divergence is None:  # CSKD: batch-wise over the tokens, its own passes
             value = kd_ops.chunked_cosine_similarity_distillation(
-                *arrays, temperature=loss_object.temperature, **shared
+                *global_arrays, temperature=loss_object.temperature, **global_shared
             )
             total = total + (b * weight) * value
             if loss_object is distiller.terms.statistics_loss:
@@ -238,7 +250,7 @@ def loss(distiller, y, step, sample_weight):
         )
         total = total + part_total
         student_loss = ratio * cross_entropy
-    counted = distiller.terms.counted(hidden, None, weights)
+    counted = distiller.terms.counted(global_arrays[0], None, weights_global)
     # Each replica's own tokens under tf.distribute (no all-gather here).
     total = _backend.divide_by_replicas(total)
     return total, student_loss, distillation, counted, statistics

@@ -155,8 +155,10 @@ def supervised_loss(loss_fn, y, step, sample_weight, weights):
         loss = Mixup.supervised_loss(loss_fn, y, logits, sample_weight, step.mixup)
     loss = ops.cast(loss, "float32")
     if positional:
-        # Keras averages over every position: the mean over the kept ones.
-        kept = ops.sum(ops.cast(weights > 0, "float32"))
+        # Keras averages over every position: the mean over the kept ones,
+        # the global batch's under tf.distribute (Keras divides this loss by
+        # the replica count, and each replica's shard keeps its own count).
+        kept = _backend.mean_over_replicas(ops.sum(ops.cast(weights > 0, "float32")))
         loss = loss * ops.divide_no_nan(ops.cast(ops.size(weights), "float32"), kept)
     return loss
 
