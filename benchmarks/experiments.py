@@ -36,7 +36,9 @@ teacher with dropout, max-norm and 2-pixel jitter; a 2 x 800 student),
 augmentation), `mnist_lowlabel` (the MNIST pair, 1 % of the labels: CE sees
 the 500 labelled images; distillation students see all 50,000 images and
 the labels of the same 500), `fashion_mlp` (the conv teacher into an MLP
-student: a labelled under-capacity study).
+student: a labelled under-capacity study), `hinton_mnist_60k` (a study:
+the MNIST pair, CE and KD at the paper's T = 20, teacher and students on
+all 60,000 training images as in the paper; one teacher; nothing chosen).
 
     # everything, resumable (finished runs are skipped), sequentially:
     KERAS_BACKEND=jax python benchmarks/experiments.py run
@@ -240,6 +242,30 @@ RECIPES = {
         "metric": "errors",
         "paper": {},
     },
+    "hinton_mnist_60k": {
+        "title": "Study: MNIST on all 60,000 training images (Hinton et al.'s data)",
+        "order": 4,
+        "teacher": "mnist_mlp1200",  # the same settings, trained on all 60,000 images
+        "student": {
+            "model": "mlp",
+            "kwargs": {"hidden": [800, 800]},
+            "augment": None,
+            "epochs": 50,
+            "lr": 0.05,
+            "batch_size": 128,
+        },
+        # Teachers and students train on the validation images too, as the
+        # paper did: nothing is chosen here (no tuning; the paper's T = 20),
+        # and the validation column counts trained-on images.
+        "all_training_images": True,
+        "teacher_seeds": [0],
+        "methods": ["ce", "kd"],
+        "tune": False,
+        "defaults": {"kd": {"temperature": 20.0, "weight": 0.9}},
+        "studies": [],
+        "metric": "errors",
+        "paper": {"teacher": 67, "ce": 146, "kd": 74},
+    },
     "fashion_mlp": {
         "title": "Study: Fashion-MNIST conv teacher into an MLP student (under capacity)",
         "order": 3,
@@ -380,6 +406,8 @@ def resolve_recipe(name, overrides):
     if overrides.get("teacher_epochs"):
         teacher["epochs"] = overrides["teacher_epochs"]
     recipe["data"] = {k: overrides.get(k) for k in ("limit", "val_limit", "test_limit")}
+    if recipe.get("all_training_images"):  # (absent otherwise: the other keys stay)
+        recipe["data"]["all_training_images"] = True
     if recipe.get("labels") and overrides.get("limit"):
         # 1 % of the (smaller) training split, at least 2 per class
         recipe["labels"] = max(20, overrides["limit"] // 100)
@@ -419,6 +447,12 @@ def grid(recipe, method):
     configs.sort(key=lambda c: c != {k: default[k] for k in keys})
     configs = [{**default, **c} for c in configs]
     return configs[: recipe["grid_size"]]
+
+
+def recipe_teacher_seeds(recipe, args):
+    """The recipe's own teacher seeds (a study with one teacher), else the
+    command line's."""
+    return recipe.get("teacher_seeds") or args.teacher_seeds
 
 
 def teacher_seed_for(seed, teacher_seeds):
@@ -583,8 +617,9 @@ class Plan:
 
         methods_filter = set(args.methods.split(",")) if args.methods else None
         for recipe in recipes:
+            teacher_seeds = recipe_teacher_seeds(recipe, args)
             teachers = {}
-            for seed in args.teacher_seeds:
+            for seed in teacher_seeds:
                 state, record = teacher_state(self.results, self.cache, recipe, seed)
                 record_path, folder = teacher_paths(self.results, self.cache, recipe, seed)
                 job = Job(kind="teacher", recipe=recipe, seed=seed, path=str(record_path))
@@ -610,9 +645,7 @@ class Plan:
                 if recipe["tune"]:
                     for config in grid(recipe, method):
                         rows.append(("tune", method, config, "tune"))
-                    chosen, table = selection(
-                        recipe, method, self.results, args.teacher_seeds, teachers
-                    )
+                    chosen, table = selection(recipe, method, self.results, teacher_seeds, teachers)
                     self.selections[(recipe["name"], method)] = (chosen, table)
                     rows.append(("tuned", method, chosen, "final"))
             for row, _, method, config, stage in recipe["studies"]:
@@ -641,7 +674,7 @@ class Plan:
                         )
                         continue
                     job = student_job(
-                        recipe, method, config, seed, stage, row, self.results, args.teacher_seeds
+                        recipe, method, config, seed, stage, row, self.results, teacher_seeds
                     )
                     if finished(job, teachers) is not None:
                         add(job, "done")
@@ -666,7 +699,14 @@ class Plan:
             candidates += [(c, TUNING_SEED) for c in grid(recipe, "cskd_cswt") if c != default]
         for config, seed in candidates:
             job = student_job(
-                recipe, "cskd_cswt", config, seed, "", None, self.results, args.teacher_seeds
+                recipe,
+                "cskd_cswt",
+                config,
+                seed,
+                "",
+                None,
+                self.results,
+                recipe_teacher_seeds(recipe, args),
             )
             record = finished(job, teachers)
             if record is None or not record.get("mean_temperature") or record["diverged"]:
@@ -702,7 +742,8 @@ def measured_rates(results, where):
 
 def n_train(recipe):
     limit = recipe["data"]["limit"]
-    return min(limit, 50000) if limit else 50000
+    full = 60000 if recipe["data"].get("all_training_images") else 50000
+    return min(limit, full) if limit else full
 
 
 def estimate(job, where, rates, scale=1.0):
@@ -787,6 +828,8 @@ def load_splits(recipe):
     x_train, y_train = x[: len(x) - n_val], y[: len(x) - n_val]
     x_val, y_val = x[len(x) - n_val :], y[len(x) - n_val :]
     limits = recipe["data"]
+    if limits.get("all_training_images"):  # a study without choices: train on all
+        x_train, y_train = x, y
     if limits["limit"]:
         x_train, y_train = x_train[: limits["limit"]], y_train[: limits["limit"]]
     if limits["val_limit"]:
@@ -1483,7 +1526,7 @@ def write_recipe_files(recipes, args):
                 "key": recipe_key(recipe),
                 "methods": METHODS,
                 "seeds": args.seeds,
-                "teacher_seeds": args.teacher_seeds,
+                "teacher_seeds": recipe_teacher_seeds(recipe, args),
                 "tuning_seed": TUNING_SEED,
             },
         )

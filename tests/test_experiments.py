@@ -380,8 +380,9 @@ def test_plan_runs_teachers_first_and_tuned_rows_after_tuning(tmp_path, capsys):
     first = sorted(
         plan.ready, key=lambda j: experiments.priority(j["recipe"], j["stage"], j["seed"])
     )
-    assert [j["kind"] for j in first[:4]] == ["teacher"] * 4  # 2 data sets x 2 seeds
-    assert all(j["method"] == "ce" for j in first[4:])  # CE needs no teacher
+    # 2 data sets x 2 seeds, and the 60,000-image study's one teacher
+    assert [j["kind"] for j in first[:5]] == ["teacher"] * 5
+    assert all(j["method"] == "ce" for j in first[5:])  # CE needs no teacher
     tuned = [j for j in plan.blocked if j["kind"] == "student" and j["config"] is None]
     assert tuned and all(j["stage"] in ("final", "study") for j in tuned)
     assert "config chosen after tuning" in out and "min on 14 worker(s)" in out
@@ -595,3 +596,33 @@ def test_workers_share_the_epochs_they_compute(tmp_path):
     builder.join(60)
     assert result == {"computed": 2}
     np.testing.assert_array_equal(targets(0), written_by_other)
+
+
+def test_the_60k_study_trains_on_every_training_image_with_one_teacher(tmp_path, monkeypatch):
+    """`hinton_mnist_60k` trains teachers and students on the validation
+    images too (the paper's data), with its own single teacher seed whatever
+    the command line says; the other recipes' keys do not change."""
+    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
+    study = experiments.resolve_recipe("hinton_mnist_60k", {})
+    main = experiments.resolve_recipe("hinton_mnist", {})
+    assert "all_training_images" not in main["data"]
+    assert experiments.recipe_key(main) == "7dc416ab9c"  # the committed table's folder
+    assert experiments.teacher_key(study, 0) != experiments.teacher_key(main, 0)
+    splits = experiments.load_splits(study)
+    x_main, _ = experiments.load_splits(main)["train"]
+    x_all, _ = splits["train"]
+    x_val, _ = splits["val"]
+    assert len(x_main) == 600 and len(x_all) == 720 and len(x_val) == 120
+    np.testing.assert_array_equal(x_all[600:], x_val)  # validation images are trained on
+    assert experiments.n_train(study) == 60000 and experiments.n_train(main) == 50000
+
+    args = experiments.parse_args(
+        ["run", "--plan", "--recipes", "hinton_mnist_60k", "--teacher-seeds", "0", "1",
+         "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    )  # fmt: skip
+    plan = experiments.run(args)
+    jobs = plan.ready + plan.blocked
+    assert [j["seed"] for j in jobs if j["kind"] == "teacher"] == [0]
+    students = [j for j in jobs if j["kind"] == "student"]
+    assert {j["method"] for j in students} == {"ce", "kd"} and len(students) == 10
+    assert {j["teacher_seed"] for j in students if j["method"] == "kd"} == {0}
