@@ -180,19 +180,22 @@ CSWT_STUDY = [
     ("cswt_class", "CSKD+CSWT per class (experimental)", "cskd_cswt_class", None, "study"),
 ]
 
+# Hinton et al.'s student: no regularisation, no jitter (cached teacher logits).
+MNIST_STUDENT = {
+    "model": "mlp",
+    "kwargs": {"hidden": [800, 800]},
+    "augment": None,
+    "epochs": 50,
+    "lr": 0.05,
+    "batch_size": 128,
+}
+
 RECIPES = {
     "hinton_mnist": {
         "title": "MNIST, Hinton et al. 2015 (Section 3)",
         "order": 0,
         "teacher": "mnist_mlp1200",
-        "student": {
-            "model": "mlp",
-            "kwargs": {"hidden": [800, 800]},
-            "augment": None,  # no regularisation, no jitter: cached teacher logits
-            "epochs": 50,
-            "lr": 0.05,
-            "batch_size": 128,
-        },
+        "student": MNIST_STUDENT,
         "methods": MAIN_METHODS,
         "tune": True,
         "defaults": {"kd": {"temperature": 20.0, "weight": 0.9}},  # Hinton et al.'s T = 20
@@ -226,14 +229,7 @@ RECIPES = {
         "title": "MNIST with 1 % of the labels (500 of 50,000)",
         "order": 2,
         "teacher": "mnist_mlp1200",  # trained on all 50,000 labels
-        "student": {
-            "model": "mlp",
-            "kwargs": {"hidden": [800, 800]},
-            "augment": None,
-            "epochs": 50,
-            "lr": 0.05,
-            "batch_size": 128,
-        },
+        "student": MNIST_STUDENT,
         "labels": 500,
         "methods": ["ce", "kd", "mse", "cskd", "dist"],  # DKD needs every label
         "tune": False,
@@ -246,14 +242,7 @@ RECIPES = {
         "title": "Study: MNIST on all 60,000 training images (Hinton et al.'s data)",
         "order": 4,
         "teacher": "mnist_mlp1200",  # the same settings, trained on all 60,000 images
-        "student": {
-            "model": "mlp",
-            "kwargs": {"hidden": [800, 800]},
-            "augment": None,
-            "epochs": 50,
-            "lr": 0.05,
-            "batch_size": 128,
-        },
+        "student": MNIST_STUDENT,
         # Teachers and students train on the validation images too, as the
         # paper did: nothing is chosen here (no tuning; the paper's T = 20),
         # and the validation column counts trained-on images.
