@@ -1357,13 +1357,15 @@ def train_student(job, args, log):
         labelled = labelled_subset(y, recipe["labels"], seed)
     targets_from = teacher_targets(recipe, method)
     live = targets_from == "live"
-    epoch_logits = None
+    epoch_logits, targets_seconds = None, 0.0
     if targets_from == "per epoch":
+        targets_start = time.time()
         epoch_logits = EpochTargets(
             epoch_targets_folder(args.cache, teacher_record, x, seed, spec["augment"]),
             teacher, x, seed, spec["augment"],
         )  # fmt: skip
         epoch_logits.build(job.get("epochs_to_run", spec["epochs"]), log)
+        targets_seconds = time.time() - targets_start  # computing or waiting for them
     extra_callbacks = []
     if method == "ce":
         add_weight_decay(student, config["weight_decay"])
@@ -1440,6 +1442,7 @@ def train_student(job, args, log):
         "teacher_fingerprint": teacher_record and teacher_record["fingerprint"],
         "live_teacher": live,
         "teacher_targets": targets_from,
+        "teacher_targets_seconds": targets_seconds,
         "epochs": epochs,
         "epochs_run": len(losses_seen),
         "lr": lr,
