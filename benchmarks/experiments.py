@@ -2196,13 +2196,13 @@ def plot_table(table, teachers, seeds, path):
 
 
 LEGEND = (
-    "Final-epoch test numbers, mean ± sample sd over student seeds (each seed paired with "
-    "teacher seed `seed % 2`). Δ: mean of the per-seed paired differences (same seed: same "
-    "initialisation, batch order, augmentation and teacher) with its 95 % t-interval; "
-    "**bold**: the interval excludes 0. 'defaults' rows compare with CE and KD at their "
-    "defaults, 'tuned' rows with CE and KD tuned on validation. Gap closed: "
-    "(CE − method) / (CE − teachers' mean). Best-epoch: the mean of each run's best "
-    "per-epoch test value (optimistic, shown only as the number papers often report)."
+    "Final-epoch test numbers, mean ± sample sd over student seeds ({pairing}). "
+    "Δ: mean of the per-seed paired differences (same seed: same initialisation, batch "
+    "order, augmentation and teacher) with its 95 % t-interval; **bold**: the interval "
+    "excludes 0. 'defaults' rows compare with CE and KD at their defaults, 'tuned' rows "
+    "with CE and KD tuned on validation. Gap closed: (CE − method) / (CE − teachers' "
+    "mean). Best-epoch: the mean of each run's best per-epoch test value (optimistic, "
+    "shown only as the number papers often report)."
 )
 
 
@@ -2236,7 +2236,13 @@ def report(args):
             f"({first['student_parameters']:,} parameters), {student['epochs']} epochs, "
             f"trained on {first['n_train']:,} images"
             + (f" ({first['labelled']} labelled)" if first.get("labelled") else "")
-            + f"; {first['n_val']:,} validation and {first['n_test']:,} test images. "
+            + f"; {first['n_val']:,} validation and {first['n_test']:,} test images"
+            + (
+                " (the validation images are among the training images: nothing is chosen here)"
+                if recipe["data"].get("all_training_images")
+                else ""
+            )
+            + ". "
             + devices_text(table, teachers)
         )
         lines.append("")
@@ -2250,7 +2256,13 @@ def report(args):
                 teacher_table(teachers),
                 "",
             ]
-        lines += [main_table(table, teachers, seeds), "", LEGEND, ""]
+        teacher_seeds = table["meta"]["teacher_seeds"]
+        pairing = (
+            f"each with teacher seed {teacher_seeds[0]}"
+            if len(teacher_seeds) == 1
+            else "each seed paired with teacher seed `seed % 2`"
+        )
+        lines += [main_table(table, teachers, seeds), "", LEGEND.format(pairing=pairing), ""]
         if paper.get("ce") and paper.get("kd") and paper.get("teacher"):
             closed = (paper["ce"] - paper["kd"]) / (paper["ce"] - paper["teacher"])
             lines += [

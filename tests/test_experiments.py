@@ -626,3 +626,19 @@ def test_the_60k_study_trains_on_every_training_image_with_one_teacher(tmp_path,
     students = [j for j in jobs if j["kind"] == "student"]
     assert {j["method"] for j in students} == {"ce", "kd"} and len(students) == 10
     assert {j["teacher_seed"] for j in students if j["method"] == "kd"} == {0}
+
+    run = experiments.parse_args(
+        ["run", "--smoke", "--recipes", "hinton_mnist_60k", *SMALL, "--seeds", "0", "1",
+         "--epochs", "1", "--teacher-epochs", "1",
+         "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    )  # fmt: skip
+    experiments.run(run)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*60k*/*seed*.json")]
+    assert len(records) == 4 and {r["n_train"] for r in records} == {240}
+    assert {r["teacher_seed"] for r in records if r["method"] == "kd"} == {0}
+    report = experiments.parse_args(
+        ["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path)]
+    )
+    text = experiments.report(report)
+    assert "(each with teacher seed 0)" in text and "seed % 2" not in text
+    assert "the validation images are among the training images" in text
