@@ -199,8 +199,9 @@ def loss(distiller, y, step, sample_weight):
         teacher_bias=heads.teacher_bias,
     )
     # CSKD compares the tokens of the global batch: under tf.distribute every
-    # replica gathers the hidden states and weights (`gather_replicas`, as
-    # the unchunked step gathers logits); the identity elsewhere.
+    # replica gathers the hidden states (`gather_replicas`, as the unchunked
+    # step gathers logits), only for CSKD; the token weights always (the
+    # step counts when the global batch keeps a token). Identities elsewhere.
     weights_global = _backend.gather_replicas(weights)
     global_arrays = arrays
     if any(_divergence(loss_object) is None for loss_object, _ in distiller.terms.pairs):
@@ -250,7 +251,7 @@ def loss(distiller, y, step, sample_weight):
         )
         total = total + part_total
         student_loss = ratio * cross_entropy
-    counted = distiller.terms.counted(global_arrays[0], None, weights_global)
-    # Each replica's own tokens under tf.distribute (no all-gather here).
+    counted = distiller.terms.counted(hidden, None, weights_global)
+    # Each replica's share of a loss whose gradients the replicas sum.
     total = _backend.divide_by_replicas(total)
     return total, student_loss, distillation, counted, statistics
