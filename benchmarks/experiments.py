@@ -38,7 +38,9 @@ the 500 labelled images; distillation students see all 50,000 images and
 the labels of the same 500), `fashion_mlp` (the conv teacher into an MLP
 student: a labelled under-capacity study), `hinton_mnist_60k` (a study:
 the MNIST pair, CE and KD at the paper's T = 20, teacher and students on
-all 60,000 training images as in the paper; one teacher; nothing chosen).
+all 60,000 training images as in the paper; one teacher; nothing chosen),
+`hinton_mnist_long` (a study: the same CE and KD students with 200 epochs
+instead of 50, from the main table's teachers).
 
     # everything, resumable (finished runs are skipped), sequentially:
     KERAS_BACKEND=jax python benchmarks/experiments.py run
@@ -248,6 +250,18 @@ RECIPES = {
         # and the validation column counts trained-on images.
         "all_training_images": True,
         "teacher_seeds": [0],
+        "methods": ["ce", "kd"],
+        "tune": False,
+        "defaults": {"kd": {"temperature": 20.0, "weight": 0.9}},
+        "studies": [],
+        "metric": "errors",
+        "paper": {"teacher": 67, "ce": 146, "kd": 74},
+    },
+    "hinton_mnist_long": {
+        "title": "Study: the MNIST pair with a 4x longer student schedule (200 epochs)",
+        "order": 5,
+        "teacher": "mnist_mlp1200",  # the main table's teachers
+        "student": dict(MNIST_STUDENT, epochs=200),
         "methods": ["ce", "kd"],
         "tune": False,
         "defaults": {"kd": {"temperature": 20.0, "weight": 0.9}},
