@@ -480,15 +480,14 @@ def teacher_targets(recipe, method):
     return "per epoch" if recipe["student"].get("augment") else "cached"
 
 
-def live_teacher(recipe, method):
-    return teacher_targets(recipe, method) == "live"
-
-
 def job_class(recipe, method):
+    """The kind of step, for time estimates: per-epoch targets step at the
+    cost of cached ones."""
     model = recipe["student"]["model"]
-    if not needs_teacher(method):
+    targets_from = teacher_targets(recipe, method)
+    if targets_from is None:
         return f"{model}:alone"
-    return f"{model}:live" if live_teacher(recipe, method) else f"{model}:cached"
+    return f"{model}:live" if targets_from == "live" else f"{model}:cached"
 
 
 def folder_of(results, recipe):
@@ -701,16 +700,10 @@ class Plan:
         candidates = [(default, seed) for seed in [TUNING_SEED, *args.seeds]]
         if recipe["tune"]:
             candidates += [(c, TUNING_SEED) for c in grid(recipe, "cskd_cswt") if c != default]
+        teacher_seeds = recipe_teacher_seeds(recipe, args)
         for config, seed in candidates:
             job = student_job(
-                recipe,
-                "cskd_cswt",
-                config,
-                seed,
-                "",
-                None,
-                self.results,
-                recipe_teacher_seeds(recipe, args),
+                recipe, "cskd_cswt", config, seed, "", None, self.results, teacher_seeds
             )
             record = finished(job, teachers)
             if record is None or not record.get("mean_temperature") or record["diverged"]:
@@ -880,6 +873,14 @@ def augment(images, shift, flip, rng):
     return out
 
 
+def uint8_images(x):
+    """The data set's uint8 images back from `x` (float32 in [0, 1]): exact,
+    since `x` was uint8 / 255; what `epoch_images` augments."""
+    import numpy as np
+
+    return np.rint(x * 255.0).astype("uint8")
+
+
 def epoch_images(images, order, seed, epoch, augmentation):
     """(index, images) of one epoch: a permutation of `order` drawn from
     `(seed, epoch)` and its images (uint8), augmented (`augment`) from the
@@ -910,7 +911,7 @@ def make_batches(
     import keras
     import numpy as np
 
-    images = np.rint(x * 255.0).astype("uint8")  # exact: x was uint8 / 255
+    images = uint8_images(x)
     order = np.arange(len(x)) if order is None else np.asarray(order)
 
     class Batches(keras.utils.PyDataset):
@@ -976,7 +977,7 @@ class EpochTargets:
         import numpy as np
 
         self.teacher, self.seed, self.augmentation = teacher, seed, augmentation
-        self.images = np.rint(x * 255.0).astype("uint8")
+        self.images = uint8_images(x)
         self.order = np.arange(len(x))
         self.folder, self.batch_size, self._last = Path(folder), batch_size, None
 
