@@ -301,10 +301,11 @@ def run_jax(results, info):
     info["cskd_global"], info["cskd_per_replica_mean"] = _per_replica_gap(NUM_DEVICES["jax"])
 
 
-def _train_language_model(scope, loss_name, chunk_size):
+def _train_language_model(scope, loss_name, chunk_size, empty_shard=False):
     """A tiny keras-hub GPT-2 pair (tests/tiny_gpt2.py) distilled for STEPS
     steps on one batch whose rows keep different numbers of tokens, so that
-    each replica's shard keeps its own count."""
+    each replica's shard keeps its own count; `empty_shard`: the first row
+    (one replica's whole shard) keeps no token."""
     import keras
     import numpy as np
     from tiny_gpt2 import batch, lm
@@ -312,6 +313,8 @@ def _train_language_model(scope, loss_name, chunk_size):
     import keras_cskd
 
     x, y, w = batch()
+    if empty_shard:
+        w[0] = 0.0
     with scope:
         teacher, student = lm(2, 32, 0), lm(1, 16, 1)
         distiller = keras_cskd.Distiller(
@@ -373,6 +376,15 @@ def run_tf(results, info):
                 distributed = _train_language_model(strategy.scope(), loss_name, chunk_size)
                 _store(results, case, single, distributed)
                 info[f"{case}/replicas"] = strategy.num_replicas_in_sync
+        # One replica's shard keeps no token at all.
+        for loss_name, chunk_size in (("kd", None), ("cskd", 3)):
+            case = f"lm_{loss_name}_{'chunked' if chunk_size else 'logits'}_empty_shard"
+            runs = [
+                _train_language_model(scope, loss_name, chunk_size, empty_shard=True)
+                for scope in (contextlib.nullcontext(), strategy.scope())
+            ]
+            _store(results, case, *runs)
+            info[f"{case}/replicas"] = strategy.num_replicas_in_sync
     info["cskd_global"], info["cskd_per_replica_mean"] = _per_replica_gap(NUM_DEVICES["tf"])
 
 

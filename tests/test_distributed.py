@@ -152,13 +152,16 @@ def test_tf_mirrored_strategy_gathers_global_batch(tf_results):
 
 def test_tf_mirrored_strategy_language_models_count_the_global_tokens(tf_results):
     """Padded token batches (tests/tiny_gpt2.py: one row keeps 4 tokens,
-    the others 7) split over 4 replicas: the student's cross-entropy and the
-    token terms are means over the global batch's kept tokens, and the
-    chunked step's CSKD compares the global batch's tokens, as on one
-    device. (Before 0.2 each replica divided by its own count.)"""
+    the others 7; and with one replica's shard keeping none) split over 4
+    replicas: the student's cross-entropy and the token terms are means over
+    the global batch's kept tokens, and the chunked step's CSKD compares the
+    global batch's tokens, as on one device. (Before 0.2 each replica
+    divided by its own count.)"""
     results, info = tf_results
     pytest.importorskip("keras_hub", reason="keras-hub (the [hub] extra) not installed")
-    for case in ("lm_kd_logits", "lm_kd_chunked", "lm_cskd_logits", "lm_cskd_chunked"):
+    cases = ["lm_kd_logits", "lm_kd_chunked", "lm_cskd_logits", "lm_cskd_chunked"]
+    cases += ["lm_kd_logits_empty_shard", "lm_cskd_chunked_empty_shard"]  # a shard keeps none
+    for case in cases:
         assert info[f"{case}/replicas"] == 4, info
         _assert_same_training(results, case)
 
