@@ -336,6 +336,65 @@ def _train_language_model(scope, loss_name, chunk_size, empty_shard=False):
     return logs, [np.asarray(v, "float64") for v in student.get_weights()], distiller
 
 
+TOKENS = 2048  # per replica: thousands of positions
+VOCABULARY = 512
+
+
+def _token_normaliser(strategy, results):
+    """The student's token cross-entropy computed in a `strategy.run` on
+    four shards that keep 1, 0, 2048 and about half of their 2048 tokens,
+    with fractional weights: the sum of the replicas' values (Keras' losses
+    divide by the replica count under tf.distribute, and the replicas'
+    gradients are summed), and the same from NumPy in float64 over the
+    global batch."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_cskd.distiller import objective
+    from keras_cskd.distiller.step import Step
+
+    replicas = strategy.num_replicas_in_sync
+    rng = np.random.default_rng(13)
+    logits = rng.normal(size=(replicas, 1, TOKENS, VOCABULARY)) * 4.0
+    labels = rng.integers(0, VOCABULARY, size=(replicas, 1, TOKENS))
+    weights = np.zeros((replicas, 1, TOKENS))
+    weights[0, 0, TOKENS // 2] = 1.0  # one kept token
+    # weights[1]: this shard keeps none
+    weights[2] = 1.0
+    weights[3] = rng.choice([0.0, 0.5, 1.0, 3.0], size=(1, TOKENS))
+    labels = np.where(weights > 0, labels, -100)  # what the dropped positions hold
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def shard(array, dtype):
+        return strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(array[context.replica_id_in_sync_group], dtype)
+        )
+
+    def replica_loss(z, y, w):
+        step = Step(student_logits=z, teacher_logits=())
+        return objective.supervised_loss(loss_fn, y, step, None, w)
+
+    per_replica = strategy.run(
+        replica_loss,
+        args=(shard(logits, "float32"), shard(labels, "int32"), shard(weights, "float32")),
+    )
+    values = [float(v) for v in strategy.experimental_local_results(per_replica)]
+    results["token_normaliser/replica_values"] = np.asarray(values, "float64")
+    results["token_normaliser/keras_sum"] = np.asarray(sum(values), "float64")
+    # float64 reference: sum of w * CE over every kept token / kept tokens
+    top = logits.max(axis=-1, keepdims=True)
+    log_softmax = logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+    picked = np.take_along_axis(log_softmax, np.maximum(labels, 0)[..., None], -1)[..., 0]
+    weighted = np.where(weights > 0, -weights * picked, 0.0)  # (replicas, 1, tokens)
+    kept = (weights > 0).reshape(replicas, -1).sum(axis=-1)
+    sums = weighted.reshape(replicas, -1).sum(axis=-1)
+    results["token_normaliser/reference"] = np.asarray(sums.sum() / kept.sum(), "float64")
+    # What dividing by each shard's own count gives (before 0.2): must differ.
+    own = np.divide(sums, kept, out=np.zeros_like(sums), where=kept > 0)
+    results["token_normaliser/per_replica_mean"] = np.asarray(own.mean(), "float64")
+
+
 def run_tf(results, info):
     import tensorflow as tf
 
@@ -385,6 +444,7 @@ def run_tf(results, info):
             ]
             _store(results, case, *runs)
             info[f"{case}/replicas"] = strategy.num_replicas_in_sync
+    _token_normaliser(strategy, results)
     info["cskd_global"], info["cskd_per_replica_mean"] = _per_replica_gap(NUM_DEVICES["tf"])
 
 

@@ -166,6 +166,20 @@ def test_tf_mirrored_strategy_language_models_count_the_global_tokens(tf_results
         _assert_same_training(results, case)
 
 
+def test_tf_mirrored_strategy_token_cross_entropy_equals_float64_reference(tf_results):
+    """The student's token cross-entropy on 4 replicas, 2,048 positions each,
+    whose shards keep 1, 0, all and about half of their tokens (fractional
+    weights): what Keras sums over the replicas equals NumPy's float64 mean
+    over the global batch's kept tokens, not the mean of the shards' means."""
+    results, _ = tf_results
+    reference = float(results["token_normaliser/reference"])
+    per_replica_mean = float(results["token_normaliser/per_replica_mean"])
+    assert abs(reference - per_replica_mean) > 0.1 * reference  # the check can tell them apart
+    np.testing.assert_allclose(float(results["token_normaliser/keras_sum"]), reference, rtol=1e-5)
+    # The empty shard's share is exactly 0, not NaN.
+    assert results["token_normaliser/replica_values"][1] == 0.0
+
+
 def test_tf_mirrored_strategy_with_mixup_runs(tf_results):
     results, _ = tf_results
     # Mixup pairs are drawn within each replica's shard (docs/distributed.md),
