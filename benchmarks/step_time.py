@@ -65,10 +65,12 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--pair",
-        choices=("mlp", "resnet"),
+        choices=tuple(PAIR_INPUTS),
         default="mlp",
         help="mlp: small MLP teacher/student; resnet: resnet32x4 -> "
-        "resnet8x4 at 32x32x3, 100 classes.",
+        "resnet8x4 at 32x32x3, 100 classes; fashion_conv: the results page's "
+        "Fashion-MNIST conv_net pair at 28x28x1 (use --num-classes 10 "
+        "--torch-peer none).",
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
@@ -194,10 +196,23 @@ def _cifar_resnet_fallback(depth, width, input_shape, num_classes, name):
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_pair(pair, num_classes, input_shape=(32, 32, 3)):
+# The input shape of each pair's synthetic batch.
+PAIR_INPUTS = {"mlp": (32, 32, 3), "resnet": (32, 32, 3), "fashion_conv": (28, 28, 1)}
+
+
+def build_pair(pair, num_classes):
     """(teacher_fn, student_fn, description); each fn builds a fresh model."""
     from keras_cskd import models
 
+    input_shape = PAIR_INPUTS[pair]
+    if pair == "fashion_conv":  # benchmarks/experiments.py's fashion_conv recipe
+        return (
+            lambda: models.conv_net(input_shape, num_classes, dropout=0.3, name="conv_teacher"),
+            lambda: models.conv_net(
+                input_shape, num_classes, [[16], [32]], dense=64, dropout=0.0, name="conv_student"
+            ),
+            "conv_net (428k at 10 classes) -> conv_net([[16], [32]], dense=64) (106k)",
+        )
     if pair == "mlp":
         return (
             lambda: models.mlp(input_shape, num_classes, hidden=(1024, 1024), name="mlp_teacher"),
@@ -349,7 +364,7 @@ def make_configs(args, teacher_fn, student_fn):
     rng = np.random.default_rng(args.seed)
     batch = args.batch_size
     n = batch * LONG_BLOCK * args.steps
-    x1 = rng.standard_normal((batch, 32, 32, 3)).astype("float32")
+    x1 = rng.standard_normal((batch, *PAIR_INPUTS[args.pair])).astype("float32")
     y1 = rng.integers(0, args.num_classes, size=(batch,)).astype("int32")
     x = np.concatenate([x1] * (n // batch))
     y = np.concatenate([y1] * (n // batch))
@@ -453,6 +468,8 @@ def torch_peer_configs(args, keras_teacher, keras_student, x1, y1):
     checking that its models have the Keras models' parameter counts."""
     if args.torch_peer == "none":
         return []
+    if args.pair == "fashion_conv":
+        raise SystemExit("--pair fashion_conv has no PyTorch peer: pass --torch-peer none")
     import numpy as np
     import torch
     import torch_peer

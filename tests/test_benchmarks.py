@@ -139,6 +139,32 @@ def test_loss_passes_smoke_prints_one_row_per_loss():
     assert rows["kd"][1] > rows["student"][1]
 
 
+def test_step_time_fashion_conv_pair_is_the_results_pages_models(tmp_path):
+    """`--pair fashion_conv` times the Fashion-MNIST recipe's teacher and
+    student (docs/results.md: 428,202 and 106,010 parameters at 28x28x1),
+    and asks for --torch-peer none (no PyTorch peer of these models)."""
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import step_time
+    finally:
+        sys.path.remove(BENCHMARKS)
+    teacher_fn, student_fn, _ = step_time.build_pair("fashion_conv", 10)
+    teacher, student = teacher_fn(), student_fn()
+    assert tuple(teacher.input_shape[1:]) == tuple(student.input_shape[1:]) == (28, 28, 1)
+    # count_params(), as the results' records count (BatchNorm statistics included)
+    assert teacher.count_params() == 428_202
+    assert student.count_params() == 106_010
+    process = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "step_time.py"), "--pair", "fashion_conv"],
+        env=subprocess_env(keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode != 0
+    assert "--torch-peer none" in process.stdout + process.stderr
+
+
 def test_loss_passes_counts_the_entry_computations_outputs():
     sys.path.insert(0, BENCHMARKS)
     try:
