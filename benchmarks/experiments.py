@@ -224,7 +224,7 @@ RECIPES = {
         "student": {
             "model": "conv_net",
             "kwargs": {"blocks": [[16], [32]], "dense": 64, "dropout": 0.0},
-            "augment": {"shift": 2, "flip": True},  # the teacher's, teacher live
+            "augment": {"shift": 2, "flip": True},  # the teacher's augmentation
             "epochs": 40,
             "lr": 0.05,
             "batch_size": 128,
@@ -304,7 +304,9 @@ SMOKE = {
 }
 
 # Milliseconds per training step (batch 128) of each kind of job. "cpu":
-# measured on the development machine (2 shared cores, JAX). "gpu": assumed
+# measured on the development machine (2 shared cores, JAX; the conv_net
+# student's with `step_time.py --pair fashion_conv --threads 1`, one worker
+# a core). "gpu": assumed
 # for one H200 shared by 12-14 worker processes under JAX (per-step Python
 # and dispatch overhead dominates these small models); `--plan` replaces
 # them with the rates measured by finished runs of the same platform.
@@ -315,9 +317,9 @@ STEP_MS = {
         "mlp:alone": 5.4,
         "mlp:cached": 5.3,
         "mlp:live": 90.0,
-        "conv_net:alone": 25.0,
-        "conv_net:cached": 25.0,
-        "conv_net:live": 72.0,
+        "conv_net:alone": 81.0,
+        "conv_net:cached": 85.0,
+        "conv_net:live": 110.0,
     },
     "gpu": {
         "teacher:mlp": 1.0,
@@ -1456,7 +1458,6 @@ def train_student(job, args, log):
         "teacher_seed": job["teacher_seed"],
         "teacher_key": teacher_record and teacher_record["key"],
         "teacher_fingerprint": teacher_record and teacher_record["fingerprint"],
-        "live_teacher": live,
         "teacher_targets": targets_from,
         "teacher_targets_seconds": targets_seconds,
         "epochs": epochs,
