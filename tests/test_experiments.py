@@ -369,6 +369,33 @@ def test_every_method_gets_the_same_grid_size_and_its_defaults():
     assert experiments.default_config(hinton, "kd")["temperature"] == 20.0
 
 
+def test_cheap_students_get_10_seeds_after_every_recipes_first_5(tmp_path):
+    """The MLP students (minutes a run) are planned with 10 seeds, the conv
+    student with 5; seeds 5-9 come after every recipe's first 5 seeds and
+    studies; `--seeds` still chooses the seeds of every recipe."""
+    folders = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    plan = experiments.run(experiments.parse_args(["run", "--plan", *folders]))
+    jobs = [j for j in plan.ready + plan.blocked if j["kind"] == "student"]
+    jobs = [j for j in jobs if j["stage"] != "tune"]
+
+    def seeds(name):
+        return {j["seed"] for j in jobs if j["recipe"]["name"] == name}
+
+    for name in ("hinton_mnist", "mnist_lowlabel", "hinton_mnist_60k", "fashion_mlp"):
+        assert seeds(name) == set(range(10)), name
+    assert seeds("fashion_conv") == seeds("hinton_mnist_long") == set(range(5))
+    ordered = sorted(
+        plan.ready, key=lambda j: experiments.priority(j["recipe"], j["stage"], j["seed"])
+    )
+    extra = [i for i, j in enumerate(ordered) if j["kind"] == "student" and 5 <= j["seed"] <= 9]
+    assert extra and extra == list(range(extra[0], len(ordered)))  # all at the end
+    recipe_json = next((tmp_path / "results").glob("hinton_mnist-*/recipe.json"))
+    assert json.loads(recipe_json.read_text())["seeds"] == list(range(10))
+    chosen = experiments.run(experiments.parse_args(["run", "--plan", "--seeds", "0", *folders]))
+    students = [j for j in chosen.ready if j["kind"] == "student" and j["stage"] != "tune"]
+    assert students and {j["seed"] for j in students} == {0}
+
+
 def test_plan_runs_teachers_first_and_tuned_rows_after_tuning(tmp_path, capsys):
     args = experiments.parse_args(
         ["run", "--plan", "--assume", "gpu", "--workers", "14",
@@ -624,7 +651,7 @@ def test_the_60k_study_trains_on_every_training_image_with_one_teacher(tmp_path,
     jobs = plan.ready + plan.blocked
     assert [j["seed"] for j in jobs if j["kind"] == "teacher"] == [0]
     students = [j for j in jobs if j["kind"] == "student"]
-    assert {j["method"] for j in students} == {"ce", "kd"} and len(students) == 10
+    assert {j["method"] for j in students} == {"ce", "kd"} and len(students) == 20  # 10 seeds
     assert {j["teacher_seed"] for j in students if j["method"] == "kd"} == {0}
 
     run = experiments.parse_args(
