@@ -1551,7 +1551,9 @@ def write_recipe_files(recipes, args):
                 "recipe": recipe,
                 "key": recipe_key(recipe),
                 "methods": METHODS,
-                "seeds": recipe_seeds(recipe, args),
+                # The table's seeds: the recipe's, and any `--seeds` chose
+                # besides (a run of a few seeds does not hide the others).
+                "seeds": sorted(set(recipe.get("seeds", SEEDS)) | set(recipe_seeds(recipe, args))),
                 "teacher_seeds": recipe_teacher_seeds(recipe, args),
                 "tuning_seed": TUNING_SEED,
             },

@@ -394,6 +394,8 @@ def test_cheap_students_get_10_seeds_after_every_recipes_first_5(tmp_path):
     chosen = experiments.run(experiments.parse_args(["run", "--plan", "--seeds", "0", *folders]))
     students = [j for j in chosen.ready if j["kind"] == "student" and j["stage"] != "tune"]
     assert students and {j["seed"] for j in students} == {0}
+    # ... and the table keeps its 10 seeds (the report shows every row's)
+    assert json.loads(recipe_json.read_text())["seeds"] == list(range(10))
 
 
 def test_plan_runs_teachers_first_and_tuned_rows_after_tuning(tmp_path, capsys):
