@@ -463,10 +463,16 @@ def grid(recipe, method):
     return configs[: recipe["grid_size"]]
 
 
+def table_seeds(recipe):
+    """The seeds a recipe's table is planned for: its own (10 for the cheap
+    MLP students), else `SEEDS`."""
+    return recipe.get("seeds", SEEDS)
+
+
 def recipe_seeds(recipe, args):
-    """The student seeds of a recipe's rows: the command line's `--seeds`,
-    else the recipe's own (10 for the cheap MLP students), else `SEEDS`."""
-    return args.seeds if args.seeds is not None else recipe.get("seeds", SEEDS)
+    """The student seeds to run now: the command line's `--seeds`, else the
+    table's."""
+    return args.seeds if args.seeds is not None else table_seeds(recipe)
 
 
 def recipe_teacher_seeds(recipe, args):
@@ -1553,7 +1559,7 @@ def write_recipe_files(recipes, args):
                 "methods": METHODS,
                 # The table's seeds: the recipe's, and any `--seeds` chose
                 # besides (a run of a few seeds does not hide the others).
-                "seeds": sorted(set(recipe.get("seeds", SEEDS)) | set(recipe_seeds(recipe, args))),
+                "seeds": sorted(set(table_seeds(recipe)) | set(recipe_seeds(recipe, args))),
                 "teacher_seeds": recipe_teacher_seeds(recipe, args),
                 "tuning_seed": TUNING_SEED,
             },

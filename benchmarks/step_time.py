@@ -45,6 +45,8 @@ import statistics
 import sys
 import time
 
+import experiments  # benchmarks/experiments.py: the results page's recipes (standard library only)
+
 BACKENDS = ("jax", "tensorflow", "torch")
 DISTILLATION_LOSSES = ("kd", "cskd", "cskd+cswt", "stkd")
 # Each round times a block of `steps` and one of `LONG_BLOCK * steps` steps
@@ -153,7 +155,10 @@ def parse_args(argv=None):
     )
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.pair == "fashion_conv" and (args.torch_peer != "none" or args.num_classes != 10):
+        parser.error("--pair fashion_conv takes --num-classes 10 --torch-peer none")
+    return args
 
 
 def _reexec_with_backend(args, argv):
@@ -205,13 +210,13 @@ def build_pair(pair, num_classes):
     from keras_cskd import models
 
     input_shape = PAIR_INPUTS[pair]
-    if pair == "fashion_conv":  # benchmarks/experiments.py's fashion_conv recipe
+    if pair == "fashion_conv":  # the models of benchmarks/experiments.py's recipe
+        student = experiments.RECIPES["fashion_conv"]["student"]
+        teacher = experiments.TEACHERS[experiments.RECIPES["fashion_conv"]["teacher"]]
         return (
-            lambda: models.conv_net(input_shape, num_classes, dropout=0.3, name="conv_teacher"),
-            lambda: models.conv_net(
-                input_shape, num_classes, [[16], [32]], dense=64, dropout=0.0, name="conv_student"
-            ),
-            "conv_net (428k at 10 classes) -> conv_net([[16], [32]], dense=64) (106k)",
+            lambda: experiments.build_network(teacher, input_shape, "conv_teacher"),
+            lambda: experiments.build_network(student, input_shape, "conv_student"),
+            "experiments.py's fashion_conv recipe: conv_net teacher -> conv_net student",
         )
     if pair == "mlp":
         return (
@@ -468,8 +473,6 @@ def torch_peer_configs(args, keras_teacher, keras_student, x1, y1):
     checking that its models have the Keras models' parameter counts."""
     if args.torch_peer == "none":
         return []
-    if args.pair == "fashion_conv":
-        raise SystemExit("--pair fashion_conv has no PyTorch peer: pass --torch-peer none")
     import numpy as np
     import torch
     import torch_peer
