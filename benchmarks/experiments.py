@@ -1061,14 +1061,14 @@ class EpochTargets:
 
 
 # ----------------------------------------------------------------- models
-def build_network(spec, input_shape, name):
+def build_network(spec, input_shape, name, num_classes=10):
     from keras_cskd import models
 
     kwargs = dict(spec["kwargs"])
     if "blocks" in kwargs:
         kwargs["blocks"] = tuple(tuple(block) for block in kwargs["blocks"])
     builder = {"mlp": models.mlp, "conv_net": models.conv_net}[spec["model"]]
-    return builder(input_shape, 10, name=name, **kwargs)
+    return builder(input_shape, num_classes, name=name, **kwargs)
 
 
 def make_optimizer(lr, epochs, steps_per_epoch):
@@ -2321,7 +2321,8 @@ def report(args):
             lines += ["Tuning on validation (one run per configuration):", "", tuning, ""]
         lines += [
             f"Training time, all student runs: {seconds / 60:.0f} min. "
-            f"Command: `{first['command']}`.",
+            f"Reproduce: `python benchmarks/experiments.py run --recipes {recipe['name']}` "
+            "(resumable; each result file records its run's own command).",
             "",
             f"![{recipe['title']}](img/{image.name})",
         ]

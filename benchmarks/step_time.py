@@ -71,7 +71,7 @@ def parse_args(argv=None):
         default="mlp",
         help="mlp: small MLP teacher/student; resnet: resnet32x4 -> "
         "resnet8x4 at 32x32x3, 100 classes; fashion_conv: the results page's "
-        "Fashion-MNIST conv_net pair at 28x28x1 (use --num-classes 10 "
+        "Fashion-MNIST conv_net pair at 28x28x1, 10 classes (with "
         "--torch-peer none).",
     )
     parser.add_argument("--batch-size", type=int, default=64)
@@ -153,11 +153,19 @@ def parse_args(argv=None):
         default=None,
         help="also write the medians and ratios to this JSON file (see perf_table.py).",
     )
-    parser.add_argument("--num-classes", type=int, default=100)
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes of the models and labels (default: the pair's own, "
+        "100 for the CIFAR pairs, 10 for fashion_conv).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.pair == "fashion_conv" and (args.torch_peer != "none" or args.num_classes != 10):
-        parser.error("--pair fashion_conv takes --num-classes 10 --torch-peer none")
+    if args.num_classes is None:
+        args.num_classes = PAIR_CLASSES[args.pair]
+    if args.pair == "fashion_conv" and args.torch_peer != "none":
+        parser.error("--pair fashion_conv has no PyTorch peer: add --torch-peer none")
     return args
 
 
@@ -203,6 +211,7 @@ def _cifar_resnet_fallback(depth, width, input_shape, num_classes, name):
 
 # The input shape of each pair's synthetic batch.
 PAIR_INPUTS = {"mlp": (32, 32, 3), "resnet": (32, 32, 3), "fashion_conv": (28, 28, 1)}
+PAIR_CLASSES = {"mlp": 100, "resnet": 100, "fashion_conv": 10}
 
 
 def build_pair(pair, num_classes):
@@ -214,8 +223,8 @@ def build_pair(pair, num_classes):
         student = experiments.RECIPES["fashion_conv"]["student"]
         teacher = experiments.TEACHERS[experiments.RECIPES["fashion_conv"]["teacher"]]
         return (
-            lambda: experiments.build_network(teacher, input_shape, "conv_teacher"),
-            lambda: experiments.build_network(student, input_shape, "conv_student"),
+            lambda: experiments.build_network(teacher, input_shape, "conv_teacher", num_classes),
+            lambda: experiments.build_network(student, input_shape, "conv_student", num_classes),
             "experiments.py's fashion_conv recipe: conv_net teacher -> conv_net student",
         )
     if pair == "mlp":

@@ -154,6 +154,11 @@ def test_step_time_fashion_conv_pair_is_the_results_pages_models(tmp_path):
     # count_params(), as the results' records count (BatchNorm statistics included)
     assert teacher.count_params() == 428_202
     assert student.count_params() == 106_010
+    # the pair's own class count by default; another one is built when asked
+    fashion_args = ["--pair", "fashion_conv", "--torch-peer", "none"]
+    assert step_time.parse_args(fashion_args).num_classes == 10
+    assert step_time.parse_args(["--pair", "resnet"]).num_classes == 100
+    assert step_time.build_pair("fashion_conv", 3)[1]().output_shape == (None, 3)
     process = subprocess.run(
         [sys.executable, os.path.join(BENCHMARKS, "step_time.py"), "--pair", "fashion_conv"],
         env=subprocess_env(keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="2"),

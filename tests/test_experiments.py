@@ -242,7 +242,8 @@ def _fake_results(root, ce, kd, cskd, tuned_kd=None):
             "final_test_errors": errors, "final_test_accuracy": 1 - errors / 10000,
             "best_test_errors": errors - 2, "n_test": 10000, "n_val": 10000, "n_train": 50000,
             "diverged": False, "mean_temperature": None, "seconds": 30.0, "labelled": None,
-            "command": "python benchmarks/experiments.py run", "student_parameters": 1276810,
+            "command": "python benchmarks/experiments.py run --deadline-minutes 7",
+            "student_parameters": 1276810,
             "device": {"platform": "gpu", "name": "NVIDIA H200"},
             "versions": {"backend": "jax", "keras": "3.15.1"},
             "val_errors": [errors + 5], "test_errors": [errors],
@@ -325,6 +326,9 @@ def test_report_is_a_function_of_the_result_files(tmp_path):
     assert "91 % of the gap closed" in text  # the paper's, next to ours
     assert "| 0 | 4 | 70 / 10,000 |" in text  # the teachers' table
     assert "NVIDIA H200 (gpu)" in text
+    # the table's own command, not one run's (with its deadline and workers)
+    assert "Reproduce: `python benchmarks/experiments.py run --recipes hinton_mnist`" in text
+    assert "--deadline-minutes" not in text
     assert (tmp_path / "img").glob("results_hinton_mnist-*.png")
 
     # In a page with the markers, only the text between them is replaced.
