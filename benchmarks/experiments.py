@@ -1675,6 +1675,21 @@ def _set_compilation_cache(args):
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def worth_starting(seconds, remaining, calibrated):
+    """Whether a run estimated to take `seconds` starts with `remaining`
+    seconds left before the deadline (None: no deadline).
+
+    A run stopped at the deadline leaves no file, so its worker's time is
+    lost. Before any run of this session has finished, the estimate is the
+    recorded step rates' (they err both ways), and the run starts when half of
+    it fits; after, the estimate is corrected by the measured ratio and the
+    whole of it must fit.
+    """
+    if remaining is None:
+        return True
+    return (seconds if calibrated else 0.5 * seconds) < remaining
+
+
 class Parallel:
     """`--workers N`: N worker processes (fresh Python processes; JAX
     unless KERAS_BACKEND says otherwise, no GPU memory preallocation, a
@@ -1762,9 +1777,7 @@ class Parallel:
                 for job in candidates:
                     scale = self.args.estimate_scale
                     seconds = estimate(job, self.where, self.rates, scale) * self.factor()
-                    # Started when half its estimate fits: an idle worker
-                    # finishes nothing, and estimates err both ways.
-                    if remaining is None or 0.5 * seconds < remaining:
+                    if worth_starting(seconds, remaining, calibrated=bool(self.ratios)):
                         self.attempted.add(job["path"])
                         self.running[job["path"]] = job
                         job["estimate"] = seconds

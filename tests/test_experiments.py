@@ -190,6 +190,18 @@ def test_parallel_workers_stop_at_the_deadline_and_resume(tmp_path):
     assert "w0: start" in log and "w1: start" in log
 
 
+def test_a_run_starts_only_when_it_can_finish_before_the_deadline():
+    # 24-min runs with 16 min left: the estimate is corrected by this session's
+    # measured ratio once a run has finished, so the run would be cut (and its
+    # worker's 16 min lost); before that, half the estimate fitting starts it.
+    minute = 60.0
+    assert not experiments.worth_starting(24 * minute, 16 * minute, calibrated=True)
+    assert experiments.worth_starting(24 * minute, 16 * minute, calibrated=False)
+    assert experiments.worth_starting(24 * minute, 25 * minute, calibrated=True)
+    assert not experiments.worth_starting(24 * minute, 11 * minute, calibrated=False)
+    assert experiments.worth_starting(1e9, None, calibrated=True)
+
+
 def test_distillation_term_sees_the_unlabelled_images():
     """The low-label row's construction: label -1 with the runner's labelled
     cross-entropy leaves the distillation loss as with every label, while a
