@@ -1755,7 +1755,13 @@ class Parallel:
         )
 
     def factor(self):
+        """The median of this session's measured / recorded-rate ratios."""
         return sorted(self.ratios)[len(self.ratios) // 2] if self.ratios else 1.0
+
+    def record_time(self, job, seconds):
+        # Against the estimate from the recorded rates, not the corrected one:
+        # the correction may have changed since the job started.
+        self.ratios.append(seconds / max(1.0, job["recorded_estimate"]))
 
     def next_job(self):
         """The next job for a free worker, or None when there is nothing
@@ -1776,11 +1782,12 @@ class Parallel:
                 )
                 for job in candidates:
                     scale = self.args.estimate_scale
-                    seconds = estimate(job, self.where, self.rates, scale) * self.factor()
+                    recorded = estimate(job, self.where, self.rates, scale)
+                    seconds = recorded * self.factor()
                     if worth_starting(seconds, remaining, calibrated=bool(self.ratios)):
                         self.attempted.add(job["path"])
                         self.running[job["path"]] = job
-                        job["estimate"] = seconds
+                        job["estimate"], job["recorded_estimate"] = seconds, recorded
                         return job
                 if not self.running:
                     return None
@@ -1791,7 +1798,7 @@ class Parallel:
         with self.lock:
             self.running.pop(job["path"], None)
             if reply and reply.get("ok"):
-                self.ratios.append(seconds / max(1.0, job["estimate"] / self.factor()))
+                self.record_time(job, seconds)
             self.plan = Plan(self.recipes, self.args)
             write_selections(self.plan, self.recipes, self.args)
             self.lock.notify_all()

@@ -202,6 +202,20 @@ def test_a_run_starts_only_when_it_can_finish_before_the_deadline():
     assert experiments.worth_starting(1e9, None, calibrated=True)
 
 
+def test_the_estimates_correction_is_the_median_measured_ratio():
+    # Two runs recorded at 1,443 s each, started together, took 1,820 and
+    # 1,832 s: the correction is their ratio (about 1.27), although it changed
+    # between the second's start and its end (it once compounded: 1.60).
+    runner = object.__new__(experiments.Parallel)
+    runner.ratios = []
+    first = {"recorded_estimate": 1443.0, "estimate": 1443.0 * runner.factor()}
+    second = {"recorded_estimate": 1443.0, "estimate": 1443.0 * runner.factor()}
+    runner.record_time(first, 1820.0)
+    runner.record_time(second, 1832.0)
+    assert runner.factor() == pytest.approx(1832.0 / 1443.0)
+    assert 1443.0 * runner.factor() == pytest.approx(1832.0)
+
+
 def test_distillation_term_sees_the_unlabelled_images():
     """The low-label row's construction: label -1 with the runner's labelled
     cross-entropy leaves the distillation loss as with every label, while a
