@@ -368,6 +368,24 @@ def test_report_is_a_function_of_the_result_files(tmp_path):
     assert "old table" not in written and text in written
 
 
+def test_report_labels_runs_that_diverged_or_ended_at_chance(tmp_path):
+    ce = {0: 160, 1: 166, 2: 158, 3: 162}
+    kd = {0: 120, 1: 127, 2: 119, 3: 9000}  # seed 3 collapsed: finite losses, 10 % accuracy
+    cskd = {0: 150, 1: 175, 2: 150, 3: 170}
+    results = tmp_path / "results"
+    _fake_results(results, ce, kd, cskd)
+    (path,) = results.glob("*/cskd-*seed1.json")
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(record, diverged=True, final_test_errors=9020,
+                                    final_test_accuracy=1 - 9020 / 10000)))  # fmt: skip
+    args = experiments.parse_args(["report", "--results", str(results), "--out", str(tmp_path)])
+    rows = [line for line in experiments.report(args).splitlines() if line.startswith("| ")]
+    assert any(r.startswith("| KD — at chance in 1 run(s) | defaults |") for r in rows)
+    # a non-finite loss counts as diverged, not also as at chance
+    assert any(r.startswith("| CSKD — diverged in 1 run(s) | defaults |") for r in rows)
+    assert any(r.startswith("| CE (student alone) | defaults |") for r in rows)
+
+
 def test_paired_interval_against_a_t_test_by_hand():
     values = {0: 3.0, 1: 5.0, 2: 4.0, 3: 4.5}
     baseline = {0: 2.0, 1: 2.0, 2: 2.5, 3: 9.0}
