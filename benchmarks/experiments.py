@@ -1675,14 +1675,6 @@ def _set_compilation_cache(args):
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def ended_at_chance(record, num_classes=10):
-    """Whether a run with finite losses ended no better than guessing (every
-    recipe's dataset has 10 classes): a collapse, labelled in the tables like
-    a divergence, not mistaken for a poor result."""
-    chance = 1.0 / num_classes
-    return not record["diverged"] and record["final_test_accuracy"] < chance + 0.5 * chance
-
-
 def worth_starting(seconds, remaining, calibrated):
     """Whether a run estimated to take `seconds` starts with `remaining`
     seconds left before the deadline (None: no deadline).
@@ -2078,6 +2070,14 @@ def study_rows(table):
     return rows
 
 
+def ended_at_chance(record, num_classes=10):
+    """Whether a run with finite losses ended no better than guessing (every
+    recipe's dataset has 10 classes): a collapse, labelled in the tables like
+    a divergence, not mistaken for a poor result."""
+    chance = 1.0 / num_classes
+    return not record["diverged"] and record["final_test_accuracy"] < chance + 0.5 * chance
+
+
 def main_table(table, teachers, seeds):
     """The main Markdown table: every method at its published defaults and
     tuned on validation, final-epoch test numbers over seeds, paired 95 %
@@ -2129,11 +2129,11 @@ def main_table(table, teachers, seeds):
             else 100 * (1 - r["best_test_errors"] / r["n_test"])
             for r in runs.values()
         ]
-        failed = []
-        if any(r["diverged"] for r in runs.values()):
-            failed.append(f"diverged in {sum(r['diverged'] for r in runs.values())} run(s)")
-        if any(ended_at_chance(r) for r in runs.values()):
-            failed.append(f"at chance in {sum(map(ended_at_chance, runs.values()))} run(s)")
+        failures = {
+            "diverged": sum(bool(r["diverged"]) for r in runs.values()),
+            "at chance": sum(map(ended_at_chance, runs.values())),
+        }
+        failed = [f"{what} in {count} run(s)" for what, count in failures.items() if count]
         note = " — " + ", ".join(failed) if failed else ""
         if method in ("cskd_cswt", "cskd_cswt_class") and any(
             r["mean_temperature"] for r in runs.values()
