@@ -2097,6 +2097,22 @@ def ended_at_chance(record, num_classes=10):
     return not record["diverged"] and record["final_test_accuracy"] < chance + 0.5 * chance
 
 
+def cswt_temperature_text(runs):
+    """CSWT's mean temperature over the runs that trained, in words: a run
+    that diverged or ended at chance is left out, since its temperatures
+    describe a broken student (they sit at the top of CSWT's range), and
+    the text says how many were. None when no run recorded temperatures."""
+    recorded = [r for r in runs if r.get("mean_temperature")]
+    trained = [r for r in recorded if not r["diverged"] and not ended_at_chance(r)]
+    if not trained:
+        return None
+    mean = sum(r["mean_temperature"] for r in trained) / len(trained)
+    left_out = len(recorded) - len(trained)
+    if not left_out:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} in the {len(trained)} run(s) that trained"
+
+
 def main_table(table, teachers, seeds):
     """The main Markdown table: every method at its published defaults and
     tuned on validation, final-epoch test numbers over seeds, paired 95 %
@@ -2154,11 +2170,9 @@ def main_table(table, teachers, seeds):
         }
         failed = [f"{what} in {count} run(s)" for what, count in failures.items() if count]
         note = " — " + ", ".join(failed) if failed else ""
-        if method in ("cskd_cswt", "cskd_cswt_class") and any(
-            r["mean_temperature"] for r in runs.values()
-        ):
-            temps = [r["mean_temperature"] for r in runs.values() if r["mean_temperature"]]
-            note += f" (mean CSWT T = {sum(temps) / len(temps):.2f})"
+        temperature = cswt_temperature_text(runs.values())
+        if method in ("cskd_cswt", "cskd_cswt_class") and temperature:
+            note += f" (mean CSWT T = {temperature})"
         shown = describe_config(config)
         if paper.get(method) and setting == "defaults":
             shown += f"; paper: {paper[method]}"
@@ -2203,10 +2217,10 @@ def cswt_sentence(table, seeds):
     tmean = row_runs(table, "cskd_tmean", tmean_rows[0][3], seeds) if tmean_rows else {}
     if not eq9:
         return ""
-    temps = [r["mean_temperature"] for r in eq9.values() if r.get("mean_temperature")]
+    temperature = cswt_temperature_text(eq9.values())
     parts = []
-    if temps:
-        parts.append(f"CSWT chose a mean temperature of {sum(temps) / len(temps):.2f}")
+    if temperature:
+        parts.append(f"CSWT chose a mean temperature of {temperature}")
     eq9_values = {s: value(r) for s, r in eq9.items()}
     for name, runs in (("CE + 4 CSKD(T = 4)", w4), ("CSKD at CSWT's mean T", tmean)):
         cell = paired(eq9_values, {s: value(r) for s, r in runs.items()})

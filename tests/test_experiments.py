@@ -386,6 +386,18 @@ def test_report_labels_runs_that_diverged_or_ended_at_chance(tmp_path):
     assert any(r.startswith("| CE (student alone) | defaults |") for r in rows)
 
 
+def test_cswt_mean_temperature_leaves_out_runs_that_did_not_train():
+    def run(temperature, accuracy=0.9, diverged=False):
+        return {"mean_temperature": temperature, "final_test_accuracy": accuracy,
+                "diverged": diverged}  # fmt: skip
+
+    assert experiments.cswt_temperature_text([run(2.2), run(2.4)]) == "2.30"
+    # a collapsed run (5.36: the top of CSWT's range) and a diverged one are left out
+    runs = [run(2.2), run(2.4), run(5.36, accuracy=0.1), run(4.0, 0.1, diverged=True)]
+    assert experiments.cswt_temperature_text(runs) == "2.30 in the 2 run(s) that trained"
+    assert experiments.cswt_temperature_text([run(None), run(5.36, accuracy=0.1)]) is None
+
+
 def test_paired_interval_against_a_t_test_by_hand():
     values = {0: 3.0, 1: 5.0, 2: 4.0, 3: 4.5}
     baseline = {0: 2.0, 1: 2.0, 2: 2.5, 3: 9.0}
