@@ -606,6 +606,8 @@ def test_per_epoch_targets_are_the_live_teachers_outputs(tmp_path):
     is the teacher's output on that batch's augmented images (the images a
     live teacher would see), a new augmentation each epoch; a second build
     computes nothing."""
+    import keras
+
     teacher, x, y = _tiny_teacher_and_images()
     augmentation = {"shift": 2, "flip": True}
     targets = experiments.EpochTargets(tmp_path / "t", teacher, x, 3, augmentation, batch_size=64)
@@ -619,7 +621,7 @@ def test_per_epoch_targets_are_the_live_teachers_outputs(tmp_path):
             (inputs, y_cached), (images, y_plain) = cached[i], plain[i]
             np.testing.assert_array_equal(inputs["x"], images)
             np.testing.assert_array_equal(y_cached, y_plain)
-            live = np.asarray(teacher(images, training=False))
+            live = keras.ops.convert_to_numpy(teacher(images, training=False))
             np.testing.assert_allclose(inputs["teacher_logits"], live, rtol=1e-5, atol=1e-5)
             seen.append(images)
         cached.on_epoch_end()
