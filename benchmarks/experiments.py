@@ -1777,10 +1777,14 @@ class Parallel:
         """The median of this session's measured / recorded-rate ratios."""
         return sorted(self.ratios)[len(self.ratios) // 2] if self.ratios else 1.0
 
-    def record_time(self, job, seconds):
+    def record_time(self, job, seconds, diverged=False):
         # Against the estimate from the recorded rates, not the corrected one:
-        # the correction may have changed since the job started.
-        self.ratios.append(seconds / max(1.0, job["recorded_estimate"]))
+        # the correction may have changed since the job started. A run that
+        # diverged was stopped early (TerminateOnNaN) and says nothing of a
+        # whole run's time: three 1-13 s runs once made a 160 s run's
+        # estimate 13 s.
+        if not diverged:
+            self.ratios.append(seconds / max(1.0, job["recorded_estimate"]))
 
     def next_job(self):
         """The next job for a free worker, or None when there is nothing
@@ -1817,7 +1821,8 @@ class Parallel:
         with self.lock:
             self.running.pop(job["path"], None)
             if reply and reply.get("ok"):
-                self.record_time(job, seconds)
+                record = json.loads(Path(job["path"]).read_text())
+                self.record_time(job, seconds, diverged=record.get("diverged", False))
             self.plan = Plan(self.recipes, self.args)
             write_selections(self.plan, self.recipes, self.args)
             self.lock.notify_all()

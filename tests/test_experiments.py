@@ -214,6 +214,10 @@ def test_the_estimates_correction_is_the_median_measured_ratio():
     runner.record_time(second, 1832.0)
     assert runner.factor() == pytest.approx(1832.0 / 1443.0)
     assert 1443.0 * runner.factor() == pytest.approx(1832.0)
+    # runs that diverged stopped early: their times are not counted
+    for _ in range(3):
+        runner.record_time({"recorded_estimate": 1443.0}, 2.0, diverged=True)
+    assert runner.factor() == pytest.approx(1832.0 / 1443.0)
 
 
 def test_distillation_term_sees_the_unlabelled_images():
