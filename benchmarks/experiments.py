@@ -1821,7 +1821,7 @@ class Parallel:
         with self.lock:
             self.running.pop(job["path"], None)
             if reply and reply.get("ok"):
-                record = json.loads(Path(job["path"]).read_text())
+                record = read_json(job["path"]) or {}
                 self.record_time(job, seconds, diverged=record.get("diverged", False))
             self.plan = Plan(self.recipes, self.args)
             write_selections(self.plan, self.recipes, self.args)
