@@ -8,7 +8,9 @@ What a table here means (GitHub issue #28, the reviewers' protocol):
   record (final epoch reported; the best epoch only as a labelled extra).
 - **Teachers** are trained to convergence (long cosine schedules, the
   validation errors of every epoch logged), two seeds per data set. Student
-  seed `s` is paired with teacher seed `teacher_seeds[s % 2]`.
+  seed `s` is paired with teacher seed `teacher_seeds[s % 2]`; the cheap
+  tables' seeds 5-9 with two further teachers, seeds 2 and 3
+  (`teacher_seed_for`).
 - **Two settings per method, side by side.** "Published defaults": each
   method's loss weights and temperature from its paper. "Tuned on
   validation": the best of the same 2 x 2 grid size for every method (CE's
@@ -500,8 +502,46 @@ def recipe_teacher_seeds(recipe, args):
     return recipe.get("teacher_seeds") or args.teacher_seeds
 
 
+STUDENT_SEEDS_PER_TEACHERS = 5
+
+
 def teacher_seed_for(seed, teacher_seeds):
-    return teacher_seeds[seed % len(teacher_seeds)] if seed != TUNING_SEED else teacher_seeds[0]
+    """The teacher seed of student seed `seed`. Student seeds 0-4 take the
+    recipe's teachers in turn (`seed % 2` of [0, 1]); each further block
+    of 5 student seeds takes as many new teachers (seeds 5-9: teachers 2
+    and 3). The GPU-trained teachers of seeds 0 and 1 were kept only in
+    an ignored cache and lost with it (2026-12-05): the cheap tables' seeds
+    5-9, not yet run then, got teachers of their own rather than none. A
+    recipe with one teacher keeps it for every seed; the tuning seed takes
+    the first."""
+    if seed == TUNING_SEED or len(teacher_seeds) == 1:
+        return teacher_seeds[0]
+    block = seed // STUDENT_SEEDS_PER_TEACHERS
+    return teacher_seeds[seed % len(teacher_seeds)] + block * (max(teacher_seeds) + 1)
+
+
+def teachers_in_use(recipe, args):
+    """Every teacher seed the recipe's planned student seeds need (the
+    tuning seed's included), in order."""
+    base = recipe_teacher_seeds(recipe, args)
+    seeds = {teacher_seed_for(s, base) for s in recipe_seeds(recipe, args)}
+    return sorted(seeds | {base[0]})
+
+
+def pairing_text(teacher_seeds, seeds):
+    """How the report's student seeds map to teachers, in words."""
+    if len(teacher_seeds) == 1:
+        return f"each with teacher seed {teacher_seeds[0]}"
+    text = "each seed paired with teacher seed `seed % 2`"
+    blocks = sorted({s // STUDENT_SEEDS_PER_TEACHERS for s in seeds} - {0})
+    for block in blocks:
+        first = block * STUDENT_SEEDS_PER_TEACHERS
+        last = first + STUDENT_SEEDS_PER_TEACHERS - 1
+        text += (
+            f" (seeds {first}-{last}: `{teacher_seed_for(first + first % 2, teacher_seeds)}"
+            " + seed % 2`)"
+        )
+    return text
 
 
 def needs_teacher(method):
@@ -562,17 +602,34 @@ class Job(dict):
         return Path(self["path"])
 
 
+def teacher_archive(results, recipe, seed):
+    """The teacher's weights, committed next to its record
+    (`teachers/<name>.npz`, compressed): the cache under `--cache` is
+    ignored by git and does not outlive a checkout, this file does."""
+    return teacher_paths(results, "", recipe, seed)[0].with_suffix(".npz")
+
+
+def teacher_cached(folder, record):
+    cached = read_json(folder / "teacher.json")
+    return (
+        cached is not None
+        and cached.get("fingerprint") == record.get("fingerprint")
+        and (folder / "weights.npz").exists()
+        and (folder / "train_logits.npy").exists()
+    )
+
+
 def teacher_state(results, cache, recipe, seed):
-    """("done", record) when the record and the weights exist and agree;
-    ("missing-weights", record) when only the record does; ("todo", None)."""
+    """("done", record) when the record exists and its weights are in the
+    cache or in the committed archive (which refills the cache on first
+    use, `restore_teacher`); ("missing-weights", record) when only the
+    record does; ("todo", None)."""
     record_path, folder = teacher_paths(results, cache, recipe, seed)
     record = read_json(record_path)
     if record is None or record.get("key") != teacher_key(recipe, seed):
         return "todo", None
-    cached = read_json(folder / "teacher.json")
-    if cached is not None and cached.get("fingerprint") == record.get("fingerprint"):
-        if (folder / "weights.npz").exists() and (folder / "train_logits.npy").exists():
-            return "done", record
+    if teacher_cached(folder, record) or teacher_archive(results, recipe, seed).exists():
+        return "done", record
     return "missing-weights", record
 
 
@@ -630,10 +687,11 @@ def steps_per_execution():
 def priority(recipe, stage, seed):
     """Lower runs first. (a) the MNIST table: tuning, seeds 0-1, seeds 2-4;
     (b) the Fashion conv table likewise; (c) the low-label row; (d) studies;
-    (e) the cheap students' seeds beyond the first 5."""
+    (e) the cheap students' seeds beyond the first 5, each recipe's after
+    the teachers they need (teacher seeds 2 and 3: `teacher_seed_for`)."""
     order = recipe["order"]
     if stage == "teacher":
-        return (0, 0, 0)
+        return (0, 0, 0) if seed < len(TEACHER_SEEDS) else (30 + order, -1, seed)
     if stage != "tune" and seed >= len(SEEDS):
         return (30 + order, 0, seed)
     if stage == "tune":
@@ -665,8 +723,9 @@ class Plan:
         methods_filter = set(args.methods.split(",")) if args.methods else None
         for recipe in recipes:
             teacher_seeds = recipe_teacher_seeds(recipe, args)
-            teachers = {}
-            for seed in teacher_seeds:
+            teachers = {}  # the records: what finished runs are checked against
+            without_weights = set()  # teachers that cannot run a student now
+            for seed in teachers_in_use(recipe, args):
                 state, record = teacher_state(self.results, self.cache, recipe, seed)
                 record_path, folder = teacher_paths(self.results, self.cache, recipe, seed)
                 job = Job(kind="teacher", recipe=recipe, seed=seed, path=str(record_path))
@@ -675,12 +734,18 @@ class Plan:
                     teachers[seed] = record
                     add(job, "done")
                 elif state == "missing-weights" and not args.retrain_teachers:
-                    self.notes.append(
-                        f"teacher {record_path.name}: its record exists but its weights are not "
-                        f"in {folder} (extract the teacher archive there, or pass "
+                    teachers[seed] = record
+                    without_weights.add(seed)
+                    note = (
+                        f"teacher {record_path.name}: its record exists but its weights are "
+                        f"neither in {teacher_archive(self.results, recipe, seed)} nor in "
+                        f"{folder} (put the teacher's archive there, or pass "
                         "--retrain-teachers: students already trained keep the old teacher's "
                         "fingerprint and would be run again)"
                     )
+                    if note not in self.notes:  # recipes that share the teacher say it once
+                        self.notes.append(note)
+                    job["weights_missing"] = True
                     add(job, "blocked")
                 else:
                     add(job, "ready")
@@ -725,7 +790,10 @@ class Plan:
                     )
                     if finished(job, teachers) is not None:
                         add(job, "done")
-                    elif job["teacher_seed"] is not None and job["teacher_seed"] not in teachers:
+                    elif job["teacher_seed"] is not None and (
+                        job["teacher_seed"] not in teachers
+                        or job["teacher_seed"] in without_weights
+                    ):
                         add(job, "blocked")
                     else:
                         add(job, "ready")
@@ -817,8 +885,11 @@ def print_plan(plan, args):
     lines = []
     for job in plan.ready + plan.blocked:
         seconds = estimate(job, where, rates, args.estimate_scale)
+        if job.get("weights_missing"):
+            seconds, state = 0.0, "its weights are missing: see the note below"
+        else:
+            state = "ready" if job in plan.ready else "after its teacher/tuning"
         total += seconds
-        state = "ready" if job in plan.ready else "after its teacher/tuning"
         lines.append((priority(job["recipe"], job["stage"], job["seed"]), seconds, job, state))
     lines.sort(key=lambda item: (item[0], -item[1]))
     for _, seconds, job, state in lines:
@@ -1249,12 +1320,12 @@ def train_teacher(job, args, log):
     train_errors = predict_errors(teacher, x, y)
     logits = teacher.predict(x, batch_size=5000, verbose=0).astype("float32")
     weights = [np.asarray(w) for w in teacher.get_weights()]
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / "weights.partial.npz"
-    np.savez(partial, *weights)
-    os.replace(partial, folder / "weights.npz")
-    np.save(folder / "train_logits.partial.npy", logits)
-    os.replace(folder / "train_logits.partial.npy", folder / "train_logits.npy")
+    archive = teacher_archive(args.results, recipe, seed)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(f"{archive.stem}.partial-{os.getpid()}.npz")
+    np.savez_compressed(partial, *weights)
+    os.replace(partial, archive)
+    write_teacher_cache(folder, weights, logits)
     n_val, n_test = len(splits["val"][1]), len(splits["test"][1])
     record = {
         "format": FORMAT,
@@ -1294,16 +1365,65 @@ def train_teacher(job, args, log):
     return record
 
 
+def write_teacher_cache(folder, weights, logits, record=None):
+    """The cache's weights and training-image logits (and, when given, the
+    record, written last: a cache is complete once its teacher.json
+    exists). Each file is written under a name of this process, then
+    renamed: workers filling the same cache at once write the same bytes."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    np.savez(folder / f"weights.partial-{pid}.npz", *weights)
+    os.replace(folder / f"weights.partial-{pid}.npz", folder / "weights.npz")
+    np.save(folder / f"train_logits.partial-{pid}.npy", logits)
+    os.replace(folder / f"train_logits.partial-{pid}.npy", folder / "train_logits.npy")
+    if record is not None:
+        write_json(folder / "teacher.json", record)
+
+
+def restore_teacher(recipe, seed, results, folder):
+    """Refills a teacher's cache from its committed archive: the weights
+    (checked against the record's fingerprint) and their logits on the
+    training images, computed again on this machine (equal to the first
+    ones up to float rounding where the device differs)."""
+    import keras
+    import numpy as np
+
+    record_path, _ = teacher_paths(results, "", recipe, seed)
+    record = read_json(record_path)
+    archive = teacher_archive(results, recipe, seed)
+    with np.load(archive) as stored:
+        weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+    if record is None or fingerprint(weights) != record["fingerprint"]:
+        raise RuntimeError(
+            f"{archive} does not hold the teacher of {record_path} (weight fingerprint "
+            f"{fingerprint(weights)}, the record says "
+            f"{None if record is None else record['fingerprint']}): restore the archive "
+            "that was committed with the record, or retrain it with --retrain-teachers"
+        )
+    splits = load_splits(recipe)
+    x = splits["train"][0]
+    teacher = build_network(recipe["teacher"], x.shape[1:], "teacher")
+    teacher.set_weights(weights)
+    logits = teacher.predict(x, batch_size=5000, verbose=0).astype("float32")
+    keras.utils.clear_session()
+    write_teacher_cache(folder, weights, logits, record)
+
+
 _TEACHERS = {}
 
 
 def load_teacher(job, args):
-    """(teacher model, its logits on the training images, record) from the cache."""
+    """(teacher model, its logits on the training images, record) from the
+    cache, refilled from the committed archive when it is missing."""
     import numpy as np
 
     recipe, seed = job["recipe"], job["teacher_seed"]
     record_path, folder = teacher_paths(args.results, args.cache, recipe, seed)
     key = str(folder)
+    if key not in _TEACHERS and not teacher_cached(folder, read_json(record_path) or {}):
+        restore_teacher(recipe, seed, args.results, folder)
     if key not in _TEACHERS:
         record = read_json(folder / "teacher.json")
         with np.load(folder / "weights.npz") as archive:
@@ -2122,18 +2242,16 @@ def main_table(table, teachers, seeds):
     """The main Markdown table: every method at its published defaults and
     tuned on validation, final-epoch test numbers over seeds, paired 95 %
     intervals against CE and KD of the same setting, the fraction of the
-    teacher-student gap closed."""
+    teacher-student gap closed (against the mean of the teachers the row's
+    seeds were paired with)."""
     value, unit, digits, higher_better = _metric(table)
     recipe = table["recipe"]
     paper = recipe.get("paper", {})
-    teacher_value = None
-    if teachers:
-        teacher_value = mean_std(
-            [
-                t["final_test_errors"] if not higher_better else 100 * t["final_test_accuracy"]
-                for t in teachers
-            ]
-        )[0]
+    teacher_values = {
+        t["seed"]: t["final_test_errors"] if not higher_better else 100 * t["final_test_accuracy"]
+        for t in teachers
+    }
+    recipe_teachers = table["meta"]["teacher_seeds"]
     header = (
         f"| Method | setting | configuration | {unit} (final epoch, mean ± sd) | "
         "Δ vs CE [95 % CI] | Δ vs KD [95 % CI] | gap closed | best-epoch (extra) | n | seeds |"
@@ -2159,7 +2277,9 @@ def main_table(table, teachers, seeds):
         vs_ce = paired(values, ce) if method != "ce" else None
         vs_kd = paired(values, kd) if method != "kd" else None
         gap = "—"
-        if teacher_value is not None and ce and method != "ce":
+        paired_with = {teacher_seed_for(s, recipe_teachers) for s in runs}
+        if ce and method != "ce" and paired_with <= set(teacher_values):
+            teacher_value = mean_std([teacher_values[t] for t in sorted(paired_with)])[0]
             ce_mean = mean_std(ce.values())[0]
             if abs(ce_mean - teacher_value) > 1e-9:
                 gap = f"{100 * (mean - ce_mean) / (teacher_value - ce_mean):.0f} %"
@@ -2332,7 +2452,9 @@ def report(args):
     for table in tables:
         recipe = table["recipe"]
         seeds = table["meta"]["seeds"]
-        teachers = load_teachers(results, recipe, table["meta"]["teacher_seeds"])
+        base = table["meta"]["teacher_seeds"]
+        used = sorted({teacher_seed_for(s, base) for s in seeds})
+        teachers = load_teachers(results, recipe, used)
         image = out / "img" / f"results_{table['folder']}.png"
         image.parent.mkdir(parents=True, exist_ok=True)
         plot_table(table, teachers, seeds, image)
@@ -2367,12 +2489,7 @@ def report(args):
                 teacher_table(teachers),
                 "",
             ]
-        teacher_seeds = table["meta"]["teacher_seeds"]
-        pairing = (
-            f"each with teacher seed {teacher_seeds[0]}"
-            if len(teacher_seeds) == 1
-            else "each seed paired with teacher seed `seed % 2`"
-        )
+        pairing = pairing_text(base, seeds)
         lines += [main_table(table, teachers, seeds), "", LEGEND.format(pairing=pairing), ""]
         if paper.get("ce") and paper.get("kd") and paper.get("teacher"):
             closed = (paper["ce"] - paper["kd"]) / (paper["ce"] - paper["teacher"])

@@ -18,11 +18,13 @@
 #    with the same command, on a CPU (sequentially) or another GPU session.
 # 3. Into $OUT (at most 8 files, each under 16 MiB, none in a sub-folder):
 #      run.log              this script's output, the plan before and after
-#      results.tar.gz       benchmarks/results/ (the JSON records to commit)
+#      results.tar.gz       benchmarks/results/ but the teachers' weights (the
+#                           JSON records to commit)
 #      logs.tar.gz          the runner's log and every worker's log
-#      teacher-*.tar.gz     one per trained teacher: weights and logits (from
-#                           cskd-out/experiments-cache/), for resuming elsewhere
-# Back home, from the repository root:
+#      teacher-*.tar.gz     one per trained teacher: its weights, the
+#                           benchmarks/results/teachers/*.npz to commit with
+#                           its record (the runs resume from them anywhere)
+# Back home, from the repository root (then commit benchmarks/results/):
 #   tar xzf results.tar.gz && for t in teacher-*.tar.gz; do tar xzf "$t"; done
 #   python benchmarks/experiments.py report
 #   KERAS_BACKEND=jax python benchmarks/experiments.py run   # the rest, if any
@@ -108,19 +110,23 @@ echo "== plan ($(elapsed) s in), deadline in $remaining min, $WORKERS workers"
 # 3. The archives, also every 45 s while the runs go on: if the machine's
 # time limit stops this script first, the last snapshot still comes back.
 # Each archive is written as $OUT/partial.tar.gz, then renamed (atomic).
-pack() {  # pack NAME PATH...: $OUT/NAME.tar.gz of the paths that exist
+pack() {  # pack NAME [tar options] PATH...: $OUT/NAME.tar.gz of the paths that exist
   local name=$1
   shift
   tar czf "$OUT/partial.tar.gz" --ignore-failed-read "$@" 2> /dev/null \
     && mv -f "$OUT/partial.tar.gz" "$OUT/$name.tar.gz"
 }
 snapshot() {
-  pack results "$RESULTS"
+  # The weights travel one teacher an archive: together they pass the
+  # 16 MiB a file that comes back from the machine may have.
+  pack results --exclude='*.npz' "$RESULTS"
   pack logs "$CACHE/log.txt" "$CACHE/workers"
-  for folder in "$CACHE"/teacher-*; do
-    # a teacher is complete once its teacher.json is written (last)
-    if [ -f "$folder/teacher.json" ] && [ ! -f "$OUT/$(basename "$folder").tar.gz" ]; then
-      pack "$(basename "$folder")" "$folder"
+  for archive in "$RESULTS"/teachers/*.npz; do
+    # written under a .partial- name, then renamed: a name without it is whole
+    case $archive in *.partial-*) continue ;; esac
+    name=teacher-$(basename "$archive" .npz)
+    if [ -f "$archive" ] && [ ! -f "$OUT/$name.tar.gz" ]; then
+      pack "$name" "$archive"
     fi
   done
 }

@@ -146,6 +146,56 @@ def test_smoke_run_resumes_and_tunes_on_validation_only(tmp_path, monkeypatch, c
 
 
 @pytest.mark.slow
+def test_a_teacher_comes_back_from_its_committed_archive(tmp_path, monkeypatch, capsys):
+    # The cache (--cache, ignored by git) does not outlive a checkout; the
+    # teacher's weights committed next to its record do, and refill it.
+    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    experiments.run(_run_args(tmp_path, "--methods", "kd", "--seeds"))  # teacher + tuning
+    (record_path,) = (results / "teachers").glob("*.json")
+    archive = record_path.with_suffix(".npz")
+    record_bytes = record_path.read_bytes()
+    record = json.loads(record_bytes)
+    with np.load(archive) as stored:
+        weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+    assert experiments.fingerprint(weights) == record["fingerprint"]
+    assert not list((results / "teachers").glob("*partial*"))
+
+    # A new checkout: no cache. The teacher is not trained again (its record is
+    # unchanged), a new student seed runs, and the cache holds the same weights.
+    import shutil
+
+    shutil.rmtree(cache)
+    monkeypatch.setattr(experiments, "_TEACHERS", {})  # a new process: nothing loaded
+    capsys.readouterr()
+    experiments.run(_run_args(tmp_path, "--methods", "kd", "--seeds", "0"))
+    out = capsys.readouterr().out
+    assert "teacher mnist_mlp1200 seed 0 epoch" not in out and "weights are neither" not in out
+    assert record_path.read_bytes() == record_bytes
+    runs = [r for r in _records(results).values() if r.get("seed") == 0]
+    assert runs and all(r["teacher_fingerprint"] == record["fingerprint"] for r in runs)
+    (folder,) = cache.glob("teacher-*")
+    with np.load(folder / "weights.npz") as cached:
+        restored = [cached[f"arr_{i}"] for i in range(len(cached.files))]
+    assert experiments.fingerprint(restored) == record["fingerprint"]
+    assert np.load(folder / "train_logits.npy").shape == (240, 10)
+
+    # An archive that holds other weights is refused, naming the file.
+    np.savez_compressed(archive, *[w + 1.0 for w in weights])
+    shutil.rmtree(cache)
+    recipe = experiments.resolve_all(_run_args(tmp_path))[0]
+    with pytest.raises(RuntimeError, match="does not hold the teacher of"):
+        experiments.restore_teacher(recipe, 0, results, cache / "teacher")
+    assert not (cache / "teacher").exists()  # nothing half-written into the cache
+
+    # Neither archive nor cache: the plan says where the weights should be.
+    archive.unlink()
+    capsys.readouterr()
+    experiments.run(_run_args(tmp_path, "--methods", "kd", "--seeds", "1", "--plan"))
+    assert "weights are neither in" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_parallel_workers_stop_at_the_deadline_and_resume(tmp_path):
     data = _synthetic_mnist(tmp_path / "data")
     command = [
@@ -454,7 +504,9 @@ def test_cheap_students_get_10_seeds_after_every_recipes_first_5(tmp_path):
         plan.ready, key=lambda j: experiments.priority(j["recipe"], j["stage"], j["seed"])
     )
     extra = [i for i, j in enumerate(ordered) if j["kind"] == "student" and 5 <= j["seed"] <= 9]
-    assert extra and extra == list(range(extra[0], len(ordered)))  # all at the end
+    # all at the end, among only the teachers they need (seeds 2 and 3)
+    tail = [ordered[i] for i in range(extra[0], len(ordered)) if i not in extra]
+    assert tail and all(j["kind"] == "teacher" and j["seed"] in (2, 3) for j in tail)
     recipe_json = next((tmp_path / "results").glob("hinton_mnist-*/recipe.json"))
     assert json.loads(recipe_json.read_text())["seeds"] == list(range(10))
     chosen = experiments.run(experiments.parse_args(["run", "--plan", "--seeds", "0", *folders]))
@@ -462,6 +514,65 @@ def test_cheap_students_get_10_seeds_after_every_recipes_first_5(tmp_path):
     assert students and {j["seed"] for j in students} == {0}
     # ... and the table keeps its 10 seeds (the report shows every row's)
     assert json.loads(recipe_json.read_text())["seeds"] == list(range(10))
+
+
+def test_seeds_5_to_9_get_teachers_of_their_own():
+    pair = experiments.teacher_seed_for
+    assert [pair(s, [0, 1]) for s in range(10)] == [0, 1, 0, 1, 0, 3, 2, 3, 2, 3]
+    assert [pair(s, [0]) for s in range(10)] == [0] * 10  # a one-teacher study keeps it
+    assert pair(experiments.TUNING_SEED, [0, 1]) == 0
+    assert experiments.pairing_text([0, 1], range(5)) == (
+        "each seed paired with teacher seed `seed % 2`"
+    )
+    assert experiments.pairing_text([0, 1], range(10)).endswith("(seeds 5-9: `2 + seed % 2`)")
+    assert experiments.pairing_text([0], range(10)) == "each with teacher seed 0"
+
+
+def test_a_teacher_without_weights_blocks_only_the_runs_that_need_it(tmp_path, capsys):
+    # Teachers 0 and 1 have records but no weights (neither archive nor
+    # cache): their finished runs stay finished, a new run that needs them
+    # waits, CE runs, and seeds 5-9 wait for teachers 2 and 3, which train.
+    results = tmp_path / "results"
+    folder = _fake_results(results, ce={0: 160}, kd={0: 110}, cskd={})
+    recipe = experiments.resolve_recipe("hinton_mnist", {})
+    teachers = {}
+    for path in (results / "teachers").glob("*.json"):
+        record = json.loads(path.read_text())
+        record["fingerprint"] = f"weights of teacher {record['seed']}"
+        path.write_text(json.dumps(record))
+        teachers[record["seed"]] = record
+    for method, teacher in (("ce", None), ("kd", teachers[0])):
+        config = experiments.default_config(recipe, method)
+        path = folder / f"{method}-{experiments.slug(config)}-seed0.json"
+        record = json.loads(path.read_text())
+        record["run_key"] = experiments.run_key(recipe, method, config, 0, teacher)
+        path.write_text(json.dumps(record))
+    capsys.readouterr()
+    plan = experiments.run(
+        experiments.parse_args(
+            ["run", "--plan", "--recipes", "hinton_mnist", "--methods", "ce,kd",
+             "--results", str(results), "--cache", str(tmp_path / "cache")]
+        )
+    )  # fmt: skip
+    assert capsys.readouterr().out.count("weights are neither in") == 2
+
+    def state(kind, seed, method=None, row="default"):
+        for name in ("done", "ready", "blocked"):
+            for job in getattr(plan, name):
+                if (
+                    job["kind"] == kind
+                    and job["seed"] == seed
+                    and (kind == "teacher" or (job["method"] == method and job.get("row") == row))
+                ):
+                    return name, job
+        raise AssertionError((kind, seed, method))
+
+    assert [state("teacher", t)[0] for t in range(4)] == ["blocked", "blocked", "ready", "ready"]
+    assert state("student", 0, "kd")[0] == "done" and state("student", 0, "ce")[0] == "done"
+    assert state("student", 2, "kd")[0] == "blocked" and state("student", 2, "ce")[0] == "ready"
+    name, job = state("student", 5, "kd")
+    assert name == "blocked" and job["teacher_seed"] == 3
+    assert state("student", 5, "ce")[0] == "ready"
 
 
 def test_plan_runs_teachers_first_and_tuned_rows_after_tuning(tmp_path, capsys):
@@ -477,7 +588,13 @@ def test_plan_runs_teachers_first_and_tuned_rows_after_tuning(tmp_path, capsys):
     )
     # 2 data sets x 2 seeds, and the 60,000-image study's one teacher
     assert [j["kind"] for j in first[:5]] == ["teacher"] * 5
-    assert all(j["method"] == "ce" for j in first[5:])  # CE needs no teacher
+    later = [i for i, j in enumerate(first) if j["kind"] == "teacher"][5:]
+    # teachers 2 and 3 of both data sets, for the cheap tables' seeds 5-9 ...
+    assert sorted(first[i]["seed"] for i in later) == [2, 2, 3, 3]
+    # ... come after every table's first five seeds, before those seeds 5-9
+    seeds_5_to_9 = [i for i, j in enumerate(first) if j["kind"] == "student" and j["seed"] >= 5]
+    assert min(later) > 5 and max(later) < max(seeds_5_to_9)
+    assert all(j["method"] == "ce" for j in first[5:] if j["kind"] == "student")
     tuned = [j for j in plan.blocked if j["kind"] == "student" and j["config"] is None]
     assert tuned and all(j["stage"] in ("final", "study") for j in tuned)
     assert "config chosen after tuning" in out and "min on 14 worker(s)" in out
