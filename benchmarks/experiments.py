@@ -537,10 +537,8 @@ def pairing_text(teacher_seeds, seeds):
     for block in blocks:
         first = block * STUDENT_SEEDS_PER_TEACHERS
         last = first + STUDENT_SEEDS_PER_TEACHERS - 1
-        text += (
-            f" (seeds {first}-{last}: `{teacher_seed_for(first + first % 2, teacher_seeds)}"
-            " + seed % 2`)"
-        )
+        offset = teacher_seed_for(first + first % 2, teacher_seeds)
+        text += f"; seeds {first}-{last} with teacher seed `{offset} + seed % 2`"
     return text
 
 
@@ -2132,6 +2130,24 @@ def load_recipe_results(folder):
     }
 
 
+def drop_runs_of_earlier_teachers(table, results):
+    """Removes from `table` the runs distilled from a teacher that is no
+    longer its seed's (retrained after its weights were lost: `run
+    --retrain-teachers`), which `run` does again with the current one;
+    returns how many. Until then a table would pair runs of two teachers."""
+    recipe, stale = table["recipe"], []
+    for key, record in table["runs"].items():
+        seed = record.get("teacher_seed")
+        if seed is None:
+            continue
+        current = read_json(teacher_paths(results, "", recipe, seed)[0])
+        if current is None or current.get("fingerprint") != record.get("teacher_fingerprint"):
+            stale.append(key)
+    for key in stale:
+        del table["runs"][key]
+    return len(stale)
+
+
 def load_teachers(results, recipe, teacher_seeds):
     teachers = []
     for seed in teacher_seeds:
@@ -2446,6 +2462,8 @@ def report(args):
     tables = []
     for folder in sorted(p for p in results.iterdir() if p.is_dir()) if results.is_dir() else []:
         table = load_recipe_results(folder)
+        if table is not None:
+            table["earlier_teachers"] = drop_runs_of_earlier_teachers(table, results)
         if table is not None and table["runs"]:
             tables.append(table)
     tables.sort(key=lambda t: (t["recipe"]["order"], t["folder"]))
@@ -2505,6 +2523,13 @@ def report(args):
         tuning = tuning_table(table)
         if tuning:
             lines += ["Tuning on validation (one run per configuration):", "", tuning, ""]
+        if table["earlier_teachers"]:
+            lines += [
+                f"Left out: {table['earlier_teachers']} run(s) distilled from an earlier "
+                "teacher of the same seed, whose weights were lost and which was trained "
+                "again; `run` does them again with the current one.",
+                "",
+            ]
         lines += [
             f"Training time, all student runs: {seconds / 60:.0f} min. "
             f"Reproduce: `python benchmarks/experiments.py run --recipes {recipe['name']}` "

@@ -95,6 +95,15 @@ done
 extra=()
 # RECIPES=fashion_conv,... runs those recipes only (the others resume elsewhere).
 [ -n "${RECIPES:-}" ] && extra+=(--recipes "$RECIPES")
+# RETRAIN_TEACHERS=1: teachers whose weights are lost are trained again, and
+# every run of those recipes that used the old ones runs again with the new
+# (with RECIPES=fashion_conv,fashion_mlp: the Fashion-MNIST tables, whose
+# first teachers were lost on 2026-12-05; about 56 min of GPU worker time).
+if [ "${RETRAIN_TEACHERS:-0}" = "1" ]; then
+  # every recipe would rerun every run whose teacher's weights are lost
+  [ -n "${RECIPES:-}" ] || { echo "RETRAIN_TEACHERS=1 needs RECIPES=... (which tables to redo)"; exit 4; }
+  extra+=(--retrain-teachers)
+fi
 # Several training steps per compiled call: with many workers on one GPU the
 # per-step Python dispatch, not the GPU, bounds the speed (8-10 ms a step
 # measured with one step a call, 14 workers); the updates are the same.

@@ -410,6 +410,29 @@ def test_report_is_a_function_of_the_result_files(tmp_path):
     assert "Reproduce: `python benchmarks/experiments.py run --recipes hinton_mnist`" in text
     assert "--deadline-minutes" not in text
     assert (tmp_path / "img").glob("results_hinton_mnist-*.png")
+    assert "Left out" not in text
+
+    # A run distilled from an earlier teacher of its seed (retrained since its
+    # weights were lost) leaves the table until `run` does it again.
+    folder = next(results.glob("hinton_mnist-*"))
+    (teacher_path,) = (results / "teachers").glob("*-seed0.json")
+    teacher = json.loads(teacher_path.read_text())
+    teacher_path.write_text(json.dumps({**teacher, "fingerprint": "the retrained teacher"}))
+    kd_path = next(folder.glob("kd-*-seed2.json"))
+    kd_run = json.loads(kd_path.read_text())
+    kd_path.write_text(
+        json.dumps({**kd_run, "teacher_seed": 0, "teacher_fingerprint": "the lost teacher"})
+    )
+    stale = experiments.report(args)
+    assert "Left out: 1 run(s) distilled from an earlier teacher" in stale
+    kd_row = next(r for r in stale.splitlines() if r.startswith("| KD | defaults"))
+    assert kd_row.endswith("| 3 | 120, 127, 122 |")  # seeds 0, 1 and 3
+    kd_path.write_text(
+        json.dumps({**kd_run, "teacher_seed": 0, "teacher_fingerprint": "the retrained teacher"})
+    )
+    assert "Left out" not in experiments.report(args)
+    kd_path.write_text(json.dumps(kd_run))
+    teacher_path.write_text(json.dumps(teacher))
 
     # In a page with the markers, only the text between them is replaced.
     page = tmp_path / "results.md"
@@ -524,7 +547,9 @@ def test_seeds_5_to_9_get_teachers_of_their_own():
     assert experiments.pairing_text([0, 1], range(5)) == (
         "each seed paired with teacher seed `seed % 2`"
     )
-    assert experiments.pairing_text([0, 1], range(10)).endswith("(seeds 5-9: `2 + seed % 2`)")
+    assert experiments.pairing_text([0, 1], range(10)).endswith(
+        "; seeds 5-9 with teacher seed `2 + seed % 2`"
+    )
     assert experiments.pairing_text([0], range(10)) == "each with teacher seed 0"
 
 
