@@ -2135,13 +2135,15 @@ def drop_runs_of_earlier_teachers(table, results):
     longer its seed's (retrained after its weights were lost: `run
     --retrain-teachers`), which `run` does again with the current one;
     returns how many. Until then a table would pair runs of two teachers."""
-    recipe, stale = table["recipe"], []
+    recipe, stale, current = table["recipe"], [], {}
     for key, record in table["runs"].items():
         seed = record.get("teacher_seed")
         if seed is None:
             continue
-        current = read_json(teacher_paths(results, "", recipe, seed)[0])
-        if current is None or current.get("fingerprint") != record.get("teacher_fingerprint"):
+        if seed not in current:
+            teacher = read_json(teacher_paths(results, "", recipe, seed)[0]) or {}
+            current[seed] = teacher.get("fingerprint")
+        if current[seed] is None or current[seed] != record.get("teacher_fingerprint"):
             stale.append(key)
     for key in stale:
         del table["runs"][key]
