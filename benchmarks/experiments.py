@@ -2473,7 +2473,9 @@ def report(args):
         recipe = table["recipe"]
         seeds = table["meta"]["seeds"]
         base = table["meta"]["teacher_seeds"]
-        used = sorted({teacher_seed_for(s, base) for s in seeds})
+        run_seeds = sorted({seed for _, _, seed in table["runs"]})
+        # the teachers of the seeds that have runs (not of seeds still planned)
+        used = sorted({teacher_seed_for(s, base) for s in run_seeds})
         teachers = load_teachers(results, recipe, used)
         image = out / "img" / f"results_{table['folder']}.png"
         image.parent.mkdir(parents=True, exist_ok=True)
@@ -2509,7 +2511,7 @@ def report(args):
                 teacher_table(teachers),
                 "",
             ]
-        pairing = pairing_text(base, seeds)
+        pairing = pairing_text(base, run_seeds)
         lines += [main_table(table, teachers, seeds), "", LEGEND.format(pairing=pairing), ""]
         if paper.get("ce") and paper.get("kd") and paper.get("teacher"):
             closed = (paper["ce"] - paper["kd"]) / (paper["ce"] - paper["teacher"])
