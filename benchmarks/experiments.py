@@ -1380,19 +1380,26 @@ def write_teacher_cache(folder, weights, logits, record=None):
         write_json(folder / "teacher.json", record)
 
 
+def read_weights(path):
+    """A teacher's weights from an `np.savez` file (the cache's or the
+    committed archive), in order."""
+    import numpy as np
+
+    with np.load(path) as stored:
+        return [stored[f"arr_{i}"] for i in range(len(stored.files))]
+
+
 def restore_teacher(recipe, seed, results, folder):
     """Refills a teacher's cache from its committed archive: the weights
     (checked against the record's fingerprint) and their logits on the
     training images, computed again on this machine (equal to the first
     ones up to float rounding where the device differs)."""
     import keras
-    import numpy as np
 
     record_path, _ = teacher_paths(results, "", recipe, seed)
     record = read_json(record_path)
     archive = teacher_archive(results, recipe, seed)
-    with np.load(archive) as stored:
-        weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+    weights = read_weights(archive)
     if record is None or fingerprint(weights) != record["fingerprint"]:
         raise RuntimeError(
             f"{archive} does not hold the teacher of {record_path} (weight fingerprint "
@@ -1424,8 +1431,7 @@ def load_teacher(job, args):
         restore_teacher(recipe, seed, args.results, folder)
     if key not in _TEACHERS:
         record = read_json(folder / "teacher.json")
-        with np.load(folder / "weights.npz") as archive:
-            weights = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+        weights = read_weights(folder / "weights.npz")
         if record is None or fingerprint(weights) != record["fingerprint"]:
             raise RuntimeError(f"the cached teacher in {folder} does not match its record")
         _TEACHERS[key] = (weights, np.load(folder / "train_logits.npy"), record)
