@@ -797,6 +797,17 @@ class Plan:
                         add(job, "ready")
         self.ready.sort(key=lambda j: (priority(j["recipe"], j["stage"], j["seed"]),))
 
+    def counts(self):
+        """'N done, N ready, N waiting' (and the teachers whose weights are
+        missing, which wait for nothing that a run here can do)."""
+        missing = sum(1 for job in self.blocked if job.get("weights_missing"))
+        text = (
+            f"{len(self.done)} done, {len(self.ready)} ready, {len(self.blocked) - missing} waiting"
+        )
+        if missing:
+            text += f", {missing} teacher(s) without weights (see the note)"
+        return text
+
     def _cswt_mean_temperature(self, recipe, args, teachers):
         """CSWT's mean temperature in a cskd_cswt run that trained: the
         default configuration's tuning run (else its first seed), then the
@@ -894,7 +905,7 @@ def print_plan(plan, args):
         print(f"{seconds:7.0f} s  {describe_job(job)}  [{state}]")
     workers = max(1, args.workers)
     print(
-        f"\n{len(plan.done)} done, {len(plan.ready)} ready, {len(plan.blocked)} waiting; "
+        f"\n{plan.counts()}; "
         f"estimated {total / 60:.1f} min of {where.upper()} worker time, "
         f"about {total / 60 / workers:.1f} min on {workers} worker(s) "
         f"(step times: {'measured' if rates else 'assumed'} {where} rates{', ' if rates else ''}"
@@ -902,6 +913,8 @@ def print_plan(plan, args):
     )
     by_group = {}
     for tier, seconds, job, _ in lines:
+        if job.get("weights_missing"):
+            continue  # nothing to run: the note says what to do
         group = {0: "teachers"}.get(tier[0], f"{job['recipe']['name']} {job['stage']}")
         by_group[group] = by_group.get(group, 0.0) + seconds
     for group, seconds in by_group.items():
@@ -1757,7 +1770,7 @@ def run(args):
     if not plan.ready and not plan.blocked:
         log("every run is finished")
         return plan
-    log(f"{len(plan.done)} done, {len(plan.ready)} ready, {len(plan.blocked)} waiting")
+    log(plan.counts())
     for note in plan.notes:
         log(f"note: {note}")
     command = command_line()
@@ -1788,10 +1801,7 @@ def run(args):
                 failures.append(job)
     plan = Plan(recipes, args)
     write_selections(plan, recipes, args)
-    log(
-        f"finished for now: {len(plan.done)} done, {len(plan.ready)} ready, "
-        f"{len(plan.blocked)} waiting"
-    )
+    log(f"finished for now: {plan.counts()}")
     for note in plan.notes:
         log(f"note: {note}")
     if not args.workers and failures:

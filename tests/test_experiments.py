@@ -11,6 +11,7 @@ and that the report is a function of the result files.
 import gzip
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import time
@@ -579,7 +580,13 @@ def test_a_teacher_without_weights_blocks_only_the_runs_that_need_it(tmp_path, c
              "--results", str(results), "--cache", str(tmp_path / "cache")]
         )
     )  # fmt: skip
-    assert capsys.readouterr().out.count("weights are neither in") == 2
+    out = capsys.readouterr().out
+    assert out.count("weights are neither in") == 2
+    # the two teachers are counted as what they are, not as runs that wait,
+    # and cost nothing in the plan's groups
+    waiting = sum(1 for job in plan.blocked if not job.get("weights_missing"))
+    assert f"{waiting} waiting, 2 teacher(s) without weights (see the note)" in out
+    assert not re.search(r"^  teachers\s+0\.0 min", out, re.MULTILINE)
 
     def state(kind, seed, method=None, row="default"):
         for name in ("done", "ready", "blocked"):
