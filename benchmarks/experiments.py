@@ -67,6 +67,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import subprocess
@@ -728,6 +729,7 @@ class Plan:
                 record_path, folder = teacher_paths(self.results, self.cache, recipe, seed)
                 job = Job(kind="teacher", recipe=recipe, seed=seed, path=str(record_path))
                 job["stage"] = "teacher"
+                job["epochs_done"] = teacher_epochs_done(self.cache, recipe, seed)
                 if state == "done":
                     teachers[seed] = record
                     add(job, "done")
@@ -873,9 +875,10 @@ def estimate(job, where, rates, scale=1.0):
     else:
         spec = recipe["student"]
         kind = job_class(recipe, job["method"])
-    steps = spec["epochs"] * math.ceil(n_train(recipe) / spec["batch_size"])
+    epochs = spec["epochs"] - job.get("epochs_done", 0)  # an interrupted teacher resumes
+    steps = epochs * math.ceil(n_train(recipe) / spec["batch_size"])
     ms = rates.get(kind, STEP_MS[where].get(kind, 5.0))
-    seconds = RUN_OVERHEAD_S[where] + steps * ms / 1000 + spec["epochs"] * EPOCH_EVAL_S[where]
+    seconds = RUN_OVERHEAD_S[where] + steps * ms / 1000 + epochs * EPOCH_EVAL_S[where]
     return scale * seconds
 
 
@@ -1292,9 +1295,103 @@ def fingerprint(arrays):
     return digest.hexdigest()[:16]
 
 
+def teacher_backup_folder(cache, recipe, seed):
+    """Where a teacher in training keeps what it needs to resume."""
+    _, folder = teacher_paths(cache, cache, recipe, seed)
+    return folder.with_name(f"{folder.name}-in-progress")
+
+
+def teacher_epochs_done(cache, recipe, seed):
+    """How many epochs an interrupted teacher has behind it (0: none)."""
+    progress = read_json(teacher_backup_folder(cache, recipe, seed) / "progress.json")
+    return len(progress["epochs"]) if progress else 0
+
+
+def resumable_fit_callbacks(network, batches, scores, folder):
+    """Callbacks after which an interrupted `fit` resumes where it stopped,
+    and ends as if it never stopped (tested: same weights, bit for bit,
+    under JAX). Keras' `BackupAndRestore` keeps the weights, the optimizer
+    and the epoch; this adds what it leaves out: the dropout layers' random
+    generator states (they are in `model.variables`, not in the
+    `model.weights` it saves, so a resumed run would draw other dropout
+    masks), Python's `random` state (`fit` shuffles the order of a
+    `PyDataset`'s batches with it every epoch), the input pipeline's epoch
+    (`batches.epoch`, which draws the images' order and augmentation; it
+    runs one ahead of `fit`'s epoch, since `fit` reads a first batch before
+    training), the per-epoch scores and losses before the interruption and
+    the time spent. Returns `(callbacks, progress)`; `progress.state` holds
+    the whole run's epochs, seconds and the epochs it resumed at."""
+    import keras
+    import numpy as np
+
+    folder = Path(folder)
+    path = folder / "progress.json"
+
+    def random_variables():
+        saved = {id(v) for v in network.weights}
+        return [v for v in network.variables if id(v) not in saved]
+
+    class Progress(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.state = {"epochs": [], "seconds": 0.0, "resumed_at": []}
+            self.first_epoch = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.began = time.time()
+            if self.first_epoch is None:
+                self.first_epoch = epoch
+                if epoch:  # BackupAndRestore restored the weights of `epoch`
+                    state = read_json(path)
+                    if state is None or len(state["epochs"]) < epoch:
+                        raise RuntimeError(
+                            f"{folder} holds the weights after epoch {epoch} but not that "
+                            "epoch's progress.json: delete the folder to train this "
+                            "teacher from the start"
+                        )
+                    state["epochs"] = state["epochs"][:epoch]  # killed between the saves
+                    state["resumed_at"].append(epoch)
+                    self.state = state
+                    last = state["epochs"][-1]
+                    for variable, value in zip(
+                        random_variables(), last["random_state"], strict=True
+                    ):
+                        variable.assign(np.asarray(value, dtype=variable.dtype))
+                    version, internal, gauss = last["python_random"]
+                    random.setstate((version, tuple(internal), gauss))
+                    batches.epoch = last["data_epoch"] + 1
+                    scores.val[:] = [e["val_errors"] for e in state["epochs"]]
+                    scores.test[:] = [e["test_errors"] for e in state["epochs"]]
+            self.data_epoch = batches.epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.state["epochs"].append(
+                {
+                    "val_errors": scores.val[-1],
+                    "test_errors": scores.test[-1],
+                    "loss": float(logs["loss"]),
+                    "random_state": [
+                        keras.ops.convert_to_numpy(v).tolist() for v in random_variables()
+                    ],
+                    "python_random": random.getstate(),
+                    "data_epoch": self.data_epoch,
+                }
+            )
+            self.state["seconds"] += time.time() - self.began
+            write_json(path, self.state)  # before the weights: see on_epoch_begin
+
+    progress = Progress()
+    # A worker stopped at the deadline may be killed while writing the
+    # weights: the previous epoch's copy is then read instead.
+    backup = keras.callbacks.BackupAndRestore(str(folder), double_checkpoint=True)
+    return [scores, progress, backup], progress
+
+
 def train_teacher(job, args, log):
     """Trains one teacher on the 50,000-image split and writes its weights,
-    its logits on the (unaugmented) training images and its record."""
+    its logits on the (unaugmented) training images and its record. An
+    interrupted teacher (a deadline, a lost session) resumes from its last
+    epoch (`resumable_fit_callbacks`)."""
     import keras
     import numpy as np
 
@@ -1325,9 +1422,15 @@ def train_teacher(job, args, log):
             else None
         )
     )
-    start = time.time()
-    history = teacher.fit(batches, epochs=spec["epochs"], verbose=0, callbacks=[scores, progress])
-    seconds = time.time() - start
+    backup = teacher_backup_folder(args.cache, recipe, seed)
+    callbacks, resumable = resumable_fit_callbacks(teacher, batches, scores, backup)
+    if teacher_epochs_done(args.cache, recipe, seed):
+        log(
+            f"teacher {spec['name']} seed {seed}: resuming after epoch "
+            f"{teacher_epochs_done(args.cache, recipe, seed)} ({backup})"
+        )
+    teacher.fit(batches, epochs=spec["epochs"], verbose=0, callbacks=[*callbacks, progress])
+    seconds = resumable.state["seconds"]
     train_errors = predict_errors(teacher, x, y)
     logits = teacher.predict(x, batch_size=5000, verbose=0).astype("float32")
     weights = [np.asarray(w) for w in teacher.get_weights()]
@@ -1357,8 +1460,9 @@ def train_teacher(job, args, log):
         "n_test": n_test,
         "final_test_accuracy": 1.0 - scores.test[-1] / n_test,
         "final_val_accuracy": 1.0 - scores.val[-1] / n_val,
-        "train_loss": [float(v) for v in history.history["loss"]],
+        "train_loss": [e["loss"] for e in resumable.state["epochs"]],
         "seconds": seconds,
+        "resumed_at_epochs": resumable.state["resumed_at"],
         "steps": steps * spec["epochs"],
         "ms_per_step": 1000.0 * seconds / max(1, steps * spec["epochs"]),
         "job_class": f"teacher:{spec['model']}",
@@ -1369,6 +1473,7 @@ def train_teacher(job, args, log):
     }
     write_json(folder / "teacher.json", record)  # the cache is complete
     write_json(record_path, record)
+    shutil.rmtree(backup, ignore_errors=True)
     log(
         f"teacher {spec['name']} seed {seed}: {scores.test[-1]} test errors, "
         f"{scores.val[-1]} val, {train_errors} train, {seconds:.0f} s"
@@ -1828,18 +1933,21 @@ def _set_compilation_cache(args):
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def worth_starting(seconds, remaining, calibrated):
+def worth_starting(seconds, remaining, calibrated, epochs=None):
     """Whether a run estimated to take `seconds` starts with `remaining`
     seconds left before the deadline (None: no deadline).
 
-    A run stopped at the deadline leaves no file, so its worker's time is
-    lost. Before any run of this session has finished, the estimate is the
+    A student stopped at the deadline leaves no file, so its worker's time
+    is lost. Before any run of this session has finished, the estimate is the
     recorded step rates' (they err both ways), and the run starts when half of
     it fits; after, the estimate is corrected by the measured ratio and the
-    whole of it must fit.
+    whole of it must fit. A teacher keeps every finished epoch (`epochs`: the
+    epochs it has left) and starts when three of them fit.
     """
     if remaining is None:
         return True
+    if epochs:
+        seconds = seconds * min(1.0, 3.0 / epochs)
     return (seconds if calibrated else 0.5 * seconds) < remaining
 
 
@@ -1941,7 +2049,11 @@ class Parallel:
                     scale = self.args.estimate_scale
                     recorded = estimate(job, self.where, self.rates, scale)
                     seconds = recorded * self.factor()
-                    if worth_starting(seconds, remaining, calibrated=bool(self.ratios)):
+                    epochs = None
+                    if job["kind"] == "teacher":
+                        spec = job["recipe"]["teacher"]
+                        epochs = spec["epochs"] - job.get("epochs_done", 0)
+                    if worth_starting(seconds, remaining, bool(self.ratios), epochs):
                         self.attempted.add(job["path"])
                         self.running[job["path"]] = job
                         job["estimate"], job["recorded_estimate"] = seconds, recorded

@@ -197,6 +197,62 @@ def test_a_teacher_comes_back_from_its_committed_archive(tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow
+def test_an_interrupted_teacher_resumes_and_ends_as_if_never_stopped(tmp_path, monkeypatch, capsys):
+    # A teacher takes hours on a CPU: a deadline or a lost session must not
+    # lose its epochs, and resuming must not change it (dropout's random
+    # state, the input pipeline's epoch and the per-epoch scores included).
+    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
+    epochs = ["--methods", "ce", "--teacher-epochs", "6", "--seeds"]
+
+    def teacher_of(root, *extra):
+        experiments.run(_run_args(root, *epochs, *extra))
+        (path,) = (root / "results" / "teachers").glob("*.json")
+        return json.loads(path.read_text())
+
+    straight = teacher_of(tmp_path / "straight")
+    assert straight["resumed_at_epochs"] == []
+
+    import keras
+
+    class Interrupted(Exception):
+        pass
+
+    real = experiments.resumable_fit_callbacks
+
+    def stopping_after_epoch_2(*args):
+        callbacks, progress = real(*args)
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:  # after the backup of epoch 2 was written
+                    raise Interrupted
+
+        return [*callbacks, Stop()], progress
+
+    root = tmp_path / "resumed"
+    monkeypatch.setattr(experiments, "resumable_fit_callbacks", stopping_after_epoch_2)
+    with pytest.raises(SystemExit, match="1 run"):
+        experiments.run(_run_args(root, *epochs))
+    assert not list((root / "results" / "teachers").glob("*.json"))
+    (backup,) = (root / "cache").glob("teacher-*-in-progress")
+    assert len(json.loads((backup / "progress.json").read_text())["epochs"]) == 2
+    plan = experiments.run(_run_args(root, *epochs, "--plan"))
+    (job,) = [j for j in plan.ready if j["kind"] == "teacher"]
+    assert job["epochs_done"] == 2  # the plan's estimate counts the 4 left
+
+    monkeypatch.setattr(experiments, "resumable_fit_callbacks", real)
+    capsys.readouterr()
+    resumed = teacher_of(root)
+    assert "resuming after epoch 2" in capsys.readouterr().out
+    assert resumed["resumed_at_epochs"] == [2]
+    assert resumed["fingerprint"] == straight["fingerprint"]
+    for key in ("val_errors", "test_errors", "train_errors", "train_loss"):
+        assert resumed[key] == straight[key], key
+    assert len(resumed["train_loss"]) == 6
+    assert not backup.exists()  # the finished teacher leaves no backup
+
+
+@pytest.mark.slow
 def test_parallel_workers_stop_at_the_deadline_and_resume(tmp_path):
     data = _synthetic_mnist(tmp_path / "data")
     command = [
@@ -251,6 +307,10 @@ def test_a_run_starts_only_when_it_can_finish_before_the_deadline():
     assert experiments.worth_starting(24 * minute, 25 * minute, calibrated=True)
     assert not experiments.worth_starting(24 * minute, 11 * minute, calibrated=False)
     assert experiments.worth_starting(1e9, None, calibrated=True)
+    # A teacher keeps its finished epochs: it starts when 3 of its 200 fit.
+    hours = 3 * 3600.0
+    assert experiments.worth_starting(hours, 4 * minute, calibrated=True, epochs=200)
+    assert not experiments.worth_starting(hours, 2 * minute, calibrated=True, epochs=200)
 
 
 def test_the_estimates_correction_is_the_median_measured_ratio():
