@@ -530,11 +530,12 @@ def teachers_in_use(recipe, args):
 
 
 def pairing_text(teacher_seeds, seeds):
-    """How the report's student seeds map to teachers, in words."""
+    """How the report's student seeds map to teachers, in words (the tuning
+    seed, which takes the first teacher and is in no row, left out)."""
     if len(teacher_seeds) == 1:
         return f"each with teacher seed {teacher_seeds[0]}"
     text = "each seed paired with teacher seed `seed % 2`"
-    blocks = sorted({s // STUDENT_SEEDS_PER_TEACHERS for s in seeds} - {0})
+    blocks = sorted({s // STUDENT_SEEDS_PER_TEACHERS for s in seeds if s != TUNING_SEED} - {0})
     for block in blocks:
         first = block * STUDENT_SEEDS_PER_TEACHERS
         last = first + STUDENT_SEEDS_PER_TEACHERS - 1

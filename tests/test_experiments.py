@@ -611,6 +611,10 @@ def test_seeds_5_to_9_get_teachers_of_their_own():
     assert experiments.pairing_text([0, 1], range(10)).endswith(
         "; seeds 5-9 with teacher seed `2 + seed % 2`"
     )
+    # the tuning seed is in no row: no "seeds 100-104" block
+    assert experiments.pairing_text([0, 1], [*range(10), experiments.TUNING_SEED]).endswith(
+        "; seeds 5-9 with teacher seed `2 + seed % 2`"
+    )
     assert experiments.pairing_text([0], range(10)) == "each with teacher seed 0"
 
 
