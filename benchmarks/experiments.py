@@ -242,6 +242,12 @@ RECIPES = {
             "batch_size": 128,
         },
         "methods": MAIN_METHODS,
+        # DIST's and DKD's seeds 2-4 never ran, and their teachers (0 and 1,
+        # trained on a GPU) were lost on 2026-12-05: those rows take seeds
+        # 5-7 instead, from teachers 3, 2, 3 (trained on CPU), and CE and KD
+        # run at the same seeds so that every difference stays paired. Set
+        # before any of these runs.
+        "extra_seeds": {"methods": ["ce", "kd", "dist", "dkd"], "seeds": [5, 6, 7]},
         "tune": True,
         "defaults": {},
         "studies": MATCHED_WEIGHT
@@ -487,14 +493,29 @@ def grid(recipe, method):
 
 def table_seeds(recipe):
     """The seeds a recipe's table is planned for: its own (10 for the cheap
-    MLP students), else `SEEDS`."""
-    return recipe.get("seeds", SEEDS)
+    MLP students), else `SEEDS`, and its `extra_seeds` (seeds that only
+    some methods' rows run)."""
+    seeds = set(recipe.get("seeds", SEEDS))
+    return sorted(seeds | set(recipe.get("extra_seeds", {}).get("seeds", [])))
 
 
 def recipe_seeds(recipe, args):
     """The student seeds to run now: the command line's `--seeds`, else the
     table's."""
     return args.seeds if args.seeds is not None else table_seeds(recipe)
+
+
+def method_seeds(recipe, method, args):
+    """The student seeds of one method's rows (defaults and tuned): the
+    command line's `--seeds`, else the table's own, and the recipe's
+    `extra_seeds` where it names the method."""
+    if args.seeds is not None:
+        return args.seeds
+    seeds = list(recipe.get("seeds", SEEDS))
+    extra = recipe.get("extra_seeds")
+    if extra and method in extra["methods"]:
+        seeds += [s for s in extra["seeds"] if s not in seeds]
+    return seeds
 
 
 def recipe_teacher_seeds(recipe, args):
@@ -769,7 +790,7 @@ class Plan:
                     config["tmean"] = self._cswt_mean_temperature(recipe, args, teachers)
                 rows.append((row, method, config, stage))
             for row, method, config, stage in rows:
-                seeds = [TUNING_SEED] if stage == "tune" else recipe_seeds(recipe, args)
+                seeds = [TUNING_SEED] if stage == "tune" else method_seeds(recipe, method, args)
                 for seed in seeds:
                     if config is None or None in config.values():
                         self.blocked.append(

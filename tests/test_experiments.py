@@ -600,6 +600,31 @@ def test_cheap_students_get_10_seeds_after_every_recipes_first_5(tmp_path):
     assert json.loads(recipe_json.read_text())["seeds"] == list(range(10))
 
 
+def test_extra_seeds_run_only_the_rows_of_their_methods(tmp_path, capsys):
+    # Fashion-MNIST's DIST and DKD rows replace their lost seeds 2-4 by
+    # seeds 5-7; CE and KD run there too (paired), no other row does.
+    plan = experiments.run(
+        experiments.parse_args(
+            ["run", "--plan", "--recipes", "fashion_conv",
+             "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+        )
+    )  # fmt: skip
+    capsys.readouterr()
+    seeds = {}
+    for job in plan.ready + plan.blocked:
+        if job["kind"] == "student" and job["stage"] == "final":
+            seeds.setdefault((job["method"], job["row"]), set()).add(job["seed"])
+    for method in ("ce", "kd", "dist", "dkd"):
+        assert seeds[(method, "default")] == set(range(8)), method
+    assert seeds[("cskd", "default")] == set(range(5))
+    assert all(max(s) < 5 for (m, _), s in seeds.items() if m not in ("ce", "kd", "dist", "dkd"))
+    teachers = sorted(j["seed"] for j in plan.ready + plan.blocked if j["kind"] == "teacher")
+    assert teachers == [0, 1, 2, 3]
+    recipe = experiments.resolve_recipe("fashion_conv", {})
+    assert experiments.table_seeds(recipe) == list(range(8))
+    assert [experiments.teacher_seed_for(s, [0, 1]) for s in (5, 6, 7)] == [3, 2, 3]
+
+
 def test_seeds_5_to_9_get_teachers_of_their_own():
     pair = experiments.teacher_seed_for
     assert [pair(s, [0, 1]) for s in range(10)] == [0, 1, 0, 1, 0, 3, 2, 3, 2, 3]
