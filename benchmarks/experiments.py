@@ -2170,14 +2170,22 @@ class Parallel:
                 thread.join(timeout=30)
 
     def _stop_all(self, why):
-        """Stops every worker (SIGTERM, then SIGKILL): the runs in flight
-        leave no file and run again next time."""
+        """Stops every worker (SIGTERM, then SIGKILL): the students in
+        flight leave no file and run again next time; a teacher resumes
+        from its last finished epoch."""
         with self.lock:
             self.stopping = True
             cut = list(self.running.values())
             self.lock.notify_all()
         for job in cut:
-            self.log(f"{why}: {describe_job(job)} cut short (it reruns next time)")
+            if job["kind"] == "teacher":
+                done = teacher_epochs_done(self.args.cache, job["recipe"], job["seed"])
+                again = (
+                    f"it resumes after epoch {done} next time" if done else "it reruns next time"
+                )
+            else:
+                again = "it reruns next time"
+            self.log(f"{why}: {describe_job(job)} cut short ({again})")
         processes = list(self.processes.values())
         for process in processes:
             if process.poll() is None:
