@@ -623,6 +623,11 @@ def test_extra_seeds_run_only_the_rows_of_their_methods(tmp_path, capsys):
     recipe = experiments.resolve_recipe("fashion_conv", {})
     assert experiments.table_seeds(recipe) == list(range(8))
     assert [experiments.teacher_seed_for(s, [0, 1]) for s in (5, 6, 7)] == [3, 2, 3]
+    # the 200-epoch MNIST probe: CE and KD, seeds 5-7 for its lost 2-4
+    long = experiments.resolve_recipe("hinton_mnist_long", {})
+    args = experiments.parse_args(["run"])
+    assert experiments.method_seeds(long, "kd", args) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert experiments.method_seeds(long, "ce", args) == [0, 1, 2, 3, 4, 5, 6, 7]
 
 
 def test_seeds_5_to_9_get_teachers_of_their_own():
