@@ -581,9 +581,10 @@ def test_cheap_students_get_10_seeds_after_every_recipes_first_5(tmp_path):
 
     for name in ("hinton_mnist", "mnist_lowlabel", "hinton_mnist_60k", "fashion_mlp"):
         assert seeds(name) == set(range(10)), name
-    five = ("fashion_conv", "hinton_mnist_long", "hinton_mnist_lr_high", "hinton_mnist_lr_low")
-    for name in five:
+    for name in ("hinton_mnist_lr_high", "hinton_mnist_lr_low"):
         assert seeds(name) == set(range(5)), name
+    for name in ("fashion_conv", "hinton_mnist_long"):  # and seeds 5-7 for some rows
+        assert seeds(name) == set(range(8)), name
     ordered = sorted(
         plan.ready, key=lambda j: experiments.priority(j["recipe"], j["stage"], j["seed"])
     )
