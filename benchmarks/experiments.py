@@ -1449,11 +1449,9 @@ def train_teacher(job, args, log):
     )
     backup = teacher_backup_folder(args.cache, recipe, seed)
     callbacks, resumable = resumable_fit_callbacks(teacher, batches, scores, backup)
-    if teacher_epochs_done(args.cache, recipe, seed):
-        log(
-            f"teacher {spec['name']} seed {seed}: resuming after epoch "
-            f"{teacher_epochs_done(args.cache, recipe, seed)} ({backup})"
-        )
+    epochs_done = teacher_epochs_done(args.cache, recipe, seed)
+    if epochs_done:
+        log(f"teacher {spec['name']} seed {seed}: resuming after epoch {epochs_done} ({backup})")
     teacher.fit(batches, epochs=spec["epochs"], verbose=0, callbacks=[*callbacks, progress])
     seconds = resumable.state["seconds"]
     train_errors = predict_errors(teacher, x, y)
