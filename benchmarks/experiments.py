@@ -242,12 +242,31 @@ RECIPES = {
             "batch_size": 128,
         },
         "methods": MAIN_METHODS,
-        # DIST's and DKD's seeds 2-4 never ran, and their teachers (0 and 1,
-        # trained on a GPU) were lost on 2026-12-05: those rows take seeds
-        # 5-7 instead, from teachers 3, 2, 3 (trained on CPU), and CE and KD
-        # run at the same seeds so that every difference stays paired. Set
-        # before any of these runs.
-        "extra_seeds": {"methods": ["ce", "kd", "dist", "dkd"], "seeds": [5, 6, 7]},
+        "extra_seeds": [
+            # DIST's and DKD's seeds 2-4 never ran, and their teachers (0 and
+            # 1, trained on a GPU) were lost on 2026-12-05: those rows take
+            # seeds 5-7 instead, from teachers 3, 2, 3 (trained on CPU), and
+            # CE and KD run at the same seeds so that every difference stays
+            # paired. Set before any of these runs.
+            {"methods": ["ce", "kd", "dist", "dkd"], "seeds": [5, 6, 7]},
+            # The three studies never ran at seeds 0-4 (the same lost
+            # teachers): they take seeds 5-9 (teachers 3, 2, 3, 2, 3), with
+            # every row they are compared with (CE, KD, CSKD with CE + 4
+            # CSKD, Eq. 9), which gives those rows 10 seeds. After the group
+            # above (`priority`). Set on 2026-12-05, before any of these runs.
+            {
+                "methods": [
+                    "ce",
+                    "kd",
+                    "cskd",
+                    "cskd_cswt",
+                    "cskd_tmean",
+                    "cskd_cswt_class",
+                    "stkd",
+                ],
+                "seeds": [5, 6, 7, 8, 9],
+            },
+        ],
         "tune": True,
         "defaults": {},
         "studies": MATCHED_WEIGHT
@@ -291,7 +310,7 @@ RECIPES = {
         **HINTON_CE_KD_STUDY,
         # Seeds 2-4 need the lost teachers 0 and 1 (see fashion_conv): seeds
         # 5-7 (teachers 3, 2, 3) instead, set before any of them ran.
-        "extra_seeds": {"methods": ["ce", "kd"], "seeds": [5, 6, 7]},
+        "extra_seeds": [{"methods": ["ce", "kd"], "seeds": [5, 6, 7]}],
     },
     # The student's learning rate, 4x above and below the one every table
     # uses (0.05, fixed before any run): a probe of the hypothesis that the
@@ -496,10 +515,13 @@ def grid(recipe, method):
 
 def table_seeds(recipe):
     """The seeds a recipe's table is planned for: its own (10 for the cheap
-    MLP students), else `SEEDS`, and its `extra_seeds` (seeds that only
-    some methods' rows run)."""
+    MLP students), else `SEEDS`, and its `extra_seeds`: groups of seeds
+    that only some methods' rows run, `{"methods": [...], "seeds": [...]}`,
+    run in the order listed (`priority`)."""
     seeds = set(recipe.get("seeds", SEEDS))
-    return sorted(seeds | set(recipe.get("extra_seeds", {}).get("seeds", [])))
+    for group in recipe.get("extra_seeds", []):
+        seeds |= set(group["seeds"])
+    return sorted(seeds)
 
 
 def recipe_seeds(recipe, args):
@@ -515,10 +537,21 @@ def method_seeds(recipe, method, args):
     if args.seeds is not None:
         return args.seeds
     seeds = list(recipe.get("seeds", SEEDS))
-    extra = recipe.get("extra_seeds")
-    if extra and method in extra["methods"]:
-        seeds += [s for s in extra["seeds"] if s not in seeds]
+    for group in recipe.get("extra_seeds", []):
+        if method in group["methods"]:
+            seeds += [s for s in group["seeds"] if s not in seeds]
     return seeds
+
+
+def extra_seed_group(recipe, method, seed):
+    """The index of the first `extra_seeds` group that gives `method` the
+    seed `seed`; 0 for a seed of the table's own."""
+    if seed in recipe.get("seeds", SEEDS):
+        return 0
+    for index, group in enumerate(recipe.get("extra_seeds", [])):
+        if method in group["methods"] and seed in group["seeds"]:
+            return index
+    return 0
 
 
 def recipe_teacher_seeds(recipe, args):
@@ -708,16 +741,18 @@ def steps_per_execution():
     return max(1, int(os.environ.get("EXPERIMENTS_STEPS_PER_EXECUTION", "1")))
 
 
-def priority(recipe, stage, seed):
+def priority(recipe, stage, seed, method=None):
     """Lower runs first. (a) the MNIST table: tuning, seeds 0-1, seeds 2-4;
     (b) the Fashion conv table likewise; (c) the low-label row; (d) studies;
-    (e) the cheap students' seeds beyond the first 5, each recipe's after
-    the teachers they need (teacher seeds 2 and 3: `teacher_seed_for`)."""
+    (e) the cheap students' seeds beyond the first 5 and the first group of
+    each recipe's `extra_seeds`, each recipe's after the teachers they need
+    (teacher seeds 2 and 3: `teacher_seed_for`); (f) the later groups of
+    `extra_seeds`, group by group."""
     order = recipe["order"]
     if stage == "teacher":
         return (0, 0, 0) if seed < len(TEACHER_SEEDS) else (30 + order, -1, seed)
     if stage != "tune" and seed >= len(SEEDS):
-        return (30 + order, 0, seed)
+        return (30 + 10 * extra_seed_group(recipe, method, seed) + order, 0, seed)
     if stage == "tune":
         return (1 + order, 0, 0)
     if stage == "final":
@@ -815,24 +850,30 @@ class Plan:
                     )
                     if finished(job, teachers) is not None:
                         add(job, "done")
-                    elif job["teacher_seed"] is not None and (
-                        job["teacher_seed"] not in teachers
-                        or job["teacher_seed"] in without_weights
-                    ):
+                    elif job["teacher_seed"] in without_weights:
+                        job["teacher_missing"] = True  # nothing here can run it
+                        add(job, "blocked")
+                    elif job["teacher_seed"] is not None and job["teacher_seed"] not in teachers:
                         add(job, "blocked")
                     else:
                         add(job, "ready")
-        self.ready.sort(key=lambda j: (priority(j["recipe"], j["stage"], j["seed"]),))
+        self.ready.sort(
+            key=lambda j: (priority(j["recipe"], j["stage"], j["seed"], j.get("method")),)
+        )
 
     def counts(self):
         """'N done, N ready, N waiting' (and the teachers whose weights are
-        missing, which wait for nothing that a run here can do)."""
+        missing and the runs that need them, which wait for nothing that a
+        run here can do)."""
         missing = sum(1 for job in self.blocked if job.get("weights_missing"))
-        text = (
-            f"{len(self.done)} done, {len(self.ready)} ready, {len(self.blocked) - missing} waiting"
-        )
+        needing = sum(1 for job in self.blocked if job.get("teacher_missing"))
+        waiting = len(self.blocked) - missing - needing
+        text = f"{len(self.done)} done, {len(self.ready)} ready, {waiting} waiting"
         if missing:
-            text += f", {missing} teacher(s) without weights (see the note)"
+            text += (
+                f", {missing} teacher(s) without weights and {needing} run(s) that need them"
+                " (see the note)"
+            )
         return text
 
     def _cswt_mean_temperature(self, recipe, args, teachers):
@@ -924,10 +965,19 @@ def print_plan(plan, args):
         seconds = estimate(job, where, rates, args.estimate_scale)
         if job.get("weights_missing"):
             seconds, state = 0.0, "its weights are missing: see the note below"
+        elif job.get("teacher_missing"):
+            seconds, state = 0.0, f"teacher {job['teacher_seed']}'s weights are missing"
         else:
             state = "ready" if job in plan.ready else "after its teacher/tuning"
         total += seconds
-        lines.append((priority(job["recipe"], job["stage"], job["seed"]), seconds, job, state))
+        lines.append(
+            (
+                priority(job["recipe"], job["stage"], job["seed"], job.get("method")),
+                seconds,
+                job,
+                state,
+            )
+        )
     lines.sort(key=lambda item: (item[0], -item[1]))
     for _, seconds, job, state in lines:
         print(f"{seconds:7.0f} s  {describe_job(job)}  [{state}]")
@@ -941,7 +991,7 @@ def print_plan(plan, args):
     )
     by_group = {}
     for tier, seconds, job, _ in lines:
-        if job.get("weights_missing"):
+        if job.get("weights_missing") or job.get("teacher_missing"):
             continue  # nothing to run: the note says what to do
         group = {0: "teachers"}.get(tier[0], f"{job['recipe']['name']} {job['stage']}")
         by_group[group] = by_group.get(group, 0.0) + seconds
@@ -2064,7 +2114,7 @@ class Parallel:
                 ]
                 candidates.sort(
                     key=lambda j: (
-                        priority(j["recipe"], j["stage"], j["seed"]),
+                        priority(j["recipe"], j["stage"], j["seed"], j.get("method")),
                         -estimate(j, self.where, self.rates, self.args.estimate_scale),
                     )
                 )

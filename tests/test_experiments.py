@@ -583,8 +583,9 @@ def test_cheap_students_get_10_seeds_after_every_recipes_first_5(tmp_path):
         assert seeds(name) == set(range(10)), name
     for name in ("hinton_mnist_lr_high", "hinton_mnist_lr_low"):
         assert seeds(name) == set(range(5)), name
-    for name in ("fashion_conv", "hinton_mnist_long"):  # and seeds 5-7 for some rows
-        assert seeds(name) == set(range(8)), name
+    # and `extra_seeds` for some rows: seeds 5-7 (and 8-9 for the Fashion studies)
+    assert seeds("hinton_mnist_long") == set(range(8))
+    assert seeds("fashion_conv") == set(range(10))
     ordered = sorted(
         plan.ready, key=lambda j: experiments.priority(j["recipe"], j["stage"], j["seed"])
     )
@@ -603,27 +604,51 @@ def test_cheap_students_get_10_seeds_after_every_recipes_first_5(tmp_path):
 
 def test_extra_seeds_run_only_the_rows_of_their_methods(tmp_path, capsys):
     # Fashion-MNIST's DIST and DKD rows replace their lost seeds 2-4 by
-    # seeds 5-7; CE and KD run there too (paired), no other row does.
+    # seeds 5-7, with CE and KD (paired); then the studies run at seeds 5-9
+    # with every row they are compared with. Logit MSE keeps its 5 seeds.
     plan = experiments.run(
         experiments.parse_args(
-            ["run", "--plan", "--recipes", "fashion_conv",
+            ["run", "--plan", "--recipes", "fashion_conv,fashion_mlp",
              "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
         )
     )  # fmt: skip
     capsys.readouterr()
     seeds = {}
-    for job in plan.ready + plan.blocked:
-        if job["kind"] == "student" and job["stage"] == "final":
+    jobs = [j for j in plan.ready + plan.blocked if j["recipe"]["name"] == "fashion_conv"]
+    for job in jobs:
+        if job["kind"] == "student" and job["stage"] in ("final", "study"):
             seeds.setdefault((job["method"], job["row"]), set()).add(job["seed"])
-    for method in ("ce", "kd", "dist", "dkd"):
-        assert seeds[(method, "default")] == set(range(8)), method
-    assert seeds[("cskd", "default")] == set(range(5))
-    assert all(max(s) < 5 for (m, _), s in seeds.items() if m not in ("ce", "kd", "dist", "dkd"))
-    teachers = sorted(j["seed"] for j in plan.ready + plan.blocked if j["kind"] == "teacher")
+    for method in ("dist", "dkd"):
+        for row in ("default", "tuned"):
+            assert seeds[(method, row)] == set(range(8)), (method, row)
+    for method in ("ce", "kd", "cskd", "cskd_cswt"):
+        for row in ("default", "tuned"):
+            assert seeds[(method, row)] == set(range(10)), (method, row)
+    for row in ("cskd_w4", "cskd_tmean", "cswt_class", "stkd"):
+        (key,) = [k for k in seeds if k[1] == row]
+        assert seeds[key] == set(range(10)), row
+    assert seeds[("mse", "default")] == seeds[("mse", "tuned")] == set(range(5))
+    teachers = sorted(j["seed"] for j in jobs if j["kind"] == "teacher")
     assert teachers == [0, 1, 2, 3]
     recipe = experiments.resolve_recipe("fashion_conv", {})
-    assert experiments.table_seeds(recipe) == list(range(8))
-    assert [experiments.teacher_seed_for(s, [0, 1]) for s in (5, 6, 7)] == [3, 2, 3]
+    assert experiments.table_seeds(recipe) == list(range(10))
+    assert [experiments.teacher_seed_for(s, [0, 1]) for s in range(5, 10)] == [3, 2, 3, 2, 3]
+    # The order: the first group (DIST and DKD's seeds 5-7, with CE and
+    # KD), then the MLP study's seeds 5-9, then the second group, seed by
+    # seed; the teachers they need before them.
+    mlp = experiments.resolve_recipe("fashion_mlp", {})
+
+    def rank(recipe, method, seed):
+        return experiments.priority(recipe, "final", seed, method)
+
+    first = [rank(recipe, m, s) for m in ("ce", "kd", "dist", "dkd") for s in (5, 6, 7)]
+    second = [rank(recipe, m, s) for m in ("cskd", "cskd_cswt", "stkd") for s in range(5, 10)]
+    second += [rank(recipe, m, s) for m in ("ce", "kd") for s in (8, 9)]
+    cheap = [rank(mlp, m, s) for m in ("ce", "kd", "cskd") for s in range(5, 10)]
+    teacher = experiments.priority(recipe, "teacher", 3)
+    assert teacher < min(first) and max(first) < min(cheap) and max(cheap) < min(second)
+    assert rank(recipe, "stkd", 5) < rank(recipe, "ce", 8) < rank(recipe, "cskd", 9)
+    assert experiments.priority(recipe, "study", 2, "stkd") < min(first)
     # the 200-epoch MNIST probe: CE and KD, seeds 5-7 for its lost 2-4
     long = experiments.resolve_recipe("hinton_mnist_long", {})
     args = experiments.parse_args(["run"])
@@ -677,10 +702,16 @@ def test_a_teacher_without_weights_blocks_only_the_runs_that_need_it(tmp_path, c
     )  # fmt: skip
     out = capsys.readouterr().out
     assert out.count("weights are neither in") == 2
-    # the two teachers are counted as what they are, not as runs that wait,
-    # and cost nothing in the plan's groups
-    waiting = sum(1 for job in plan.blocked if not job.get("weights_missing"))
-    assert f"{waiting} waiting, 2 teacher(s) without weights (see the note)" in out
+    # the two teachers, and the runs that need them, are counted as what
+    # they are, not as runs that wait, and cost nothing in the plan's groups
+    needing = [job for job in plan.blocked if job.get("teacher_missing")]
+    waiting = len(plan.blocked) - 2 - len(needing)
+    assert needing and {job["teacher_seed"] for job in needing} == {0, 1}
+    assert (
+        f"{waiting} waiting, 2 teacher(s) without weights and {len(needing)} run(s) that need"
+        " them (see the note)"
+    ) in out
+    assert "teacher 0's weights are missing" in out and "teacher 1's weights are missing" in out
     assert not re.search(r"^  teachers\s+0\.0 min", out, re.MULTILINE)
 
     def state(kind, seed, method=None, row="default"):
@@ -696,9 +727,11 @@ def test_a_teacher_without_weights_blocks_only_the_runs_that_need_it(tmp_path, c
 
     assert [state("teacher", t)[0] for t in range(4)] == ["blocked", "blocked", "ready", "ready"]
     assert state("student", 0, "kd")[0] == "done" and state("student", 0, "ce")[0] == "done"
-    assert state("student", 2, "kd")[0] == "blocked" and state("student", 2, "ce")[0] == "ready"
+    name, job = state("student", 2, "kd")
+    assert name == "blocked" and job["teacher_missing"]
+    assert state("student", 2, "ce")[0] == "ready"
     name, job = state("student", 5, "kd")
-    assert name == "blocked" and job["teacher_seed"] == 3
+    assert name == "blocked" and job["teacher_seed"] == 3 and not job.get("teacher_missing")
     assert state("student", 5, "ce")[0] == "ready"
 
 
