@@ -368,19 +368,42 @@ def test_best_can_be_ce_only_and_says_so(tmp_path, monkeypatch, capsys):
         ([0.80, 0.82, 0.84], [0.90, 0.93, 0.93], True),  # +9.7 pt, std 1.5: clear
         ([0.80, 0.82, 0.84], [0.81, 0.81, 0.85], False),  # +0.3 pt, std 1.2: noise
         ([0.80, 0.82, 0.84], [0.70, 0.73, 0.72], True),  # clearly worse
+        # +1.0 pt, std 1.0 over 5 seeds: the mean is 2.24 standard errors from
+        # 0, beyond "2 standard errors" but inside the 95 % t-interval (2.78).
+        ([0.80, 0.82, 0.84, 0.86, 0.88], [0.82, 0.82, 0.85, 0.88, 0.88], False),
+        ([0.80, 0.82, 0.84, 0.86, 0.88], [0.83, 0.84, 0.86, 0.89, 0.90], True),
     ],
 )
 def test_seed_noise_rule(ce, other, beyond):
-    """Beyond noise = |mean paired difference| > 2 standard errors, checked
-    against the hand-computed values above."""
+    """Beyond noise = the paired difference's 95 % t-interval excludes 0,
+    against SciPy's t quantile and the hand labels above."""
+    from scipy import stats
+
     from keras_cskd.cli.report import _compare_with_ce
 
     results = [{"method": "ce", "accuracies": ce}, {"method": "kd", "accuracies": other}]
     _compare_with_ce(results)
     differences = np.subtract(other, ce)
-    standard_error = differences.std(ddof=1) / np.sqrt(3)
-    assert (abs(differences.mean()) > 2 * standard_error) == beyond  # the hand labels
+    n = len(differences)
+    half = stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / np.sqrt(n)
+    np.testing.assert_allclose(
+        results[1]["difference_interval"],
+        [differences.mean() - half, differences.mean() + half],
+        atol=1e-5,
+    )
+    assert (abs(differences.mean()) > half) == beyond  # the hand labels
     assert results[1]["beyond_noise"] is beyond
+
+
+@once
+def test_t_quantile_matches_scipy_at_every_seed_count():
+    from scipy import stats
+
+    from keras_cskd.cli.report import _t_quantile_975
+
+    for degrees_of_freedom in [*range(1, 60), 100, 1000, 10**6]:
+        expected = stats.t.ppf(0.975, degrees_of_freedom)
+        assert abs(_t_quantile_975(degrees_of_freedom) - expected) < 1e-4, degrees_of_freedom
 
 
 @once

@@ -67,9 +67,10 @@ def _parser():
         "distill",
         help="distil a teacher into a student and compare methods",
         description="Trains/loads a teacher, distils students with each method over "
-        "several seeds, prints a table (mean ± std, paired differences with CE only) "
-        "and writes a plot and the students. With no arguments: the main job on the "
-        f"embedded digits, students with {main_job['labels']} labels, {main_job['seeds']} seeds.",
+        "several seeds, prints a table (mean ± std, paired differences with CE only and "
+        "their 95 % intervals) and writes a plot and the students. With no arguments: the "
+        f"main job on the embedded digits, students with {main_job['labels']} labels, "
+        f"{main_job['seeds']} seeds.",
         formatter_class=_HelpFormatter,
     )
     source = distill.add_mutually_exclusive_group()

@@ -135,26 +135,75 @@ def _accuracy(model, x, y):
     return float(np.mean(np.argmax(_logits(model, x), axis=-1) == y))
 
 
+# Two-sided 95 % quantiles of Student's t, by degrees of freedom (1-30).
+_T_975 = (
+    12.7062,
+    4.3027,
+    3.1824,
+    2.7764,
+    2.5706,
+    2.4469,
+    2.3646,
+    2.3060,
+    2.2622,
+    2.2281,
+    2.2010,
+    2.1788,
+    2.1604,
+    2.1448,
+    2.1314,
+    2.1199,
+    2.1098,
+    2.1009,
+    2.0930,
+    2.0860,
+    2.0796,
+    2.0739,
+    2.0687,
+    2.0639,
+    2.0595,
+    2.0555,
+    2.0518,
+    2.0484,
+    2.0452,
+    2.0423,
+)
+
+
+def _t_quantile_975(degrees_of_freedom):
+    """Student's t quantile for a two-sided 95 % interval: the table up to
+    30 degrees of freedom, beyond it the Cornish-Fisher expansion around
+    the normal quantile (within 1e-4 there)."""
+    if degrees_of_freedom <= len(_T_975):
+        return _T_975[degrees_of_freedom - 1]
+    z, nu = 1.959964, float(degrees_of_freedom)
+    return (
+        z
+        + (z**3 + z) / (4 * nu)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * nu**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * nu**3)
+    )
+
+
 def _compare_with_ce(results):
     """Adds each method's paired difference with CE only (same seeds, same
-    labelled subsets): mean, std and whether it exceeds seed noise, i.e.
-    |mean| > 2 standard errors of the mean (about a 95% interval)."""
+    labelled subsets): its mean, its std over the seeds, its 95 % t-interval
+    and whether that interval excludes 0 (`beyond_noise`; with one seed,
+    None)."""
     baseline = np.asarray(results[0]["accuracies"])
     for row in results[1:]:
+        row["difference"] = row["difference_std"] = None
+        row["difference_interval"] = row["beyond_noise"] = None
         if not row.get("compared", True):  # another architecture (a chain's assistant)
-            row["difference"] = row["difference_std"] = row["beyond_noise"] = None
             continue
         differences = np.asarray(row["accuracies"]) - baseline
-        row["difference"] = float(differences.mean())
+        row["difference"] = mean = float(differences.mean())
         if len(differences) > 1:
             std = float(differences.std(ddof=1))
+            half = _t_quantile_975(len(differences) - 1) * std / np.sqrt(len(differences))
             row["difference_std"] = std
-            row["beyond_noise"] = bool(
-                abs(differences.mean()) > 2 * std / np.sqrt(len(differences))
-            )
-        else:
-            row["difference_std"] = None
-            row["beyond_noise"] = None
+            row["difference_interval"] = [mean - half, mean + half]
+            row["beyond_noise"] = bool(mean - half > 0 or mean + half < 0)
 
 
 def _copy_best(best, out):
@@ -166,7 +215,8 @@ def _copy_best(best, out):
 def _table(results, scores, seeds):
     accuracy_title = f"test accuracy (mean ± std, {seeds} seeds)" if seeds > 1 else "test accuracy"
     lines = [
-        f"| method | {accuracy_title} | vs CE only (paired) | beyond seed noise | train time (s) |",
+        f"| method | {accuracy_title} | vs CE only (paired, 95 % CI) | beyond seed noise "
+        "| train time (s) |",
         "|---|---:|---:|:---:|---:|",
     ]
     teachers = scores["accuracies"]
@@ -188,8 +238,9 @@ def _table(results, scores, seeds):
             delta, noise = "(another architecture)", ""
         else:
             delta = f"{100 * row['difference']:+.1f}"
-            if row["difference_std"] is not None:
-                delta += f" ± {100 * row['difference_std']:.1f}"
+            if row["difference_interval"] is not None:
+                low, high = (100 * bound for bound in row["difference_interval"])
+                delta += f" [{low:+.1f}, {high:+.1f}]"
             delta += " pt"
             noise = {True: "yes", False: "no", None: "?"}[row["beyond_noise"]]
         lines.append(f"| {_label(row)} | {accuracy} | {delta} | {noise} | {row['seconds']:.1f} |")
@@ -223,8 +274,8 @@ def _verdict(results, seeds, test_samples):
     if unclear:
         words.append(f"Within seed noise of CE only: {', '.join(unclear)}.")
     words.append(
-        f"(Seed noise: a paired difference counts when its mean exceeds 2 standard errors "
-        f"over the {seeds} seeds; one test sample is {100 / test_samples:.2f} pt.)"
+        f"(Seed noise: a paired difference counts when its 95 % t-interval over the "
+        f"{seeds} seeds excludes 0; one test sample is {100 / test_samples:.2f} pt.)"
     )
     return " ".join(words)
 
@@ -285,14 +336,19 @@ def _figure(results, teacher_accuracy, seeds, teachers=1):
         deltas.barh(
             [p for p, _ in compared],
             [100 * r["difference"] for r in others],
-            xerr=[100 * (r["difference_std"] or 0.0) for r in others],
+            xerr=[
+                100 * (r["difference_interval"][1] - r["difference"])
+                if r["difference_interval"]
+                else 0.0
+                for r in others
+            ],
             capsize=4,
             color=["tab:green" if r["beyond_noise"] else "lightgrey" for r in others],
         )
         deltas.axvline(0, color="grey", linewidth=1, label="CE only")
         deltas.set_yticks(positions, names)
         deltas.invert_yaxis()
-        deltas.set_xlabel("paired difference with CE only (pt), mean ± std")
+        deltas.set_xlabel("paired difference with CE only (pt), mean and 95 % interval")
         deltas.set_title("green: beyond seed noise")
         deltas.legend(loc="lower right", fontsize=8)
     return figure
