@@ -267,6 +267,15 @@ RECIPES = {
                 "seeds": [5, 6, 7, 8, 9],
             },
         ],
+        # Seeds 5-9 train under TensorFlow: on this 2-core CPU its step of
+        # this student is 2.8x faster than JAX's (cached targets, one
+        # thread: 47.7 against 134.0 ms of CPU time, beside the runner;
+        # benchmarks/results/step-time/fashion_conv-*-cpu-1thread-busy.json).
+        # Every run of one seed uses one backend, so pairs stay within a
+        # backend. Set on 2026-12-06 before any run of these seeds had
+        # finished (two KD runs of seed 5 under JAX were stopped unfinished
+        # and discarded).
+        "seed_backends": {"tensorflow": [5, 6, 7, 8, 9]},
         "tune": True,
         "defaults": {},
         "studies": MATCHED_WEIGHT
@@ -315,6 +324,9 @@ RECIPES = {
         # reduction, [37.0, 68.2], held 90 % of the paper's (65): a second
         # look, which the results page reports as one.
         "extra_seeds": [{"methods": ["ce", "kd"], "seeds": [5, 6, 7, 8, 9]}],
+        # JAX, as its other seeds: so that a runner under another backend
+        # (fashion_conv's seeds 5-9) leaves them alone.
+        "seed_backends": {"jax": [8, 9]},
     },
     # The student's learning rate, 4x above and below the one every table
     # uses (0.05, fixed before any run): a probe of the hypothesis that the
@@ -347,6 +359,10 @@ RECIPES = {
             "batch_size": 128,
         },
         "methods": ["ce", "kd", "cskd"],
+        # JAX, as its other seeds (seed 8's CE ran under it): so that a
+        # runner under another backend (fashion_conv's seeds 5-9) leaves
+        # them alone.
+        "seed_backends": {"jax": [8, 9]},
         "tune": False,
         "defaults": {},
         "studies": [],
@@ -562,6 +578,21 @@ def recipe_teacher_seeds(recipe, args):
     """The recipe's own teacher seeds (a study with one teacher), else the
     command line's."""
     return recipe.get("teacher_seeds") or args.teacher_seeds
+
+
+def seed_backend(recipe, seed):
+    """The Keras backend every run of `seed` must train under, where the
+    recipe's `seed_backends` ({backend: [seeds]}) names one (one per seed,
+    so that paired runs share it); None: any."""
+    for backend, seeds in recipe.get("seed_backends", {}).items():
+        if seed in seeds:
+            return backend
+    return None
+
+
+def runner_backend():
+    """The backend this runner's workers train under (`worker_env`'s default)."""
+    return os.environ.get("KERAS_BACKEND") or "jax"
 
 
 STUDENT_SEEDS_PER_TEACHERS = 5
@@ -859,6 +890,9 @@ class Plan:
                         add(job, "blocked")
                     elif job["teacher_seed"] is not None and job["teacher_seed"] not in teachers:
                         add(job, "blocked")
+                    elif seed_backend(recipe, seed) not in (None, runner_backend()):
+                        job["other_backend"] = seed_backend(recipe, seed)
+                        add(job, "blocked")
                     else:
                         add(job, "ready")
             self._hold_unpaired(recipe)
@@ -892,13 +926,19 @@ class Plan:
         run here can do)."""
         missing = sum(1 for job in self.blocked if job.get("weights_missing"))
         needing = sum(1 for job in self.blocked if job.get("teacher_missing"))
-        waiting = len(self.blocked) - missing - needing
+        elsewhere = {}  # backend -> runs that train under it, not under this runner's
+        for job in self.blocked:
+            if job.get("other_backend"):
+                elsewhere[job["other_backend"]] = elsewhere.get(job["other_backend"], 0) + 1
+        waiting = len(self.blocked) - missing - needing - sum(elsewhere.values())
         text = f"{len(self.done)} done, {len(self.ready)} ready, {waiting} waiting"
         if missing:
             text += (
                 f", {missing} teacher(s) without weights and {needing} run(s) that need them"
                 " (see the note)"
             )
+        for backend, count in sorted(elsewhere.items()):
+            text += f", {count} run(s) for KERAS_BACKEND={backend} (run again under it)"
         return text
 
     def _cswt_mean_temperature(self, recipe, args, teachers):
@@ -994,6 +1034,8 @@ def print_plan(plan, args):
             seconds, state = 0.0, "every run it pairs with needs a teacher without weights"
         elif job.get("teacher_missing"):
             seconds, state = 0.0, f"teacher {job['teacher_seed']}'s weights are missing"
+        elif job.get("other_backend"):
+            state = f"under KERAS_BACKEND={job['other_backend']}"
         else:
             state = "ready" if job in plan.ready else "after its teacher/tuning"
         total += seconds
@@ -1742,6 +1784,12 @@ def train_student(job, args, log):
     import keras_cskd
 
     recipe, method, config, seed = job["recipe"], job["method"], job["config"], job["seed"]
+    if seed_backend(recipe, seed) not in (None, keras.backend.backend()):
+        raise RuntimeError(
+            f"{recipe['name']}'s seed {seed} trains under KERAS_BACKEND="
+            f"{seed_backend(recipe, seed)} (the recipe's seed_backends, so that its paired "
+            f"runs share a backend); this process runs {keras.backend.backend()}"
+        )
     spec = recipe["student"]
     splits = load_splits(recipe)
     x, y = splits["train"]

@@ -667,6 +667,55 @@ def test_extra_seeds_run_only_the_rows_of_their_methods(tmp_path, capsys):
     assert max(cheap) < rank(long, "kd", 8) < min(second)
 
 
+def test_a_seed_runs_under_the_one_backend_its_recipe_names(tmp_path, capsys, monkeypatch):
+    # Fashion-MNIST's conv seeds 5-9 train under TensorFlow, the MLP study's
+    # and the 200-epoch probe's seeds 8-9 under JAX (their other seeds'),
+    # every other seed under any backend: a runner leaves the others' runs
+    # for a runner under their backend, and says so.
+    def plan_under(backend):
+        monkeypatch.setenv("KERAS_BACKEND", backend)
+        plan = experiments.run(
+            experiments.parse_args(
+                ["run", "--plan", "--recipes", "fashion_conv,fashion_mlp",
+                 "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+            )
+        )  # fmt: skip
+        return plan, capsys.readouterr().out
+
+    def ce(plan, recipe, seed):
+        for name in ("ready", "blocked"):
+            for job in getattr(plan, name):
+                if (job["recipe"]["name"], job.get("method"), job["seed"]) == (recipe, "ce", seed):
+                    if job.get("row") == "default":
+                        return name, job.get("other_backend")
+        raise AssertionError((recipe, seed))
+
+    plan, out = plan_under("jax")
+    assert ce(plan, "fashion_conv", 0) == ("ready", None)
+    assert [ce(plan, "fashion_conv", s) for s in range(5, 10)] == [("blocked", "tensorflow")] * 5
+    assert ce(plan, "fashion_mlp", 9) == ("ready", None)
+    elsewhere = [j for j in plan.blocked if j.get("other_backend") == "tensorflow"]
+    assert {j["seed"] for j in elsewhere} == set(range(5, 10))
+    assert f", {len(elsewhere)} run(s) for KERAS_BACKEND=tensorflow (run again under it)" in out
+    assert "under KERAS_BACKEND=tensorflow]" in out
+    plan, out = plan_under("tensorflow")
+    assert ce(plan, "fashion_conv", 0) == ("ready", None)
+    assert [ce(plan, "fashion_conv", s) for s in range(5, 10)] == [("ready", None)] * 5
+    assert ce(plan, "fashion_mlp", 9) == ("blocked", "jax")
+    assert ce(plan, "fashion_mlp", 5) == ("ready", None)
+    long = experiments.resolve_recipe("hinton_mnist_long", {})
+    assert [experiments.seed_backend(long, s) for s in (0, 7, 8, 9)] == [None, None, "jax", "jax"]
+    # A run handed to a process of another backend stops before it trains.
+    import keras
+
+    recipe = experiments.resolve_recipe("fashion_mlp", {})
+    other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+    recipe["seed_backends"] = {other: [5]}
+    job = experiments.Job(kind="student", recipe=recipe, method="ce", config={}, seed=5)
+    with pytest.raises(RuntimeError, match=f"seed 5 trains under KERAS_BACKEND={other}"):
+        experiments.train_student(job, experiments.parse_args(["run"]), print)
+
+
 def test_seeds_5_to_9_get_teachers_of_their_own():
     pair = experiments.teacher_seed_for
     assert [pair(s, [0, 1]) for s in range(10)] == [0, 1, 0, 1, 0, 3, 2, 3, 2, 3]
