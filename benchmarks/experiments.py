@@ -267,10 +267,12 @@ RECIPES = {
                 "seeds": [5, 6, 7, 8, 9],
             },
         ],
-        # Seeds 5-9 train under TensorFlow: on this 2-core CPU its step of
-        # this student is 2.8x faster than JAX's (cached targets, one
+        # Seeds 5-9 train under TensorFlow: in one process its step of this
+        # student measured 2.8x faster than JAX's (cached targets, one
         # thread: 47.7 against 134.0 ms of CPU time, beside the runner;
-        # benchmarks/results/step-time/fashion_conv-*-cpu-1thread-busy.json).
+        # benchmarks/results/step-time/fashion_conv-*-cpu-1thread-busy.json);
+        # in the runner, two workers side by side, it turned out about 15 %
+        # faster (75-78 against 86-92 ms per step; docs/performance.md).
         # Every run of one seed uses one backend, so pairs stay within a
         # backend. Set on 2026-12-06 before any run of these seeds had
         # finished (two KD runs of seed 5 under JAX were stopped unfinished
