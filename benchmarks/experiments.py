@@ -2367,6 +2367,22 @@ T_975 = (
 )  # fmt: skip
 
 
+def reproduce_text(recipe):
+    """How to run a table again: its `run` command, once per backend where
+    the recipe names seeds' backends."""
+    command = f"python benchmarks/experiments.py run --recipes {recipe['name']}"
+    commands, notes = f"`{command}`", []
+    if recipe.get("seed_backends"):
+        backends = sorted({"jax", *recipe["seed_backends"]})
+        commands = " and ".join(f"`KERAS_BACKEND={b} {command}`" for b in backends)
+        notes = [
+            f"seeds {', '.join(map(str, seeds))} run only under {backend}"
+            for backend, seeds in recipe["seed_backends"].items()
+        ]
+    notes += ["resumable", "each result file records its run's own command"]
+    return f"{commands} ({'; '.join(notes)})"
+
+
 def mean_std(values):
     values = [float(v) for v in values]
     mean = sum(values) / len(values)
@@ -2827,8 +2843,7 @@ def report(args):
             ]
         lines += [
             f"Training time, all student runs: {seconds / 60:.0f} min. "
-            f"Reproduce: `python benchmarks/experiments.py run --recipes {recipe['name']}` "
-            "(resumable; each result file records its run's own command).",
+            f"Reproduce: {reproduce_text(recipe)}.",
             "",
             f"![{recipe['title']}](img/{image.name})",
         ]

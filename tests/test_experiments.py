@@ -705,6 +705,16 @@ def test_a_seed_runs_under_the_one_backend_its_recipe_names(tmp_path, capsys, mo
     assert ce(plan, "fashion_mlp", 5) == ("ready", None)
     long = experiments.resolve_recipe("hinton_mnist_long", {})
     assert [experiments.seed_backend(long, s) for s in (0, 7, 8, 9)] == [None, None, "jax", "jax"]
+    conv = experiments.resolve_recipe("fashion_conv", {})
+    assert experiments.reproduce_text(conv).startswith(
+        "`KERAS_BACKEND=jax python benchmarks/experiments.py run --recipes fashion_conv` and "
+        "`KERAS_BACKEND=tensorflow python benchmarks/experiments.py run --recipes fashion_conv` "
+        "(seeds 5, 6, 7, 8, 9 run only under tensorflow; resumable"
+    )
+    plain = experiments.resolve_recipe("hinton_mnist", {})
+    assert experiments.reproduce_text(plain).startswith(
+        "`python benchmarks/experiments.py run --recipes hinton_mnist` (resumable"
+    )
     # A run handed to a process of another backend stops before it trains.
     import keras
 
