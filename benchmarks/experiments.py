@@ -2359,14 +2359,6 @@ def worker(args):
 
 
 # ----------------------------------------------------------------- report
-# Two-sided 95 % quantiles of Student's t, 1..30 degrees of freedom.
-T_975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
 def reproduce_text(recipe):
     """How to run a table again: its `run` command, once per backend where
     the recipe names seeds' backends."""
@@ -2392,22 +2384,17 @@ def mean_std(values):
 
 
 def paired(values, baseline):
-    """Paired difference over the common seeds: mean, sample std, n, and
-    the 95 % t-interval of the mean (`low`, `high`); None below 2 seeds."""
-    common = sorted(set(values) & set(baseline))
-    if len(common) < 2:
+    """Paired difference over the common seeds ({seed: value} each): mean,
+    sample std, n, and the 95 % t-interval of the mean (`low`, `high`,
+    `significant`: it excludes 0), by `keras_cskd.statistics`, the command
+    line's rule; None below 2 seeds."""
+    from keras_cskd.statistics import paired_difference
+
+    if len(set(values) & set(baseline)) < 2:
         return None
-    diffs = [values[s] - baseline[s] for s in common]
-    mean, std = mean_std(diffs)
-    half = T_975[min(len(diffs) - 1, len(T_975)) - 1] * std / math.sqrt(len(diffs))
-    return {
-        "mean": mean,
-        "std": std,
-        "n": len(diffs),
-        "low": mean - half,
-        "high": mean + half,
-        "significant": mean - half > 0 or mean + half < 0,
-    }
+    result = paired_difference(values, baseline)
+    result["significant"] = result.pop("beyond_noise")
+    return result
 
 
 def load_recipe_results(folder):

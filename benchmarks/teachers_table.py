@@ -14,12 +14,11 @@ its 95 % t-interval. Prints a Markdown table (docs/results.md quotes it).
 """
 
 import json
-import math
 import sys
 from pathlib import Path
 
-# Two-sided 95 % t quantiles by degrees of freedom.
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+from keras_cskd.statistics import paired_difference
+
 RUNS = (
     ("ensemble-3", "ensemble of 3 teachers (mean_probs)"),
     ("chain-96-32", "teacher -> MLP 96 -> student"),
@@ -33,12 +32,10 @@ def last_generation(summary, method):
 
 
 def paired(a, b):
-    differences = [x - y for x, y in zip(a, b)]
-    n = len(differences)
-    mean = sum(differences) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
-    half = T95[n - 1] * sd / math.sqrt(n)
-    return 100 * mean, 100 * (mean - half), 100 * (mean + half)
+    """The mean paired difference of a and b (fractions, same seed order)
+    and its 95 % t-interval, in points (`keras_cskd.statistics`)."""
+    d = paired_difference(a, b)
+    return 100 * d["mean"], 100 * d["low"], 100 * d["high"]
 
 
 def main(folder):

@@ -299,16 +299,15 @@ t-interval (docs/results.md quotes it): against the CE student, and for
 the top-k student against the dense forward-KL student of the same seed.
 """
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 
-
-def interval(values):
-    values = np.asarray(values)
-    if len(values) < 2:
-        return f"{values.mean():+.2f}"
-    half = T95[len(values) - 1] * values.std(ddof=1) / np.sqrt(len(values))
-    mean, bold = values.mean(), "**" if abs(values.mean()) > half else ""
-    return f"{bold}{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]{bold}"
+def interval(values, baseline):
+    """The mean paired difference with its 95 % t-interval, bold where it
+    excludes 0 (`keras_cskd.statistics.paired_difference`)."""
+    d = keras_cskd.statistics.paired_difference(values, baseline)
+    if d["n"] < 2:
+        return f"{d['mean']:+.2f}"
+    bold = "**" if d["beyond_noise"] else ""
+    return f"{bold}{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{bold}"
 
 
 def column(method, key):
@@ -323,9 +322,9 @@ print(
 )
 for method in results:
     perplexity, accuracy = column(method, "perplexity"), column(method, "accuracy")
-    versus = "" if method == "CE" else interval(perplexity - column("CE", "perplexity"))
+    versus = "" if method == "CE" else interval(perplexity, column("CE", "perplexity"))
     if method.endswith("cache"):
-        dense = interval(perplexity - column("forward KL", "perplexity"))
+        dense = interval(perplexity, column("forward KL", "perplexity"))
         versus += f" (vs dense forward KL: {dense})"
     print(
         f"| {method} | {chosen[method]:g} | {perplexity.mean():.2f} ± {perplexity.std(ddof=1):.2f} "

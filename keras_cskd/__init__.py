@@ -15,6 +15,7 @@ Public API:
 - `keras_cskd.callbacks`: temperature/cosine recorder, weight warm-up, loss-scaler warning,
   atomic checkpoints.
 - `keras_cskd.ops`: the formulas as pure `keras.ops` functions.
+- `keras_cskd.statistics`: students compared over seeds (paired 95 % intervals).
 - `keras_cskd.data`, `keras_cskd.models`: loaders and model zoo.
 
 Importing the package registers every loss, layer and the `Distiller` with
@@ -28,7 +29,7 @@ from keras_cskd._backend_choice import ensure_installed_backend  # noqa: E402
 
 ensure_installed_backend()
 
-from keras_cskd import callbacks, data, layers, losses, models, ops  # noqa: E402
+from keras_cskd import callbacks, data, layers, losses, models, ops, statistics  # noqa: E402
 from keras_cskd.caching import cache_teacher_logits  # noqa: E402
 from keras_cskd.distiller import Distiller  # noqa: E402
 from keras_cskd.features import FeatureDistillation  # noqa: E402
@@ -46,5 +47,6 @@ __all__ = [
     "losses",
     "models",
     "ops",
+    "statistics",
     "__version__",
 ]

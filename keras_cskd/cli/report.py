@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from keras_cskd.cli._common import METHOD_LABELS
+from keras_cskd.statistics import paired_difference
 
 
 def _write_report(args, job, results, scores, started):
@@ -135,48 +136,22 @@ def _accuracy(model, x, y):
     return float(np.mean(np.argmax(_logits(model, x), axis=-1) == y))
 
 
-# Two-sided 95 % quantiles of Student's t, by degrees of freedom (1-30).
-_T_975 = (
-    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
-)  # fmt: skip
-
-
-def _t_quantile_975(degrees_of_freedom):
-    """Student's t quantile for a two-sided 95 % interval: the table up to
-    30 degrees of freedom, beyond it the Cornish-Fisher expansion around
-    the normal quantile (within 1e-4 there)."""
-    if degrees_of_freedom <= len(_T_975):
-        return _T_975[degrees_of_freedom - 1]
-    z, nu = 1.959964, float(degrees_of_freedom)
-    return (
-        z
-        + (z**3 + z) / (4 * nu)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * nu**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * nu**3)
-    )
-
-
 def _compare_with_ce(results):
     """Adds each method's paired difference with CE only (same seeds, same
     labelled subsets): its mean, its std over the seeds, its 95 % t-interval
     and whether that interval excludes 0 (`beyond_noise`; with one seed,
-    None)."""
-    baseline = np.asarray(results[0]["accuracies"])
+    None): `keras_cskd.statistics.paired_difference`."""
+    baseline = results[0]["accuracies"]
     for row in results[1:]:
         row["difference"] = row["difference_std"] = None
         row["difference_interval"] = row["beyond_noise"] = None
         if not row.get("compared", True):  # another architecture (a chain's assistant)
             continue
-        differences = np.asarray(row["accuracies"]) - baseline
-        row["difference"] = mean = float(differences.mean())
-        if len(differences) > 1:
-            std = float(differences.std(ddof=1))
-            half = _t_quantile_975(len(differences) - 1) * std / np.sqrt(len(differences))
-            row["difference_std"] = std
-            row["difference_interval"] = [mean - half, mean + half]
-            row["beyond_noise"] = bool(mean - half > 0 or mean + half < 0)
+        paired = paired_difference(row["accuracies"], baseline)
+        row["difference"], row["difference_std"] = paired["mean"], paired["std"]
+        if paired["n"] > 1:
+            row["difference_interval"] = [paired["low"], paired["high"]]
+        row["beyond_noise"] = paired["beyond_noise"]
 
 
 def _copy_best(best, out):
