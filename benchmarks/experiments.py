@@ -935,10 +935,11 @@ class Plan:
         waiting = len(self.blocked) - missing - needing - sum(elsewhere.values())
         text = f"{len(self.done)} done, {len(self.ready)} ready, {waiting} waiting"
         if missing:
+            text += f", {missing} teacher(s) without weights"
             text += (
-                f", {missing} teacher(s) without weights and {needing} run(s) that need them"
-                " (see the note)"
+                f" and {needing} run(s) that need them" if needing else " (no run left needs them)"
             )
+            text += " (see the note)"
         for backend, count in sorted(elsewhere.items()):
             text += f", {count} run(s) for KERAS_BACKEND={backend} (run again under it)"
         return text

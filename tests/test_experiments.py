@@ -1091,3 +1091,17 @@ def test_the_60k_study_trains_on_every_training_image_with_one_teacher(tmp_path,
     text = experiments.report(report)
     assert "(each with teacher seed 0)" in text and "seed % 2" not in text
     assert "the validation images are among the training images" in text
+
+
+def test_counts_name_teachers_without_weights_that_nothing_needs():
+    plan = object.__new__(experiments.Plan)
+    plan.done, plan.ready = [{}], []
+    plan.blocked = [{"weights_missing": True}, {"weights_missing": True}]
+    assert plan.counts() == (
+        "1 done, 0 ready, 0 waiting, 2 teacher(s) without weights (no run left needs them)"
+        " (see the note)"
+    )
+    plan.blocked.append({"teacher_missing": True})
+    assert plan.counts().endswith(
+        "2 teacher(s) without weights and 1 run(s) that need them (see the note)"
+    )
