@@ -876,6 +876,32 @@ def test_a_probe_replays_the_first_epochs_of_a_run(tmp_path, monkeypatch):
     assert frozen["val_errors"] == [experiments.predict_errors(untrained, *splits["val"])]
 
 
+def test_a_probe_leaves_a_case_to_its_seeds_backend(tmp_path, monkeypatch, capsys):
+    """A probe case whose seed trains under another backend (the recipe's
+    seed_backends) is left for that backend, said so, and not replayed."""
+    import keras
+
+    spec = importlib.util.spec_from_file_location(
+        "divergence_probe", ROOT / "benchmarks" / "divergence_probe.py"
+    )
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    other = next(b for b in ("jax", "tensorflow") if b != keras.backend.backend())
+    monkeypatch.setattr(probe, "CASES", [("fashion_conv", "stkd", {"temperature": 4.0}, 5, 2)])
+    monkeypatch.setattr(probe.experiments, "seed_backend", lambda recipe, seed: other)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a case of another backend was replayed")
+
+    monkeypatch.setattr(probe.experiments, "train_student", must_not_train)
+    args = probe.argparse.Namespace(out=str(tmp_path), results=str(tmp_path), cache=str(tmp_path))
+    probe.run(args)
+    printed = capsys.readouterr().out
+    assert f"left for KERAS_BACKEND={other}" in printed
+    assert printed.count("left for") == len(probe.LR_SCALES)
+    assert not list(tmp_path.glob("*.json"))
+
+
 def test_cswt_mean_temperature_comes_from_a_run_that_trained(tmp_path):
     """The `cskd_tmean` study's fixed T is CSWT's mean temperature in a
     cskd_cswt run that trained: the default configuration's first, else the
