@@ -71,9 +71,9 @@ def run(args):
             path = out / _name(recipe_name, method, config, seed, scale)
             if path.exists():
                 continue
-            backend = experiments.seed_backend(recipe, seed)
-            if backend not in (None, keras.backend.backend()):
-                print(f"{path.name}: left for KERAS_BACKEND={backend} (its seed's backend)")
+            required = experiments.backend_elsewhere(recipe, seed, keras.backend.backend())
+            if required:
+                print(f"{path.name}: left for KERAS_BACKEND={required} (its seed's backend)")
                 continue
             job = experiments.student_job(
                 recipe, method, config, seed, "probe", None, args.results, experiments.TEACHER_SEEDS

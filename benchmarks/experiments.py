@@ -592,6 +592,13 @@ def seed_backend(recipe, seed):
     return None
 
 
+def backend_elsewhere(recipe, seed, backend):
+    """The backend `seed` must train under when it is not `backend`; None
+    when `backend` may run it."""
+    required = seed_backend(recipe, seed)
+    return None if required in (None, backend) else required
+
+
 def runner_backend():
     """The backend this runner's workers train under (`worker_env`'s default)."""
     return os.environ.get("KERAS_BACKEND") or "jax"
@@ -892,8 +899,8 @@ class Plan:
                         add(job, "blocked")
                     elif job["teacher_seed"] is not None and job["teacher_seed"] not in teachers:
                         add(job, "blocked")
-                    elif seed_backend(recipe, seed) not in (None, runner_backend()):
-                        job["other_backend"] = seed_backend(recipe, seed)
+                    elif backend_elsewhere(recipe, seed, runner_backend()):
+                        job["other_backend"] = backend_elsewhere(recipe, seed, runner_backend())
                         add(job, "blocked")
                     else:
                         add(job, "ready")
@@ -1787,10 +1794,11 @@ def train_student(job, args, log):
     import keras_cskd
 
     recipe, method, config, seed = job["recipe"], job["method"], job["config"], job["seed"]
-    if seed_backend(recipe, seed) not in (None, keras.backend.backend()):
+    required = backend_elsewhere(recipe, seed, keras.backend.backend())
+    if required:
         raise RuntimeError(
             f"{recipe['name']}'s seed {seed} trains under KERAS_BACKEND="
-            f"{seed_backend(recipe, seed)} (the recipe's seed_backends, so that its paired "
+            f"{required} (the recipe's seed_backends, so that its paired "
             f"runs share a backend); this process runs {keras.backend.backend()}"
         )
     spec = recipe["student"]
