@@ -899,8 +899,8 @@ class Plan:
                         add(job, "blocked")
                     elif job["teacher_seed"] is not None and job["teacher_seed"] not in teachers:
                         add(job, "blocked")
-                    elif backend_elsewhere(recipe, seed, runner_backend()):
-                        job["other_backend"] = backend_elsewhere(recipe, seed, runner_backend())
+                    elif required := backend_elsewhere(recipe, seed, runner_backend()):
+                        job["other_backend"] = required
                         add(job, "blocked")
                     else:
                         add(job, "ready")
