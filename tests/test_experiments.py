@@ -1131,3 +1131,85 @@ def test_counts_name_teachers_without_weights_that_nothing_needs():
     assert plan.counts().endswith(
         "2 teacher(s) without weights and 1 run(s) that need them (see the note)"
     )
+
+
+def test_committed_tables_keep_their_keys():
+    """A recipe key names a table's folder of committed result files: a new
+    setting (the optimiser study's `optimizer`) must leave them alone."""
+    committed = {
+        "hinton_mnist": "7dc416ab9c",
+        "fashion_conv": "2a7912ef98",
+        "mnist_lowlabel": "193750109f",
+        "fashion_mlp": "03ecab04f5",
+        "hinton_mnist_60k": "dc3971d1eb",
+        "hinton_mnist_long": "25f3c23c68",
+        "hinton_mnist_lr_high": "bf4765e60a",
+        "hinton_mnist_lr_low": "7854d8275b",
+    }
+    for name, key in committed.items():
+        assert experiments.recipe_key(experiments.resolve_recipe(name, {})) == key, name
+        assert (experiments.DEFAULT_RESULTS / f"{name}-{key}").is_dir(), name
+
+
+def test_make_optimizer_builds_sgd_or_adam_with_cosine_decay():
+    import keras
+
+    sgd = experiments.make_optimizer(0.05, 2, 10)
+    adam = experiments.make_optimizer(1e-3, 2, 10, "adam")
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9
+    assert isinstance(adam, keras.optimizers.Adam)
+    for optimizer, lr in ((sgd, 0.05), (adam, 1e-3)):
+        config = optimizer.get_config()["learning_rate"]
+        schedule = keras.optimizers.schedules.deserialize(config)
+        assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+        np.testing.assert_allclose(float(schedule(0)), lr, rtol=1e-6)
+        np.testing.assert_allclose(float(schedule(10)), lr / 2, rtol=1e-5)  # half-way
+        np.testing.assert_allclose(float(schedule(20)), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="optimizer='rmsprop'"):
+        experiments.make_optimizer(0.05, 2, 10, "rmsprop")
+
+
+def test_the_optimiser_and_jitter_probes(tmp_path, monkeypatch):
+    """`hinton_mnist_adam` trains its students with Adam, `hinton_mnist_jitter`
+    on jittered images with the teacher's targets on those images; both run
+    CE and KD at T = 20 at seeds 5-9 only (teachers 3, 2, 3, 2, 3) under
+    JAX, and the report names the optimiser and the jitter."""
+    adam = experiments.resolve_recipe("hinton_mnist_adam", {})
+    jitter = experiments.resolve_recipe("hinton_mnist_jitter", {})
+    main = experiments.resolve_recipe("hinton_mnist", {})
+    for study in (adam, jitter):
+        assert experiments.table_seeds(study) == [5, 6, 7, 8, 9]
+        assert study["methods"] == ["ce", "kd"]
+        assert experiments.default_config(study, "kd") == {"temperature": 20.0, "weight": 0.9}
+        assert [experiments.seed_backend(study, s) for s in range(5, 10)] == ["jax"] * 5
+        # one change each to the main table's student
+        changed = {k for k in study["student"] if study["student"][k] != main["student"].get(k)}
+        assert changed == ({"optimizer", "lr"} if study is adam else {"augment"})
+    assert experiments.teacher_targets(jitter, "kd") == "per epoch"
+    assert experiments.teacher_targets(adam, "kd") == "cached"
+
+    # A smoke run of both at seed 5 (teacher 3), under whatever backend runs the tests.
+    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
+    for name in ("hinton_mnist_adam", "hinton_mnist_jitter"):
+        monkeypatch.delitem(experiments.RECIPES[name], "seed_backends")
+    folders = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    run = experiments.parse_args(
+        ["run", "--smoke", "--recipes", "hinton_mnist_adam,hinton_mnist_jitter", *SMALL,
+         "--seeds", "5", "--epochs", "1", "--teacher-epochs", "1", *folders]
+    )  # fmt: skip
+    experiments.run(run)
+    records = {
+        (p.parent.name.split("-")[0], r["method"]): r
+        for p in (tmp_path / "results").glob("hinton_mnist_*/*seed5.json")
+        for r in [json.loads(p.read_text())]
+    }
+    assert set(records) == {(n, m) for n in ("hinton_mnist_adam", "hinton_mnist_jitter")
+                            for m in ("ce", "kd")}  # fmt: skip
+    assert records[("hinton_mnist_jitter", "kd")]["teacher_targets"] == "per epoch"
+    assert records[("hinton_mnist_adam", "kd")]["teacher_targets"] == "cached"
+    assert {r["teacher_seed"] for r in records.values() if r["method"] == "kd"} == {3}
+    report = experiments.parse_args(["report", *folders[:2], "--out", str(tmp_path)])
+    text = experiments.report(report)
+    assert "(Adam (Keras' defaults), batch 128, learning rate 0.001 with cosine decay" in text
+    assert "inputs translated by up to 2 pixels (the teacher's targets on the images" in text
+    assert "(SGD with momentum 0.9, batch 128, learning rate 0.05 with cosine decay" in text
