@@ -663,14 +663,16 @@ def pairing_text(teacher_seeds, seeds):
     seed, which takes the first teacher and is in no row, left out)."""
     if len(teacher_seeds) == 1:
         return f"each with teacher seed {teacher_seeds[0]}"
-    text = "each seed paired with teacher seed `seed % 2`"
-    blocks = sorted({s // STUDENT_SEEDS_PER_TEACHERS for s in seeds if s != TUNING_SEED} - {0})
+    first_block = "each seed paired with teacher seed `seed % 2`"
+    blocks = sorted({s // STUDENT_SEEDS_PER_TEACHERS for s in seeds if s != TUNING_SEED})
+    parts = [first_block] if blocks[:1] == [0] else []
     for block in blocks:
-        first = block * STUDENT_SEEDS_PER_TEACHERS
-        last = first + STUDENT_SEEDS_PER_TEACHERS - 1
-        offset = teacher_seed_for(first + first % 2, teacher_seeds)
-        text += f"; seeds {first}-{last} with teacher seed `{offset} + seed % 2`"
-    return text
+        if block:
+            first = block * STUDENT_SEEDS_PER_TEACHERS
+            last = first + STUDENT_SEEDS_PER_TEACHERS - 1
+            offset = teacher_seed_for(first + first % 2, teacher_seeds)
+            parts.append(f"seeds {first}-{last} with teacher seed `{offset} + seed % 2`")
+    return "; ".join(parts) or first_block
 
 
 def needs_teacher(method):
@@ -1376,13 +1378,13 @@ def make_optimizer(lr, epochs, steps_per_epoch, optimizer="sgd"):
 def optimizer_text(spec):
     """The report's words for a network spec's optimiser and input pipeline."""
     name = spec.get("optimizer", "sgd")
-    words = "Adam (Keras' defaults)" if name == "adam" else "SGD with momentum 0.9"
+    words = "Adam with Keras' defaults" if name == "adam" else "SGD with momentum 0.9"
     words += f", batch {spec['batch_size']}, learning rate {spec['lr']:g} with cosine decay to 0"
     augment = spec.get("augment")
     if augment:
         words += f"; inputs translated by up to {augment['shift']} pixels"
         words += " and mirrored" if augment.get("flip") else ""
-        words += " (the teacher's targets on the images the student sees)"
+        words += ", the distillation targets computed on those images"
     return words
 
 

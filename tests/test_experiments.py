@@ -742,6 +742,11 @@ def test_seeds_5_to_9_get_teachers_of_their_own():
         "; seeds 5-9 with teacher seed `2 + seed % 2`"
     )
     assert experiments.pairing_text([0], range(10)) == "each with teacher seed 0"
+    # a table of seeds 5-9 only names their teachers
+    assert (
+        experiments.pairing_text([0, 1], range(5, 10))
+        == "seeds 5-9 with teacher seed `2 + seed % 2`"
+    )
 
 
 def test_a_teacher_without_weights_blocks_only_the_runs_that_need_it(tmp_path, capsys):
@@ -1210,6 +1215,8 @@ def test_the_optimiser_and_jitter_probes(tmp_path, monkeypatch):
     assert {r["teacher_seed"] for r in records.values() if r["method"] == "kd"} == {3}
     report = experiments.parse_args(["report", *folders[:2], "--out", str(tmp_path)])
     text = experiments.report(report)
-    assert "(Adam (Keras' defaults), batch 128, learning rate 0.001 with cosine decay" in text
-    assert "inputs translated by up to 2 pixels (the teacher's targets on the images" in text
+    assert "(Adam with Keras' defaults, batch 128, learning rate 0.001 with cosine decay" in text
+    # every seed is in 5-9: the pairing names only their teachers
+    assert "(seeds 5-9 with teacher seed `2 + seed % 2`)" in text
+    assert "inputs translated by up to 2 pixels, the distillation targets computed on" in text
     assert "(SGD with momentum 0.9, batch 128, learning rate 0.05 with cosine decay" in text
