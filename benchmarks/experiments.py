@@ -390,7 +390,7 @@ RECIPES = {
         "seeds": [5, 6, 7, 8, 9],
         "seed_backends": {"jax": [5, 6, 7, 8, 9]},
     },
-    # The teacher's quality, the last probe, fixed on 2026-12-06 (14:50 UTC)
+    # The teacher's quality, the last probe, fixed on 2026-12-06 (14:42 UTC)
     # before any of its runs: the main table's student and recipe (CE and
     # KD at T = 20, seeds 5-9, JAX) distilled from one conv-net teacher
     # (seed 0) instead of the 2 x 1200 MLP. Its teacher trains under
