@@ -1150,6 +1150,9 @@ def test_committed_tables_keep_their_keys():
         "hinton_mnist_long": "25f3c23c68",
         "hinton_mnist_lr_high": "bf4765e60a",
         "hinton_mnist_lr_low": "7854d8275b",
+        "hinton_mnist_adam": "0466776f06",
+        "hinton_mnist_jitter": "a712639bdd",
+        "hinton_mnist_conv_teacher": "5aa93236fa",
     }
     for name, key in committed.items():
         assert experiments.recipe_key(experiments.resolve_recipe(name, {})) == key, name
@@ -1192,6 +1195,11 @@ def test_the_optimiser_and_jitter_probes(tmp_path, monkeypatch):
         assert changed == ({"optimizer", "lr"} if study is adam else {"augment"})
     assert experiments.teacher_targets(jitter, "kd") == "per epoch"
     assert experiments.teacher_targets(adam, "kd") == "cached"
+    # the teacher-quality probe: the main table's student, one conv-net teacher
+    conv = experiments.resolve_recipe("hinton_mnist_conv_teacher", {})
+    assert conv["student"] == main["student"] and experiments.table_seeds(conv) == [5, 6, 7, 8, 9]
+    assert experiments.recipe_teacher_seeds(conv, experiments.parse_args(["run"])) == [0]
+    assert conv["teacher"]["model"] == "conv_net" and conv["dataset"] == "mnist"
 
     # A smoke run of both at seed 5 (teacher 3), under whatever backend runs the tests.
     monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
