@@ -829,7 +829,11 @@ def test_plan_runs_teachers_first_and_tuned_rows_after_tuning(tmp_path, capsys):
     # 2 data sets x 2 seeds, and the 60,000-image study's one teacher
     assert [j["kind"] for j in first[:5]] == ["teacher"] * 5
     later = [i for i, j in enumerate(first) if j["kind"] == "teacher"][5:]
-    # teachers 2 and 3 of both data sets, for the cheap tables' seeds 5-9 ...
+    # the MNIST teacher-quality probe's one conv-net teacher (seed 0), then ...
+    probe = [i for i in later if first[i]["recipe"]["teacher"]["name"] == "mnist_conv_net"]
+    assert [first[i]["seed"] for i in probe] == [0]
+    later = [i for i in later if i not in probe]
+    # ... teachers 2 and 3 of both data sets, for the cheap tables' seeds 5-9 ...
     assert sorted(first[i]["seed"] for i in later) == [2, 2, 3, 3]
     # ... come after every table's first five seeds, before those seeds 5-9
     seeds_5_to_9 = [i for i, j in enumerate(first) if j["kind"] == "student" and j["seed"] >= 5]
@@ -1153,6 +1157,7 @@ def test_committed_tables_keep_their_keys():
         "hinton_mnist_adam": "0466776f06",
         "hinton_mnist_jitter": "a712639bdd",
         "hinton_mnist_conv_teacher": "5aa93236fa",
+        "hinton_mnist_he_init": "bd2d9849fa",
     }
     for name, key in committed.items():
         assert experiments.recipe_key(experiments.resolve_recipe(name, {})) == key, name
@@ -1175,6 +1180,35 @@ def test_make_optimizer_builds_sgd_or_adam_with_cosine_decay():
         np.testing.assert_allclose(float(schedule(20)), 0.0, atol=1e-12)
     with pytest.raises(ValueError, match="optimizer='rmsprop'"):
         experiments.make_optimizer(0.05, 2, 10, "rmsprop")
+
+
+def test_reinitialize_kernels_draws_he_normal_kernels_and_keeps_the_rest():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    recipe = experiments.resolve_recipe("hinton_mnist_he_init", {})
+    main = experiments.resolve_recipe("hinton_mnist", {})
+    changed = {k for k in recipe["student"] if recipe["student"][k] != main["student"].get(k)}
+    assert changed == {"kernel_initializer"} and recipe["methods"] == ["ce", "kd"]
+    model = experiments.build_network(recipe["student"], (28, 28, 1), "student")
+    before = [np.array(w) for w in model.get_weights()]
+    experiments.reinitialize_kernels(model, None)  # the main table's students
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    experiments.reinitialize_kernels(model, "he_normal")
+    kernels = [layer.kernel for layer in model.layers if getattr(layer, "kernel", None) is not None]
+    assert [tuple(k.shape) for k in kernels] == [(784, 800), (800, 800), (800, 10)]
+    for kernel in kernels:
+        values = np.asarray(keras.ops.convert_to_numpy(kernel), dtype="float64")
+        fan_in = values.shape[0]
+        # He-normal: a normal of sd sqrt(2 / fan_in), truncated at 2 sd
+        # (Keras' variance scaling corrects the truncation's shrinkage)
+        np.testing.assert_allclose(values.std(), np.sqrt(2.0 / fan_in), rtol=0.05)
+        assert np.abs(values).max() <= 2 * np.sqrt(2.0 / fan_in) / 0.87962566 + 1e-6
+    biases = [w for w, old in zip(model.get_weights(), before) if w.ndim == 1]
+    assert biases and all(np.all(b == 0) for b in biases)
+    glorot = [np.std(old) for old in before if old.ndim == 2]
+    assert glorot[0] < 0.8 * np.sqrt(2.0 / 784)  # Glorot-uniform's were smaller
 
 
 def test_the_optimiser_and_jitter_probes(tmp_path, monkeypatch):
