@@ -49,7 +49,9 @@ as the student's optimiser) and `hinton_mnist_jitter` (a study: the same
 with the teacher's 2-pixel jitter on the student's images),
 `hinton_mnist_conv_teacher` (a study: the same student distilled from a
 conv-net teacher, far better than the paper's), `hinton_mnist_he_init` (a
-study: the same with He-normal initial weights).
+study: the same with He-normal initial weights), `hinton_mnist_no_momentum`
+(a study: the same with SGD without momentum at the same steady-state
+step).
 
     # everything, resumable (finished runs are skipped), sequentially:
     KERAS_BACKEND=jax python benchmarks/experiments.py run
@@ -405,6 +407,20 @@ RECIPES = {
         "order": 11,
         "teacher": "mnist_mlp1200",
         "student": dict(MNIST_STUDENT, kernel_initializer="he_normal"),
+        **HINTON_CE_KD_STUDY,
+        "seeds": [5, 6, 7, 8, 9],
+        "seed_backends": {"jax": [5, 6, 7, 8, 9]},
+    },
+    # SGD's momentum on its own, fixed on 2026-12-06 (15:52 UTC) before any
+    # of its runs: no momentum, at the learning rate that gives the same
+    # steady-state step as momentum 0.9 at 0.05 (0.05 / (1 - 0.9) = 0.5);
+    # otherwise the main table's student and recipe (CE and KD at T = 20,
+    # seeds 5-9, JAX).
+    "hinton_mnist_no_momentum": {
+        "title": "Study: the MNIST pair with SGD without momentum (learning rate 0.5)",
+        "order": 12,
+        "teacher": "mnist_mlp1200",
+        "student": dict(MNIST_STUDENT, momentum=0.0, lr=0.5),
         **HINTON_CE_KD_STUDY,
         "seeds": [5, 6, 7, 8, 9],
         "seed_backends": {"jax": [5, 6, 7, 8, 9]},
@@ -1421,9 +1437,10 @@ def reinitialize_kernels(model, initializer):
 OPTIMIZERS = ("sgd", "adam")  # a network spec's `optimizer`; "sgd" when absent
 
 
-def make_optimizer(lr, epochs, steps_per_epoch, optimizer="sgd"):
-    """SGD with momentum 0.9 (every table), or Adam with Keras' defaults
-    (the optimiser study); either with cosine decay from `lr` to 0."""
+def make_optimizer(lr, epochs, steps_per_epoch, optimizer="sgd", momentum=0.9):
+    """SGD with momentum 0.9 (every table; `momentum` for the momentum
+    study), or Adam with Keras' defaults (the optimiser study); either
+    with cosine decay from `lr` to 0."""
     import keras
 
     schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps_per_epoch))
@@ -1431,13 +1448,15 @@ def make_optimizer(lr, epochs, steps_per_epoch, optimizer="sgd"):
         return keras.optimizers.Adam(learning_rate=schedule)
     if optimizer != "sgd":
         raise ValueError(f"optimizer={optimizer!r}: expected one of {OPTIMIZERS}")
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=momentum)
 
 
 def optimizer_text(spec):
     """The report's words for a network spec's optimiser and input pipeline."""
     name = spec.get("optimizer", "sgd")
-    words = "Adam with Keras' defaults" if name == "adam" else "SGD with momentum 0.9"
+    momentum = spec.get("momentum", 0.9)
+    sgd = f"SGD with momentum {momentum:g}" if momentum else "SGD without momentum"
+    words = "Adam with Keras' defaults" if name == "adam" else sgd
     if spec.get("kernel_initializer"):
         words = f"{spec['kernel_initializer']} initial kernels; " + words
     words += f", batch {spec['batch_size']}, learning rate {spec['lr']:g} with cosine decay to 0"
@@ -1984,7 +2003,9 @@ def train_student(job, args, log):
     lr = spec["lr"] * job.get("lr_scale", 1.0)
     epochs_to_run = job.get("epochs_to_run", epochs)
     model.compile(
-        optimizer=make_optimizer(lr, epochs, steps, spec.get("optimizer", "sgd")),
+        optimizer=make_optimizer(
+            lr, epochs, steps, spec.get("optimizer", "sgd"), spec.get("momentum", 0.9)
+        ),
         loss=loss,
         steps_per_execution=steps_per_execution(),
     )
