@@ -1158,6 +1158,7 @@ def test_committed_tables_keep_their_keys():
         "hinton_mnist_jitter": "a712639bdd",
         "hinton_mnist_conv_teacher": "5aa93236fa",
         "hinton_mnist_he_init": "bd2d9849fa",
+        "hinton_mnist_no_momentum": "9dc645a2a8",
     }
     for name, key in committed.items():
         assert experiments.recipe_key(experiments.resolve_recipe(name, {})) == key, name
@@ -1180,6 +1181,19 @@ def test_make_optimizer_builds_sgd_or_adam_with_cosine_decay():
         np.testing.assert_allclose(float(schedule(20)), 0.0, atol=1e-12)
     with pytest.raises(ValueError, match="optimizer='rmsprop'"):
         experiments.make_optimizer(0.05, 2, 10, "rmsprop")
+    # the momentum study: no momentum at the same steady-state step
+    plain = experiments.make_optimizer(0.5, 2, 10, "sgd", momentum=0.0)
+    assert isinstance(plain, keras.optimizers.SGD) and plain.momentum == 0.0
+    study = experiments.resolve_recipe("hinton_mnist_no_momentum", {})
+    main = experiments.resolve_recipe("hinton_mnist", {})
+    changed = {k for k in study["student"] if study["student"][k] != main["student"].get(k)}
+    assert changed == {"momentum", "lr"}
+    lr, momentum = study["student"]["lr"], study["student"]["momentum"]
+    assert lr * (1 - 0.9) == pytest.approx(main["student"]["lr"]) and momentum == 0.0
+    assert experiments.optimizer_text(study["student"]).startswith(
+        "SGD without momentum, batch 128, learning rate 0.5 with cosine decay to 0"
+    )
+    assert experiments.optimizer_text(main["student"]).startswith("SGD with momentum 0.9,")
 
 
 def test_reinitialize_kernels_draws_he_normal_kernels_and_keeps_the_rest():
