@@ -228,6 +228,13 @@ HINTON_CE_KD_STUDY = {
     "paper": {"teacher": 67, "ce": 146, "kd": 74},
 }
 
+# The 2026-12-06 probes of the MNIST gap: CE and KD at T = 20, each one
+# change to the main table's recipe, at seeds 5-9 (teachers 3, 2, 3, 2, 3:
+# teachers 0 and 1 are lost) under JAX, paired with the main table's runs
+# of the same seeds (JAX too).
+PROBE_SEEDS = [5, 6, 7, 8, 9]
+HINTON_PROBE = {**HINTON_CE_KD_STUDY, "seeds": PROBE_SEEDS, "seed_backends": {"jax": PROBE_SEEDS}}
+
 SEEDS = [0, 1, 2, 3, 4]
 # Where a student is cheap (an MLP: minutes a run on one core), 10 seeds;
 # seeds 5-9 run after every recipe's first 5 (`priority`).
@@ -372,68 +379,52 @@ RECIPES = {
     # its optimiser (Adam, Keras' defaults: scale-free steps, where SGD's
     # step grows with the tau^2-scaled KD term), and its transfer set (the
     # teacher's 2-pixel jitter, the teacher's targets on the jittered images;
-    # the paper does not say its student saw jittered images). Seeds 5-9
-    # (teachers 3, 2, 3, 2, 3: teachers 0 and 1 are lost), under JAX, paired
-    # with the main table's runs of the same seeds (JAX too).
+    # the paper does not say its student saw jittered images).
     "hinton_mnist_adam": {
         "title": "Study: the MNIST pair with Adam as the student's optimiser",
         "order": 8,
         "teacher": "mnist_mlp1200",
         "student": dict(MNIST_STUDENT, optimizer="adam", lr=1e-3),
-        **HINTON_CE_KD_STUDY,
-        "seeds": [5, 6, 7, 8, 9],
-        "seed_backends": {"jax": [5, 6, 7, 8, 9]},
+        **HINTON_PROBE,
     },
     "hinton_mnist_jitter": {
         "title": "Study: the MNIST pair with the teacher's jitter on the student's images",
         "order": 9,
         "teacher": "mnist_mlp1200",
         "student": dict(MNIST_STUDENT, augment={"shift": 2, "flip": False}),
-        **HINTON_CE_KD_STUDY,
-        "seeds": [5, 6, 7, 8, 9],
-        "seed_backends": {"jax": [5, 6, 7, 8, 9]},
+        **HINTON_PROBE,
     },
-    # The teacher's quality, the last probe, fixed on 2026-12-06 (14:42 UTC)
-    # before any of its runs: the main table's student and recipe (CE and
-    # KD at T = 20, seeds 5-9, JAX) distilled from one conv-net teacher
+    # The teacher's quality, fixed on 2026-12-06 (14:42 UTC) before any of
+    # its runs: the main table's student distilled from one conv-net teacher
     # (seed 0) instead of the 2 x 1200 MLP. Its teacher trains under
     # TensorFlow (the quicker conv step on CPU; docs/performance.md).
-    # The student's initialisation, fixed on 2026-12-06 (15:12 UTC) before
-    # any of its runs: He-normal kernels (for ReLU units) in place of
-    # Keras' default Glorot-uniform; otherwise the main table's student and
-    # recipe (CE and KD at T = 20, seeds 5-9, JAX).
-    "hinton_mnist_he_init": {
-        "title": "Study: the MNIST pair with He-normal initial weights",
-        "order": 11,
-        "teacher": "mnist_mlp1200",
-        "student": dict(MNIST_STUDENT, kernel_initializer="he_normal"),
-        **HINTON_CE_KD_STUDY,
-        "seeds": [5, 6, 7, 8, 9],
-        "seed_backends": {"jax": [5, 6, 7, 8, 9]},
-    },
-    # SGD's momentum on its own, fixed on 2026-12-06 (15:52 UTC) before any
-    # of its runs: no momentum, at the learning rate that gives the same
-    # steady-state step as momentum 0.9 at 0.05 (0.05 / (1 - 0.9) = 0.5);
-    # otherwise the main table's student and recipe (CE and KD at T = 20,
-    # seeds 5-9, JAX).
-    "hinton_mnist_no_momentum": {
-        "title": "Study: the MNIST pair with SGD without momentum (learning rate 0.5)",
-        "order": 12,
-        "teacher": "mnist_mlp1200",
-        "student": dict(MNIST_STUDENT, momentum=0.0, lr=0.5),
-        **HINTON_CE_KD_STUDY,
-        "seeds": [5, 6, 7, 8, 9],
-        "seed_backends": {"jax": [5, 6, 7, 8, 9]},
-    },
     "hinton_mnist_conv_teacher": {
         "title": "Study: the MNIST student distilled from a conv-net teacher",
         "order": 10,
         "teacher": "mnist_conv_net",
         "student": MNIST_STUDENT,
-        **HINTON_CE_KD_STUDY,
-        "seeds": [5, 6, 7, 8, 9],
+        **HINTON_PROBE,
         "teacher_seeds": [0],
-        "seed_backends": {"jax": [5, 6, 7, 8, 9]},
+    },
+    # The student's initialisation, fixed on 2026-12-06 (15:12 UTC) before
+    # any of its runs: He-normal kernels (for ReLU units) in place of
+    # Keras' default Glorot-uniform.
+    "hinton_mnist_he_init": {
+        "title": "Study: the MNIST pair with He-normal initial weights",
+        "order": 11,
+        "teacher": "mnist_mlp1200",
+        "student": dict(MNIST_STUDENT, kernel_initializer="he_normal"),
+        **HINTON_PROBE,
+    },
+    # SGD's momentum on its own, fixed on 2026-12-06 (15:52 UTC) before any
+    # of its runs: no momentum, at the learning rate that gives the same
+    # steady-state step as momentum 0.9 at 0.05 (0.05 / (1 - 0.9) = 0.5).
+    "hinton_mnist_no_momentum": {
+        "title": "Study: the MNIST pair with SGD without momentum (learning rate 0.5)",
+        "order": 12,
+        "teacher": "mnist_mlp1200",
+        "student": dict(MNIST_STUDENT, momentum=0.0, lr=0.5),
+        **HINTON_PROBE,
     },
     "fashion_mlp": {
         "title": "Study: Fashion-MNIST conv teacher into an MLP student (under capacity)",
@@ -1451,10 +1442,16 @@ def make_optimizer(lr, epochs, steps_per_epoch, optimizer="sgd", momentum=0.9):
     return keras.optimizers.SGD(learning_rate=schedule, momentum=momentum)
 
 
+def optimizer_settings(spec):
+    """A network spec's `make_optimizer` keywords: SGD with momentum 0.9
+    unless it names another optimiser or momentum."""
+    return {"optimizer": spec.get("optimizer", "sgd"), "momentum": spec.get("momentum", 0.9)}
+
+
 def optimizer_text(spec):
     """The report's words for a network spec's optimiser and input pipeline."""
-    name = spec.get("optimizer", "sgd")
-    momentum = spec.get("momentum", 0.9)
+    settings = optimizer_settings(spec)
+    name, momentum = settings["optimizer"], settings["momentum"]
     sgd = f"SGD with momentum {momentum:g}" if momentum else "SGD without momentum"
     words = "Adam with Keras' defaults" if name == "adam" else sgd
     if spec.get("kernel_initializer"):
@@ -2003,9 +2000,7 @@ def train_student(job, args, log):
     lr = spec["lr"] * job.get("lr_scale", 1.0)
     epochs_to_run = job.get("epochs_to_run", epochs)
     model.compile(
-        optimizer=make_optimizer(
-            lr, epochs, steps, spec.get("optimizer", "sgd"), spec.get("momentum", 0.9)
-        ),
+        optimizer=make_optimizer(lr, epochs, steps, **optimizer_settings(spec)),
         loss=loss,
         steps_per_execution=steps_per_execution(),
     )

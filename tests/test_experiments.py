@@ -1142,6 +1142,11 @@ def test_counts_name_teachers_without_weights_that_nothing_needs():
     )
 
 
+def _student_changes(study, main):
+    """The student settings a study changes from the main table's."""
+    return {k for k in study["student"] if study["student"][k] != main["student"].get(k)}
+
+
 def test_committed_tables_keep_their_keys():
     """A recipe key names a table's folder of committed result files: a new
     setting (the optimiser study's `optimizer`) must leave them alone."""
@@ -1186,7 +1191,7 @@ def test_make_optimizer_builds_sgd_or_adam_with_cosine_decay():
     assert isinstance(plain, keras.optimizers.SGD) and plain.momentum == 0.0
     study = experiments.resolve_recipe("hinton_mnist_no_momentum", {})
     main = experiments.resolve_recipe("hinton_mnist", {})
-    changed = {k for k in study["student"] if study["student"][k] != main["student"].get(k)}
+    changed = _student_changes(study, main)
     assert changed == {"momentum", "lr"}
     lr, momentum = study["student"]["lr"], study["student"]["momentum"]
     assert lr * (1 - 0.9) == pytest.approx(main["student"]["lr"]) and momentum == 0.0
@@ -1202,7 +1207,7 @@ def test_reinitialize_kernels_draws_he_normal_kernels_and_keeps_the_rest():
     keras.utils.set_random_seed(0)
     recipe = experiments.resolve_recipe("hinton_mnist_he_init", {})
     main = experiments.resolve_recipe("hinton_mnist", {})
-    changed = {k for k in recipe["student"] if recipe["student"][k] != main["student"].get(k)}
+    changed = _student_changes(recipe, main)
     assert changed == {"kernel_initializer"} and recipe["methods"] == ["ce", "kd"]
     model = experiments.build_network(recipe["student"], (28, 28, 1), "student")
     before = [np.array(w) for w in model.get_weights()]
@@ -1239,7 +1244,7 @@ def test_the_optimiser_and_jitter_probes(tmp_path, monkeypatch):
         assert experiments.default_config(study, "kd") == {"temperature": 20.0, "weight": 0.9}
         assert [experiments.seed_backend(study, s) for s in range(5, 10)] == ["jax"] * 5
         # one change each to the main table's student
-        changed = {k for k in study["student"] if study["student"][k] != main["student"].get(k)}
+        changed = _student_changes(study, main)
         assert changed == ({"optimizer", "lr"} if study is adam else {"augment"})
     assert experiments.teacher_targets(jitter, "kd") == "per epoch"
     assert experiments.teacher_targets(adam, "kd") == "cached"
