@@ -51,7 +51,11 @@ with the teacher's 2-pixel jitter on the student's images),
 conv-net teacher, far better than the paper's), `hinton_mnist_he_init` (a
 study: the same with He-normal initial weights), `hinton_mnist_no_momentum`
 (a study: the same with SGD without momentum at the same steady-state
-step).
+step), and `hinton_mnist_fit`, `hinton_mnist_jitter_fit` and
+`hinton_mnist_conv_teacher_fit` (studies: the main table's, the jitter
+probe's and the conv-teacher probe's runs of seeds 5-9 repeated with
+`measure_fit`: how closely each student follows its teacher on the
+training and test images).
 
     # everything, resumable (finished runs are skipped), sequentially:
     KERAS_BACKEND=jax python benchmarks/experiments.py run
@@ -426,6 +430,49 @@ RECIPES = {
         "student": dict(MNIST_STUDENT, momentum=0.0, lr=0.5),
         **HINTON_PROBE,
     },
+    # How closely the students follow their teacher, fixed on 2026-12-06
+    # (17:30 UTC) before any of their runs: the CE and KD (T = 20) runs of
+    # seeds 5-9 of the main table, the jitter probe and the conv-teacher
+    # probe repeated (the same seeds, backend, teachers and recipe: the
+    # same training, a check of the runner's determinism) with
+    # `measure_fit`: each student's errors, disagreements with its teacher
+    # and divergence from it, on the training and the test images. CE
+    # runs take their seed's teacher as a yardstick only. The main table's
+    # tuned KD setting (T = 4, w = 0.5) is repeated too.
+    "hinton_mnist_fit": {
+        "title": "Study: how closely the MNIST students follow their teacher",
+        "order": 13,
+        "teacher": "mnist_mlp1200",
+        "student": MNIST_STUDENT,
+        **HINTON_PROBE,
+        "measure_fit": True,
+        "studies": [
+            (
+                "kd_tuned",
+                "KD at the tuned T = 4, w = 0.5",
+                "kd",
+                {"temperature": 4.0, "weight": 0.5},
+                "study",
+            ),
+        ],
+    },
+    "hinton_mnist_jitter_fit": {
+        "title": "Study: how closely the jittered MNIST students follow their teacher",
+        "order": 14,
+        "teacher": "mnist_mlp1200",
+        "student": dict(MNIST_STUDENT, augment={"shift": 2, "flip": False}),
+        **HINTON_PROBE,
+        "measure_fit": True,
+    },
+    "hinton_mnist_conv_teacher_fit": {
+        "title": "Study: how closely the MNIST students follow a conv-net teacher",
+        "order": 15,
+        "teacher": "mnist_conv_net",
+        "student": MNIST_STUDENT,
+        **HINTON_PROBE,
+        "teacher_seeds": [0],
+        "measure_fit": True,
+    },
     "fashion_mlp": {
         "title": "Study: Fashion-MNIST conv teacher into an MLP student (under capacity)",
         "order": 3,
@@ -593,6 +640,8 @@ def recipe_key(recipe):
             "student": recipe["student"],
             "labels": recipe.get("labels"),
             "teacher": recipe["teacher"],
+            # (absent from the other recipes' keys, which stay as they were)
+            **({"measure_fit": True} if recipe.get("measure_fit") else {}),
         }
     )
 
@@ -817,7 +866,10 @@ def teacher_state(results, cache, recipe, seed):
 
 def student_job(recipe, method, config, seed, stage, row, results, teacher_seeds):
     folder = folder_of(results, recipe)
-    tseed = teacher_seed_for(seed, teacher_seeds) if needs_teacher(method) else None
+    # A recipe that measures every student's fit to the teacher
+    # (`measure_fit`) gives CE runs their seed's teacher too, as a yardstick.
+    uses_teacher = needs_teacher(method) or recipe.get("measure_fit")
+    tseed = teacher_seed_for(seed, teacher_seeds) if uses_teacher else None
     return Job(
         kind="student",
         recipe=recipe,
@@ -1482,6 +1534,66 @@ def predict_errors(model, x, y):
     return int(np.sum(np.argmax(logits, axis=-1) != y))
 
 
+FIT_TEMPERATURES = (1.0, 4.0, 20.0)
+
+
+def _log_softmax(logits):
+    import numpy as np
+
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def fit_statistics(student_logits, teacher_logits, labels, temperatures=FIT_TEMPERATURES):
+    """How closely a student's outputs follow its teacher's on one set of
+    images, in float64: the student's and the teacher's errors, the images
+    where their top classes differ, the student's errors where the teacher
+    is right, the root mean square difference of their logits (each
+    image's logits centred on their mean, the quantity that KD at a high
+    temperature matches: Hinton et al., Section 2.1) and the mean
+    KL(teacher || student) of their softmaxes at each temperature."""
+    import numpy as np
+
+    student = np.asarray(student_logits, dtype="float64")
+    teacher = np.asarray(teacher_logits, dtype="float64")
+    labels = np.asarray(labels)
+    student_top, teacher_top = student.argmax(axis=-1), teacher.argmax(axis=-1)
+    centred = (student - student.mean(axis=-1, keepdims=True)) - (
+        teacher - teacher.mean(axis=-1, keepdims=True)
+    )
+    kl = {}
+    for temperature in temperatures:
+        log_teacher = _log_softmax(teacher / temperature)
+        log_student = _log_softmax(student / temperature)
+        divergence = (np.exp(log_teacher) * (log_teacher - log_student)).sum(axis=-1)
+        kl[f"{temperature:g}"] = float(divergence.mean())
+    return {
+        "images": len(labels),
+        "errors": int((student_top != labels).sum()),
+        "teacher_errors": int((teacher_top != labels).sum()),
+        "disagreements": int((student_top != teacher_top).sum()),
+        "errors_where_teacher_right": int(
+            ((student_top != labels) & (teacher_top == labels)).sum()
+        ),
+        "logit_rms": float(np.sqrt((centred**2).mean())),
+        "kl": kl,
+    }
+
+
+def measure_fit(student, teacher, splits):
+    """`fit_statistics` of a trained student against its teacher on the
+    (unaugmented) training and test images."""
+    stats = {}
+    for split in ("train", "test"):
+        x, y = splits[split]
+        stats[split] = fit_statistics(
+            student.predict(x, batch_size=5000, verbose=0),
+            teacher.predict(x, batch_size=5000, verbose=0),
+            y,
+        )
+    return stats
+
+
 class Scores:
     """A callback factory: validation and test errors after every epoch."""
 
@@ -1935,7 +2047,7 @@ def train_student(job, args, log):
     x, y = splits["train"]
     teacher, logits, teacher_record = (None, None, None)
     keras.utils.clear_session()
-    if needs_teacher(method):
+    if job["teacher_seed"] is not None:
         teacher, logits, teacher_record = load_teacher(job, args)
     keras.utils.set_random_seed(seed)
     student = build_network(spec, x.shape[1:], "student")
@@ -2019,6 +2131,7 @@ def train_student(job, args, log):
     if diverged:  # stopped by TerminateOnNaN: score the model as it was left
         scores.on_epoch_end(len(scores.val))
     temperature = history.history.get("temperature")
+    fit = measure_fit(student, teacher, splits) if recipe.get("measure_fit") else None
     record = {
         "format": FORMAT,
         "recipe": recipe["name"],
@@ -2053,6 +2166,7 @@ def train_student(job, args, log):
         "temperature": None if temperature is None else [float(t) for t in temperature],
         "mean_temperature": None if not temperature else float(np.mean(temperature)),
         "student_parameters": int(student.count_params()),
+        "fit": fit,
         "seconds": seconds,
         "steps": steps * len(losses_seen),
         "ms_per_step": 1000.0 * seconds / max(1, steps * len(losses_seen)),
