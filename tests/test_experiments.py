@@ -11,6 +11,7 @@ and that the report is a function of the result files.
 import gzip
 import importlib.util
 import json
+import math
 import re
 import subprocess
 import sys
@@ -1281,3 +1282,136 @@ def test_the_optimiser_and_jitter_probes(tmp_path, monkeypatch):
     assert "(seeds 5-9 with teacher seed `2 + seed % 2`)" in text
     assert "inputs translated by up to 2 pixels, the distillation targets computed on" in text
     assert "(SGD with momentum 0.9, batch 128, learning rate 0.05 with cosine decay" in text
+
+
+def _fit_reference(student, teacher, labels, temperature):
+    """fit_statistics' numbers by hand: Python floats and loops."""
+    kl, squares, cells = 0.0, 0.0, 0
+    for s_row, t_row in zip(student.tolist(), teacher.tolist()):
+        s_mean, t_mean = sum(s_row) / len(s_row), sum(t_row) / len(t_row)
+        for s, t in zip(s_row, t_row):
+            squares += ((s - s_mean) - (t - t_mean)) ** 2
+            cells += 1
+        s_norm = sum(math.exp(v / temperature) for v in s_row)
+        t_norm = sum(math.exp(v / temperature) for v in t_row)
+        for s, t in zip(s_row, t_row):
+            p = math.exp(t / temperature) / t_norm
+            q = math.exp(s / temperature) / s_norm
+            kl += p * math.log(p / q)
+    s_top = [row.index(max(row)) for row in student.tolist()]
+    t_top = [row.index(max(row)) for row in teacher.tolist()]
+    y = labels.tolist()
+    return {
+        "errors": sum(s != c for s, c in zip(s_top, y)),
+        "teacher_errors": sum(t != c for t, c in zip(t_top, y)),
+        "disagreements": sum(s != t for s, t in zip(s_top, t_top)),
+        "errors_where_teacher_right": sum(s != c and t == c for s, t, c in zip(s_top, t_top, y)),
+        "logit_rms": math.sqrt(squares / cells),
+        "kl": kl / len(y),
+    }
+
+
+def test_fit_statistics_against_a_reference_by_hand():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 64)
+    teacher = rng.normal(0.0, 3.0, (64, 10))
+    teacher[np.arange(64), labels] += 4.0  # a teacher that is mostly right
+    student = (teacher + rng.normal(0.0, 2.0, teacher.shape)).astype("float32")
+    stats = experiments.fit_statistics(student, teacher.astype("float32"), labels)
+    assert stats["images"] == 64
+    for temperature in (1.0, 4.0, 20.0):
+        expected = _fit_reference(
+            student.astype("float64"), teacher.astype("float32").astype("float64"),
+            labels, temperature,
+        )  # fmt: skip
+        assert stats["kl"][f"{temperature:g}"] == pytest.approx(expected["kl"], rel=1e-9)
+    for key in ("errors", "teacher_errors", "disagreements", "errors_where_teacher_right"):
+        assert stats[key] == expected[key], key
+    assert stats["logit_rms"] == pytest.approx(expected["logit_rms"], rel=1e-9)
+    # the counts are not all trivial: the noise moves some top classes
+    assert 0 < stats["disagreements"] < 64 and 0 < stats["teacher_errors"] < 64
+
+    # two classes by hand: teacher (1/2, 1/2), student (3/4, 1/4) at T = 1
+    # -> KL = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3); centred logits differ
+    # by (ln 3 / 2, -ln 3 / 2)
+    hand = experiments.fit_statistics([[math.log(3.0), 0.0]], [[0.0, 0.0]], [1], [1.0])
+    assert hand["kl"] == {"1": pytest.approx(0.5 * math.log(4.0 / 3.0), rel=1e-12)}
+    assert hand["logit_rms"] == pytest.approx(math.log(3.0) / 2, rel=1e-12)
+    # a tie picks the first class, as argmax does: the teacher "says" 0, wrong
+    assert (hand["errors"], hand["teacher_errors"], hand["disagreements"]) == (1, 1, 0)
+
+    # logits of a thousand: finite, and the KL of a confident mistake is
+    # the logit gap (log-softmax, not a softmax's underflow to 0)
+    extreme = experiments.fit_statistics([[0.0, 1000.0]], [[1000.0, 0.0]], [0], [1.0])
+    assert extreme["kl"]["1"] == pytest.approx(1000.0, rel=1e-12)
+    assert extreme["errors_where_teacher_right"] == 1
+    same = experiments.fit_statistics([[1000.0, 0.0]] * 3, [[1000.0, 0.0]] * 3, [0, 0, 1])
+    assert same["disagreements"] == 0 and all(v == 0.0 for v in same["kl"].values())
+    assert same["logit_rms"] == 0.0 and same["errors"] == same["teacher_errors"] == 1
+
+
+def test_the_fit_studies_repeat_their_tables_runs_and_measure_the_fit(tmp_path, monkeypatch):
+    """hinton_mnist_fit, _jitter_fit and _conv_teacher_fit: the main table's,
+    the jitter probe's and the conv-teacher probe's recipes (the same
+    seeds, backend and teachers) with `measure_fit`, which gives the CE
+    runs their seed's teacher too; the runs record their fit and the
+    report shows it."""
+    pairs = {
+        "hinton_mnist_fit": "hinton_mnist",
+        "hinton_mnist_jitter_fit": "hinton_mnist_jitter",
+        "hinton_mnist_conv_teacher_fit": "hinton_mnist_conv_teacher",
+    }
+    args = experiments.parse_args(["run"])
+    for name, repeated in pairs.items():
+        study = experiments.resolve_recipe(name, {})
+        original = experiments.resolve_recipe(repeated, {})
+        assert study["measure_fit"] and not original.get("measure_fit")
+        assert study["student"] == original["student"] and study["teacher"] == original["teacher"]
+        assert experiments.table_seeds(study) == [5, 6, 7, 8, 9]
+        assert [experiments.seed_backend(study, s) for s in range(5, 10)] == ["jax"] * 5
+        assert experiments.default_config(study, "kd") == {"temperature": 20.0, "weight": 0.9}
+        assert experiments.recipe_teacher_seeds(study, args) == experiments.recipe_teacher_seeds(
+            original, args
+        )
+        # measure_fit is in the key: the repeat gets its own folder
+        assert experiments.recipe_key(study) != experiments.recipe_key(original)
+        ce = experiments.student_job(study, "ce", {}, 7, "final", "default", tmp_path, [0, 1])
+        assert ce["teacher_seed"] == experiments.teacher_seed_for(7, [0, 1]) == 3
+    main = experiments.resolve_recipe("hinton_mnist_fit", {})
+    assert [(m, c) for _, _, m, c, _ in main["studies"]] == [
+        ("kd", {"temperature": 4.0, "weight": 0.5})
+    ]
+    # without measure_fit, CE takes no teacher, as before
+    plain = experiments.resolve_recipe("hinton_mnist", {})
+    assert (
+        experiments.student_job(plain, "ce", {}, 7, "final", "", tmp_path, [0, 1])["teacher_seed"]
+        is None
+    )
+
+    # A smoke run at seed 5 (teacher 3), under whatever backend runs the tests.
+    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
+    monkeypatch.delitem(experiments.RECIPES["hinton_mnist_fit"], "seed_backends")
+    folders = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    run = experiments.parse_args(
+        ["run", "--smoke", "--recipes", "hinton_mnist_fit", *SMALL, "--seeds", "5",
+         "--epochs", "1", "--teacher-epochs", "1", *folders]
+    )  # fmt: skip
+    experiments.run(run)
+    records = {
+        (r["method"], r["config"].get("temperature")): r
+        for p in (tmp_path / "results").glob("hinton_mnist_fit-*/*seed5.json")
+        for r in [json.loads(p.read_text())]
+    }
+    assert set(records) == {("ce", None), ("kd", 20.0), ("kd", 4.0)}
+    assert {r["teacher_seed"] for r in records.values()} == {3}
+    for record in records.values():
+        fit = record["fit"]
+        assert fit["train"]["images"] == 240 and fit["test"]["images"] == 96
+        # the run's own scoring and the fit's agree on the test errors
+        assert fit["test"]["errors"] == record["final_test_errors"]
+        assert set(fit["train"]["kl"]) == {"1", "4", "20"}
+    report = experiments.parse_args(["report", *folders[:2], "--out", str(tmp_path)])
+    text = experiments.report(report)
+    assert "How closely the students follow their teacher at the final epoch" in text
+    assert "| KD at the tuned T = 4, w = 0.5 | T = 4, w = 0.5 | training (240) |" in text
+    assert text.count("| test (96) |") == 3
