@@ -55,7 +55,8 @@ step), and `hinton_mnist_fit`, `hinton_mnist_jitter_fit` and
 `hinton_mnist_conv_teacher_fit` (studies: the main table's, the jitter
 probe's and the conv-teacher probe's runs of seeds 5-9 repeated with
 `measure_fit`: how closely each student follows its teacher on the
-training and test images).
+training and test images), and `hinton_mnist_wide_student` (a study: a
+student of the teacher's size, 2 x 1200, measuring its fit).
 
     # everything, resumable (finished runs are skipped), sequentially:
     KERAS_BACKEND=jax python benchmarks/experiments.py run
@@ -461,6 +462,19 @@ RECIPES = {
         "order": 14,
         "teacher": "mnist_mlp1200",
         "student": dict(MNIST_STUDENT, augment={"shift": 2, "flip": False}),
+        **HINTON_PROBE,
+        "measure_fit": True,
+    },
+    # The student's size, fixed on 2026-12-06 (17:20 UTC) before any of its
+    # runs, after the first runs of hinton_mnist_fit (the 2 x 800 KD student
+    # follows its teacher on the training images far more closely than on
+    # the test images): a student of the teacher's size, 2 x 1200, without
+    # the teacher's regularisation, CE and KD at T = 20, measuring its fit.
+    "hinton_mnist_wide_student": {
+        "title": "Study: a teacher-sized MNIST student (2 x 1200)",
+        "order": 16,
+        "teacher": "mnist_mlp1200",
+        "student": dict(MNIST_STUDENT, kwargs={"hidden": [1200, 1200]}),
         **HINTON_PROBE,
         "measure_fit": True,
     },
