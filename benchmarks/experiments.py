@@ -432,7 +432,7 @@ RECIPES = {
         **HINTON_PROBE,
     },
     # How closely the students follow their teacher, fixed on 2026-12-06
-    # (17:30 UTC) before any of their runs: the CE and KD (T = 20) runs of
+    # (17:08 UTC) before any of their runs: the CE and KD (T = 20) runs of
     # seeds 5-9 of the main table, the jitter probe and the conv-teacher
     # probe repeated (the same seeds, backend, teachers and recipe: the
     # same training, a check of the runner's determinism) with
@@ -465,7 +465,7 @@ RECIPES = {
         **HINTON_PROBE,
         "measure_fit": True,
     },
-    # The student's size, fixed on 2026-12-06 (17:20 UTC) before any of its
+    # The student's size, fixed on 2026-12-06 (17:13 UTC) before any of its
     # runs, after the first runs of hinton_mnist_fit (the 2 x 800 KD student
     # follows its teacher on the training images far more closely than on
     # the test images): a student of the teacher's size, 2 x 1200, without
