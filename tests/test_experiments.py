@@ -1165,6 +1165,10 @@ def test_committed_tables_keep_their_keys():
         "hinton_mnist_conv_teacher": "5aa93236fa",
         "hinton_mnist_he_init": "bd2d9849fa",
         "hinton_mnist_no_momentum": "9dc645a2a8",
+        "hinton_mnist_fit": "d9f72bf82f",
+        "hinton_mnist_jitter_fit": "9382c9b7ee",
+        "hinton_mnist_conv_teacher_fit": "07f4fd5a6f",
+        "hinton_mnist_wide_student": "d02ba03e06",
     }
     for name, key in committed.items():
         assert experiments.recipe_key(experiments.resolve_recipe(name, {})) == key, name
