@@ -1385,6 +1385,13 @@ def test_the_fit_studies_repeat_their_tables_runs_and_measure_the_fit(tmp_path, 
     assert [(m, c) for _, _, m, c, _ in main["studies"]] == [
         ("kd", {"temperature": 4.0, "weight": 0.5})
     ]
+    # the size study: the main table's student at the teacher's width, measured too
+    wide = experiments.resolve_recipe("hinton_mnist_wide_student", {})
+    plain_main = experiments.resolve_recipe("hinton_mnist", {})
+    assert _student_changes(wide, plain_main) == {"kwargs"}
+    assert wide["student"]["kwargs"] == {"hidden": [1200, 1200]} and wide["measure_fit"]
+    assert wide["student"]["kwargs"]["hidden"] == wide["teacher"]["kwargs"]["hidden"]
+    assert experiments.table_seeds(wide) == [5, 6, 7, 8, 9]
     # without measure_fit, CE takes no teacher, as before
     plain = experiments.resolve_recipe("hinton_mnist", {})
     assert (
