@@ -267,15 +267,18 @@ def test_parallel_workers_stop_at_the_deadline_and_resume(tmp_path):
         "--teacher-epochs", "150",
     ]  # fmt: skip
     env = subprocess_env("jax", KERAS_CSKD_DATA=str(data))
-    start = time.time()
     # Estimates 100x too short: jobs are started that the deadline then cuts.
+    # (What shows the cut is the teacher's state, not the wall time, which a
+    # busy machine stretches: the run once took longer than a bound of 26 s
+    # beside two training workers, and cut the teacher all the same.)
     cut = subprocess.run(
         [*command, "--deadline-minutes", "0.1", "--estimate-scale", "0.01"], env=env,
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert cut.returncode == 0, cut.stderr[-3000:]
-    assert time.time() - start < 6 + 20  # the deadline, start-up and the workers' stop
     assert re.search(r"teacher .* cut short \(it (reruns|resumes after epoch \d+) next", cut.stdout)
+    # the teacher stopped unfinished: no record yet (written when it finishes)
+    assert not list((tmp_path / "results" / "teachers").glob("*.json"))
     kept = {p: p.read_bytes() for p in (tmp_path / "results").rglob("*.json")}
     for content in kept.values():
         json.loads(content)  # every file complete (atomic writes)
