@@ -1172,6 +1172,7 @@ def test_committed_tables_keep_their_keys():
         "hinton_mnist_jitter_fit": "9382c9b7ee",
         "hinton_mnist_conv_teacher_fit": "07f4fd5a6f",
         "hinton_mnist_wide_student": "d02ba03e06",
+        "hinton_mnist_warmup": "de19a522d6",
     }
     for name, key in committed.items():
         assert experiments.recipe_key(experiments.resolve_recipe(name, {})) == key, name
@@ -1207,6 +1208,19 @@ def test_make_optimizer_builds_sgd_or_adam_with_cosine_decay():
         "SGD without momentum, batch 128, learning rate 0.5 with cosine decay to 0"
     )
     assert experiments.optimizer_text(main["student"]).startswith("SGD with momentum 0.9,")
+
+    # the warm-up study: 0 -> lr linearly over the first epochs, then the
+    # cosine from lr to 0 over the rest (4 epochs of 10 steps, 1 of warm-up)
+    warm = experiments.make_optimizer(0.05, 4, 10, warmup_epochs=1)
+    schedule = keras.optimizers.schedules.deserialize(warm.get_config()["learning_rate"])
+    for step, expected in ((0, 0.0), (5, 0.025), (10, 0.05), (25, 0.025), (40, 0.0)):
+        np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5, atol=1e-9)
+    study = experiments.resolve_recipe("hinton_mnist_warmup", {})
+    assert _student_changes(study, main) == {"warmup_epochs"} and study["measure_fit"]
+    assert experiments.optimizer_text(study["student"]).startswith(
+        "SGD with momentum 0.9, batch 128, learning rate 0.05 after a linear warm-up from 0 "
+        "over 5 epochs, with cosine decay to 0"
+    )
 
 
 def test_reinitialize_kernels_draws_he_normal_kernels_and_keeps_the_rest():
