@@ -2870,7 +2870,7 @@ def main_table(table, teachers, seeds):
             baselines[(method, setting)] = {
                 s: value(r) for s, r in row_runs(table, method, config, seeds).items()
             }
-    for label, _setting, method, config in rows_of(table, seeds) + study_rows(table):
+    for label, setting, method, config in rows_of(table, seeds) + study_rows(table):
         runs = row_runs(table, method, config, seeds)
         if not runs:
             shown = describe_config(config) if config else "not chosen yet"

@@ -1440,6 +1440,9 @@ def test_the_fit_studies_repeat_their_tables_runs_and_measure_the_fit(tmp_path, 
         assert set(fit["train"]["kl"]) == {"1", "4", "20"}
     report = experiments.parse_args(["report", *folders[:2], "--out", str(tmp_path)])
     text = experiments.report(report)
+    # the main table names each row's setting (a study row is no default)
+    assert "| CE (student alone) | defaults | ls = 0, wd = 0; paper: 146 |" in text
+    assert "| KD at the tuned T = 4, w = 0.5 | study | T = 4, w = 0.5 |" in text
     assert "How closely the students follow their teacher at the final epoch" in text
     assert "| KD at the tuned T = 4, w = 0.5 | T = 4, w = 0.5 | training (240) |" in text
     assert text.count("| test (96) |") == 3
