@@ -467,10 +467,19 @@ RECIPES = {
         **HINTON_PROBE,
         "measure_fit": True,
     },
+    "hinton_mnist_conv_teacher_fit": {
+        "title": "Study: how closely the MNIST students follow a conv-net teacher",
+        "order": 15,
+        "teacher": "mnist_conv_net",
+        "student": MNIST_STUDENT,
+        **HINTON_PROBE,
+        "teacher_seeds": [0],
+        "measure_fit": True,
+    },
     # A warm-up of the student's learning rate, fixed on 2026-12-06 before
     # any of its runs, after the first 15 runs of hinton_mnist_fit: the KD
     # students at T = 20 whose first epoch ended at a high loss (seeds 7
-    # and 8) disagree with their teacher on 3-5x as many training images
+    # and 8) disagree with their teacher on 2-5x as many training images
     # as the others and make the most test errors. The main table's recipe
     # with the learning rate rising linearly from 0 to 0.05 over the first
     # 5 epochs (then the same cosine decay to 0), CE and KD at T = 20,
@@ -494,15 +503,6 @@ RECIPES = {
         "teacher": "mnist_mlp1200",
         "student": dict(MNIST_STUDENT, kwargs={"hidden": [1200, 1200]}),
         **HINTON_PROBE,
-        "measure_fit": True,
-    },
-    "hinton_mnist_conv_teacher_fit": {
-        "title": "Study: how closely the MNIST students follow a conv-net teacher",
-        "order": 15,
-        "teacher": "mnist_conv_net",
-        "student": MNIST_STUDENT,
-        **HINTON_PROBE,
-        "teacher_seeds": [0],
         "measure_fit": True,
     },
     "fashion_mlp": {
