@@ -1627,17 +1627,20 @@ def fit_statistics(student_logits, teacher_logits, labels, temperatures=FIT_TEMP
     }
 
 
-def measure_fit(student, teacher, splits):
+def measure_fit(student, teacher, splits, train_logits):
     """`fit_statistics` of a trained student against its teacher on the
-    (unaugmented) training and test images."""
+    (unaugmented) training and test images; `train_logits`: the teacher's
+    cached logits on the training images (`load_teacher`), which the same
+    prediction would compute again."""
+    teacher_logits = {
+        "train": train_logits,
+        "test": teacher.predict(splits["test"][0], batch_size=5000, verbose=0),
+    }
     stats = {}
     for split in ("train", "test"):
         x, y = splits[split]
-        stats[split] = fit_statistics(
-            student.predict(x, batch_size=5000, verbose=0),
-            teacher.predict(x, batch_size=5000, verbose=0),
-            y,
-        )
+        student_logits = student.predict(x, batch_size=5000, verbose=0)
+        stats[split] = fit_statistics(student_logits, teacher_logits[split], y)
     return stats
 
 
@@ -2178,7 +2181,7 @@ def train_student(job, args, log):
     if diverged:  # stopped by TerminateOnNaN: score the model as it was left
         scores.on_epoch_end(len(scores.val))
     temperature = history.history.get("temperature")
-    fit = measure_fit(student, teacher, splits) if recipe.get("measure_fit") else None
+    fit = measure_fit(student, teacher, splits, logits) if recipe.get("measure_fit") else None
     record = {
         "format": FORMAT,
         "recipe": recipe["name"],
@@ -2921,6 +2924,11 @@ def main_table(table, teachers, seeds):
     return "\n".join(lines)
 
 
+def _mean_sd_text(values, digits):
+    mean, sd = mean_std(values)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
 def fit_table(table, seeds):
     """How closely each row's students follow their teacher at the final
     epoch (the runs that measured it: `measure_fit`), on the unaugmented
@@ -2933,20 +2941,24 @@ def fit_table(table, seeds):
             if not runs:
                 continue
             stats = [r["fit"][split] for r in runs]
-
-            def cell(value, digits=1, stats=stats):
-                mean, sd = mean_std([value(s) for s in stats])
-                return f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-            def rate(key):
-                return cell(lambda s: 1e4 * s[key] / s["images"])
-
+            counts = [
+                [1e4 * s[key] / s["images"] for s in stats]
+                for key in (
+                    "errors",
+                    "teacher_errors",
+                    "disagreements",
+                    "errors_where_teacher_right",
+                )
+            ]
+            cells = [_mean_sd_text(values, 1) for values in counts] + [
+                _mean_sd_text([s["kl"]["1"] for s in stats], 4),
+                _mean_sd_text([400 * s["kl"]["20"] for s in stats], 3),
+                _mean_sd_text([s["logit_rms"] for s in stats], 2),
+            ]
             lines.append(
                 f"| {label} | {describe_config(config)} | {name} ({stats[0]['images']:,}) | "
-                f"{rate('errors')} | {rate('teacher_errors')} | {rate('disagreements')} | "
-                f"{rate('errors_where_teacher_right')} | {cell(lambda s: s['kl']['1'], 4)} | "
-                f"{cell(lambda s: 400 * s['kl']['20'], 3)} | {cell(lambda s: s['logit_rms'], 2)} | "
-                f"{len(runs)} |"
+                + " | ".join(cells)
+                + f" | {len(runs)} |"
             )
     if not lines:
         return None

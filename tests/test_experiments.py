@@ -1146,6 +1146,28 @@ def test_counts_name_teachers_without_weights_that_nothing_needs():
     )
 
 
+def _smoke_run_at_seed_5(tmp_path, monkeypatch, *names):
+    """A smoke run of the seed-5-9 studies `names` at seed 5 (teacher 3),
+    under whatever backend runs the tests (their `seed_backends` lifted):
+    [(recipe name, record)] and the report's text."""
+    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
+    for name in names:
+        monkeypatch.delitem(experiments.RECIPES[name], "seed_backends")
+    folders = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
+    run = experiments.parse_args(
+        ["run", "--smoke", "--recipes", ",".join(names), *SMALL, "--seeds", "5",
+         "--epochs", "1", "--teacher-epochs", "1", *folders]
+    )  # fmt: skip
+    experiments.run(run)
+    runs = [
+        (path.parent.name.rsplit("-", 1)[0], json.loads(path.read_text()))
+        for name in names
+        for path in (tmp_path / "results").glob(f"{name}-*/*seed5.json")
+    ]
+    report = experiments.parse_args(["report", *folders[:2], "--out", str(tmp_path)])
+    return runs, experiments.report(report)
+
+
 def _student_changes(study, main):
     """The student settings a study changes from the main table's."""
     return {k for k in study["student"] if study["student"][k] != main["student"].get(k)}
@@ -1277,27 +1299,15 @@ def test_the_optimiser_and_jitter_probes(tmp_path, monkeypatch):
     assert conv["teacher"]["model"] == "conv_net" and conv["dataset"] == "mnist"
 
     # A smoke run of both at seed 5 (teacher 3), under whatever backend runs the tests.
-    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
-    for name in ("hinton_mnist_adam", "hinton_mnist_jitter"):
-        monkeypatch.delitem(experiments.RECIPES[name], "seed_backends")
-    folders = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
-    run = experiments.parse_args(
-        ["run", "--smoke", "--recipes", "hinton_mnist_adam,hinton_mnist_jitter", *SMALL,
-         "--seeds", "5", "--epochs", "1", "--teacher-epochs", "1", *folders]
-    )  # fmt: skip
-    experiments.run(run)
-    records = {
-        (p.parent.name.split("-")[0], r["method"]): r
-        for p in (tmp_path / "results").glob("hinton_mnist_*/*seed5.json")
-        for r in [json.loads(p.read_text())]
-    }
+    runs, text = _smoke_run_at_seed_5(
+        tmp_path, monkeypatch, "hinton_mnist_adam", "hinton_mnist_jitter"
+    )
+    records = {(name, r["method"]): r for name, r in runs}
     assert set(records) == {(n, m) for n in ("hinton_mnist_adam", "hinton_mnist_jitter")
                             for m in ("ce", "kd")}  # fmt: skip
     assert records[("hinton_mnist_jitter", "kd")]["teacher_targets"] == "per epoch"
     assert records[("hinton_mnist_adam", "kd")]["teacher_targets"] == "cached"
     assert {r["teacher_seed"] for r in records.values() if r["method"] == "kd"} == {3}
-    report = experiments.parse_args(["report", *folders[:2], "--out", str(tmp_path)])
-    text = experiments.report(report)
     assert "(Adam with Keras' defaults, batch 128, learning rate 0.001 with cosine decay" in text
     # every seed is in 5-9: the pairing names only their teachers
     assert "(seeds 5-9 with teacher seed `2 + seed % 2`)" in text
@@ -1417,19 +1427,8 @@ def test_the_fit_studies_repeat_their_tables_runs_and_measure_the_fit(tmp_path, 
     )
 
     # A smoke run at seed 5 (teacher 3), under whatever backend runs the tests.
-    monkeypatch.setenv("KERAS_CSKD_DATA", str(_synthetic_mnist(tmp_path / "data")))
-    monkeypatch.delitem(experiments.RECIPES["hinton_mnist_fit"], "seed_backends")
-    folders = ["--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")]
-    run = experiments.parse_args(
-        ["run", "--smoke", "--recipes", "hinton_mnist_fit", *SMALL, "--seeds", "5",
-         "--epochs", "1", "--teacher-epochs", "1", *folders]
-    )  # fmt: skip
-    experiments.run(run)
-    records = {
-        (r["method"], r["config"].get("temperature")): r
-        for p in (tmp_path / "results").glob("hinton_mnist_fit-*/*seed5.json")
-        for r in [json.loads(p.read_text())]
-    }
+    runs, text = _smoke_run_at_seed_5(tmp_path, monkeypatch, "hinton_mnist_fit")
+    records = {(r["method"], r["config"].get("temperature")): r for _, r in runs}
     assert set(records) == {("ce", None), ("kd", 20.0), ("kd", 4.0)}
     assert {r["teacher_seed"] for r in records.values()} == {3}
     for record in records.values():
@@ -1438,8 +1437,6 @@ def test_the_fit_studies_repeat_their_tables_runs_and_measure_the_fit(tmp_path, 
         # the run's own scoring and the fit's agree on the test errors
         assert fit["test"]["errors"] == record["final_test_errors"]
         assert set(fit["train"]["kl"]) == {"1", "4", "20"}
-    report = experiments.parse_args(["report", *folders[:2], "--out", str(tmp_path)])
-    text = experiments.report(report)
     # the main table names each row's setting (a study row is no default)
     assert "| CE (student alone) | defaults | ls = 0, wd = 0; paper: 146 |" in text
     assert "| KD at the tuned T = 4, w = 0.5 | study | T = 4, w = 0.5 |" in text
